@@ -1,0 +1,5 @@
+"""Allow ``python -m contrastlocal``."""
+
+from contrastlocal.cli import main
+
+raise SystemExit(main())

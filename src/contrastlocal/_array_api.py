@@ -1,0 +1,94 @@
+"""The one internal door to the array API standard (private).
+
+Every numeric helper takes the namespace ``xp`` keyword-only and uses only functions of the
+standard, so the same code runs on NumPy, PyTorch, JAX, CuPy and array-api-strict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from array_api_compat import array_namespace, device, is_torch_namespace, size
+
+from ._typing import Array, Namespace
+
+__all__ = [
+    "array_namespace",
+    "compute_dtype",
+    "device",
+    "eps_for",
+    "is_floating",
+    "is_integer",
+    "l2_normalize",
+    "logsumexp",
+    "masked_logsumexp",
+    "size",
+]
+
+
+def is_floating(x: Array, *, xp: Namespace) -> bool:
+    """Whether `x` has a real floating dtype."""
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
+def is_integer(x: Array, *, xp: Namespace) -> bool:
+    """Whether `x` has an integer dtype (signed or unsigned)."""
+    return bool(xp.isdtype(x.dtype, "integral"))
+
+
+def compute_dtype(x: Array, *, xp: Namespace) -> Any:
+    """Dtype in which a loss on `x` is computed: float32 at least (half precisions are upcast)."""
+    if x.dtype == xp.float64:
+        return xp.float64
+    return xp.float32
+
+
+def eps_for(dtype: Any, *, xp: Namespace) -> float:
+    """A dtype-aware epsilon for the squared norm (tiny enough never to change a real norm)."""
+    return float(xp.finfo(dtype).eps) ** 2
+
+
+def l2_normalize(x: Array, *, axis: int = -1, xp: Namespace) -> Array:
+    """Divide `x` by its L2 norm along `axis`; an all-zero vector stays zero (finite gradient).
+
+    The squared norm is clamped below by a dtype-aware epsilon, as TensorFlow's ``l2_normalize``
+    does with 1e-12, so zero rows give zero vectors instead of NaN.
+    """
+    sq = xp.sum(x * x, axis=axis, keepdims=True)
+    return x / xp.sqrt(xp.maximum(sq, xp.asarray(eps_for(x.dtype, xp=xp), dtype=x.dtype)))
+
+
+def logsumexp(x: Array, *, axis: int = -1, keepdims: bool = False, xp: Namespace) -> Array:
+    """Max-subtracted log-sum-exp along `axis` (never ``exp`` then ``log`` on raw values)."""
+    m = xp.max(x, axis=axis, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, xp.zeros_like(m))
+    # The max is a constant shift: stop its gradient where the framework allows it.
+    if is_torch_namespace(xp):
+        m = m.detach()
+    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
+    if not keepdims:
+        out = xp.squeeze(out, axis=axis)
+    return out
+
+
+def masked_logsumexp(
+    x: Array, mask: Array, *, axis: int = -1, keepdims: bool = False, xp: Namespace
+) -> Array:
+    """Log-sum-exp of the entries of `x` where `mask` is True, along `axis`.
+
+    Masked-out entries are replaced by the dtype's most negative finite value (not ``-inf``), so a
+    row with no True entry gives a very negative but finite result and no NaN appears anywhere,
+    neither in the value nor in the gradient.
+    """
+    low = xp.asarray(xp.finfo(x.dtype).min, dtype=x.dtype)
+    filled = xp.where(mask, x, low)
+    m = xp.max(filled, axis=axis, keepdims=True)
+    if is_torch_namespace(xp):
+        m = m.detach()
+    e = xp.where(mask, xp.exp(filled - m), xp.zeros_like(filled))
+    s = xp.sum(e, axis=axis, keepdims=True)
+    tiny = xp.asarray(xp.finfo(x.dtype).tiny, dtype=x.dtype)
+    out = xp.log(xp.maximum(s, tiny)) + m
+    if not keepdims:
+        out = xp.squeeze(out, axis=axis)
+    return out
