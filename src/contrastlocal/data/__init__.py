@@ -1,0 +1,33 @@
+"""Datasets: readers of the as-distributed layouts, pre-processing, synthetic phantom volumes.
+
+Importing :mod:`contrastlocal.data` is light: every public name is loaded on first access
+(PEP 562), so nibabel, Pillow, scipy or torch are imported only by the submodule that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule that defines it (add one line per name)
+_LAZY: dict[str, str] = {
+    "Case": "contrastlocal.data._records",
+    "PHANTOM_CLASS_NAMES": "contrastlocal.data.synthetic",
+    "make_cardiac_phantom": "contrastlocal.data.synthetic",
+    "make_synthetic_dataset": "contrastlocal.data.synthetic",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    msg = f"module 'contrastlocal.data' has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
