@@ -1,0 +1,480 @@
+"""The local contrastive loss of Chaitanya et al. (NeurIPS 2020) (framework-agnostic).
+
+Regions of decoder feature maps are contrasted against the same region in the positive row's
+maps and against each region's fixed list of nearby negative regions, in the anchor's map and in
+the positive's map. Everything is written against the array API standard.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._array_api import compute_dtype, device, is_floating, l2_normalize, logsumexp
+from .._typing import Array, Namespace, Reduction
+from .._validation import (
+    check_choice,
+    check_int_in_range,
+    check_integer_ids,
+    check_ndim,
+    check_positive,
+    shape_of,
+)
+from ._kernel import _has_nonzero, _namespace, _on_device_of, _reduce, explicit_positive_nll
+from ._regions import (
+    _as_positions,
+    _check_bounds,
+    _check_region_size,
+    _flat_indices,
+    _gather_regions,
+    check_feature_maps,
+    local_region_positions,
+)
+
+__all__ = ["local_contrastive_loss", "original_local_pairing"]
+
+_STRATEGIES: tuple[str, ...] = ("random", "domain")
+_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+# The original L^D batch: 3 volumes x 4 partitions, two views concatenated.
+_ORIGINAL_DOMAIN_SLICES = 12
+
+
+def _pair_mask_weights(
+    image_ids: Array,
+    partition_ids: Array | None,
+    volume_ids: Array | None,
+    *,
+    strategy: str,
+    dtype: Any,
+    xp: Namespace,
+) -> Array:
+    """Dense positive weights (N, N) of the paper's strategies (0/1, zero diagonal)."""
+    n = int(image_ids.shape[0])
+    rows = xp.arange(n, device=device(image_ids))
+    not_self = xp.expand_dims(rows, axis=1) != xp.expand_dims(rows, axis=0)
+    same_image = xp.expand_dims(image_ids, axis=1) == xp.expand_dims(image_ids, axis=0)
+    positive = same_image & not_self
+    if strategy == "domain":
+        same_partition = xp.expand_dims(partition_ids, axis=1) == xp.expand_dims(
+            partition_ids, axis=0
+        )
+        other_volume = xp.expand_dims(volume_ids, axis=1) != xp.expand_dims(volume_ids, axis=0)
+        positive = positive | (same_partition & other_volume)
+    return xp.astype(positive, dtype)
+
+
+def _local_impl(
+    features: Array,
+    weights: Array,
+    indices: np.ndarray,
+    projection: Array | None,
+    *,
+    num_regions: int,
+    num_negatives: int,
+    region_size: int,
+    temperature: float,
+    normalizer: float | None,
+    reduction: str,
+    xp: Namespace,
+) -> Array:
+    """Loss body; inputs validated. Returns in the compute dtype (float32 at least)."""
+    dtype = compute_dtype(features, xp=xp)
+    if features.dtype != dtype:
+        features = xp.astype(features, dtype)
+    n = int(features.shape[0])
+    r, j = num_regions, num_negatives
+    # One gather for the R region positions followed by the R*J negative positions.
+    regions = _gather_regions(features, indices, r * (1 + j), region_size, xp=xp)
+    if projection is not None:
+        if projection.dtype != dtype:
+            projection = xp.astype(projection, dtype)
+        regions = xp.matmul(regions, projection)
+    z = l2_normalize(regions, xp=xp)  # (N, R(1+J), D)
+    d = int(z.shape[-1])
+    u = z[:, :r, :]  # (N, R, D)
+    v = xp.reshape(z[:, r:, :], (n, r, j, d))  # (N, R, J, D)
+    inv_t = 1.0 / temperature
+
+    u_r = xp.permute_dims(u, (1, 0, 2))  # (R, N, D)
+    # s(u_ar, u_pr): (R, N_a, N_p)
+    s_pos = xp.matmul(u_r, xp.matrix_transpose(u_r)) * inv_t
+    # s(u_ar, u_a,n_rj): (N, R, J) -> log-sum-exp over j -> (R, N_a, 1)
+    s_own = xp.sum(xp.expand_dims(u, axis=2) * v, axis=-1) * inv_t
+    lse_own = xp.expand_dims(xp.permute_dims(logsumexp(s_own, axis=-1, xp=xp), (1, 0)), axis=2)
+    # s(u_ar, u_p,n_rj): (R, N_a, N_p*J) -> (R, N_a, N_p, J) -> log-sum-exp over j
+    v_r = xp.reshape(xp.permute_dims(v, (1, 3, 0, 2)), (r, d, n * j))
+    s_cross = xp.reshape(xp.matmul(u_r, v_r), (r, n, n, j)) * inv_t
+    lse_cross = logsumexp(s_cross, axis=-1, xp=xp)  # (R, N_a, N_p)
+    negative_lse = xp.logaddexp(lse_own, lse_cross)
+    terms = explicit_positive_nll(s_pos, negative_lse, xp=xp)  # (R, N_a, N_p)
+    terms = xp.permute_dims(terms, (1, 2, 0)) * xp.expand_dims(weights, axis=2)  # (N, N, R)
+    weights_sum = xp.sum(weights) * float(r) if reduction == "mean" and normalizer is None else None
+    return _reduce(terms, weights_sum, normalizer=normalizer, reduction=reduction, xp=xp)
+
+
+def _resolve_positions(
+    positions: Any, negative_positions: Any, height: int, width: int, region_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if positions is None and negative_positions is None:
+        return local_region_positions((height, width), region_size=region_size)
+    if positions is None or negative_positions is None:
+        missing = "positions" if positions is None else "negative_positions"
+        given = "negative_positions" if positions is None else "positions"
+        msg = (
+            f"`{missing}` must be given together with `{given}` (or leave both as None for the "
+            "default 13-region pattern); got None."
+        )
+        raise ValueError(msg)
+    pos = _as_positions(positions, "positions", 2, "(R, 2)")
+    neg = _as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
+    if neg.shape[0] != pos.shape[0] or neg.shape[1] < 1:
+        msg = (
+            f"`negative_positions` must have shape (R, J, 2) with R = {pos.shape[0]} (one row "
+            f"per position) and J >= 1; got shape {neg.shape}."
+        )
+        raise ValueError(msg)
+    if pos.shape[0] < 1:
+        msg = f"`positions` must hold at least one position; got shape {pos.shape}."
+        raise ValueError(msg)
+    return pos, neg
+
+
+def _check_weights(positive_weights: Any, n: int, features: Array, *, xp: Namespace) -> Array:
+    if isinstance(positive_weights, np.ndarray) and not isinstance(features, np.ndarray):
+        # static pairings (original_local_pairing) are NumPy: bring them to the features
+        positive_weights = xp.asarray(positive_weights, device=device(features))
+    check_ndim(positive_weights, 2, "positive_weights", "(N, N)")
+    if tuple(positive_weights.shape) != (n, n):
+        msg = (
+            f"`positive_weights` must have shape (N, N) = ({n}, {n}) to match `features`; "
+            f"got shape {shape_of(positive_weights)}."
+        )
+        raise ValueError(msg)
+    if not (
+        positive_weights.dtype == xp.bool
+        or xp.isdtype(positive_weights.dtype, ("integral", "real floating"))
+    ):
+        msg = (
+            "`positive_weights` must be a bool, integer or real floating array; "
+            f"got dtype {positive_weights.dtype}."
+        )
+        raise TypeError(msg)
+    return positive_weights
+
+
+def local_contrastive_loss(
+    features: Array,
+    *,
+    image_ids: Array | None,
+    partition_ids: Array | None = None,
+    volume_ids: Array | None = None,
+    strategy: str = "random",
+    region_size: int = 3,
+    positions: Any = None,
+    negative_positions: Any = None,
+    projection: Array | None = None,
+    temperature: float = 0.1,
+    positive_weights: Array | None = None,
+    normalizer: float | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
+    r"""Local contrastive loss on feature maps: regions against their own nearby regions.
+
+    For every pair of rows (anchor `a`, positive `p`) and every region `r`, the region of `a`
+    at position :math:`P_r` is pulled towards the same region of `p` and pushed away from the
+    regions at the J negative positions of `r`, in `a`'s map and in `p`'s map.
+
+    Parameters
+    ----------
+    features : real floating array of shape (N, C, H, W)
+        Feature maps (the output of the decoder and its projection head g_2), channel-first.
+        NumPy, PyTorch, JAX, CuPy or array-api-strict; half precisions are computed in float32.
+    image_ids : integer array of shape (N,) or None
+        Rows with equal id are views of one image (pixel-aligned). Required unless
+        `positive_weights` is given.
+    partition_ids : integer array of shape (N,), optional
+        Partition of each row's slice; required by ``strategy="domain"``.
+    volume_ids : integer array of shape (N,), optional
+        Volume of each row's slice; required by ``strategy="domain"``.
+    strategy : {"random", "domain"}, default "random"
+        ``"random"`` (L^R): the positives of a row are the other views of its image.
+        ``"domain"`` (L^D): also every row of another volume with the same partition.
+        Ignored when `positive_weights` is given.
+    region_size : {3, 1}, default 3
+        Side K of the square regions; each region is the K×K×C block flattened in (row offset,
+        column offset, channel) order.
+    positions : integer array-like of shape (R, 2), optional
+        Top-left corners of the regions (static settings, read with NumPy). Default: the
+        paper's 13-point pattern for this map size and K (:func:`local_region_positions`).
+    negative_positions : integer array-like of shape (R, J, 2), optional
+        Top-left corners of the J negative regions of each region; given together with
+        `positions`. They need not be among `positions`.
+    projection : real floating array of shape (K*K*C, D'), optional
+        Linear map applied to every flattened region before the cosine similarity (the learned
+        9·C → 128 matrix of the paper for K = 3). Same library as `features`.
+    temperature : float, default 0.1
+        Temperature τ > 0 dividing the cosine similarities.
+    positive_weights : bool, integer or real floating array of shape (N, N), optional
+        Explicit pairing that replaces the strategy: ``positive_weights[a, p]`` = how many times
+        each of the R terms (a, p, r) counts (0 = not a pair). Same library as `features`, or a
+        NumPy array (as returned by :func:`original_local_pairing`).
+    normalizer : float, optional
+        What ``reduction="mean"`` divides the weighted sum by; default ``R · sum(W)``, the mean
+        over (anchor, positive, region) terms.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"``: the dense (N, N, R) array of weighted terms ``W_ap · ℓ(a, p, r)``, zero where
+        there is no pair; ``"sum"``: its sum; ``"mean"``: the sum divided by `normalizer`.
+
+    Returns
+    -------
+    array
+        0-D, or shape (N, N, R) if ``reduction="none"``; same namespace and device as
+        `features`, in the compute dtype (float64 for float64 input, float32 otherwise).
+
+    Raises
+    ------
+    ValueError
+        If `features` is not 4-D, the maps are too small for the default pattern,
+        `region_size` is not 1 or 3, a position is out of bounds, `negative_positions` does not
+        match `positions`, the projection's input size is not K·K·C, an id array's length is
+        not N, ``strategy="domain"`` lacks `partition_ids` or `volume_ids`, an option is
+        unknown, or there is no positive pair at all (checked where values are concrete).
+    TypeError
+        If the arrays come from different libraries, `features` is not floating, or ids are not
+        integers.
+
+    See Also
+    --------
+    local_region_positions : The default positions and negative tables.
+    extract_regions : The region vectors.
+    original_local_pairing : The original code's pairings and normalisers.
+
+    Notes
+    -----
+    With :math:`u_{ar}` the (projected, L2-normalised) region `r` of row `a`,
+    :math:`s(x, y) = x \cdot y / \tau` and :math:`n_{rj}` the negative positions of `r`,
+
+    .. math::
+
+        \ell(a, p, r) = -\log \frac{e^{s(u_{ar}, u_{pr})}}{e^{s(u_{ar}, u_{pr})}
+            + \sum_j e^{s(u_{ar}, u_{a, n_{rj}})} + \sum_j e^{s(u_{ar}, u_{p, n_{rj}})}}
+
+    Every row is an anchor (both directions). The value is computed with max-subtracted
+    log-sum-exps in at least float32, with no loop over rows, pairs, regions or negatives;
+    memory is O(N²·R·J).
+
+    References
+    ----------
+    .. [1] K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, "Contrastive learning of global and
+       local features for medical image segmentation with limited annotations", NeurIPS 2020,
+       arXiv:2006.10511.
+
+    Examples
+    --------
+    Two images with two pixel-aligned views each, 1×1 regions on 8×8 maps:
+
+    >>> import numpy as np
+    >>> from contrastlocal.functional import local_contrastive_loss
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.normal(size=(2, 4, 8, 8))
+    >>> views = np.concatenate([base, base + 0.1 * rng.normal(size=base.shape)])
+    >>> image_ids = np.array([0, 1, 0, 1])
+    >>> loss = local_contrastive_loss(views, image_ids=image_ids, region_size=1)
+    >>> round(float(loss), 3)
+    2.374
+    >>> local_contrastive_loss(views, image_ids=image_ids, region_size=1,
+    ...                        reduction="none").shape
+    (4, 4, 13)
+    """
+    numpy_weights = isinstance(positive_weights, np.ndarray)
+    xp = _namespace(
+        features=features,
+        image_ids=image_ids,
+        partition_ids=partition_ids,
+        volume_ids=volume_ids,
+        projection=projection,
+        positive_weights=None if numpy_weights else positive_weights,
+    )
+    n, c, h, w = check_feature_maps(features, "features", xp=xp)
+    k = _check_region_size(region_size)
+    check_choice(strategy, _STRATEGIES, "strategy")
+    check_choice(reduction, _REDUCTIONS, "reduction")
+    temperature = check_positive(temperature, "temperature")
+    if normalizer is not None:
+        normalizer = check_positive(normalizer, "normalizer")
+    for name, ids in (
+        ("image_ids", image_ids),
+        ("partition_ids", partition_ids),
+        ("volume_ids", volume_ids),
+    ):
+        if ids is not None:
+            check_integer_ids(ids, n, name, xp=xp)
+
+    dtype = compute_dtype(features, xp=xp)
+    if positive_weights is not None:
+        weights = _check_weights(positive_weights, n, features, xp=xp)
+        weights = _on_device_of(weights, features, xp=xp)
+        weights = xp.astype(weights, dtype)
+    else:
+        if image_ids is None:
+            msg = "`image_ids` must be an integer array of shape (N,) unless `positive_weights` "
+            msg += "is given; got None."
+            raise ValueError(msg)
+        if strategy == "domain" and (partition_ids is None or volume_ids is None):
+            missing = [
+                f"`{name}`"
+                for name, ids in (("partition_ids", partition_ids), ("volume_ids", volume_ids))
+                if ids is None
+            ]
+            msg = (
+                f'strategy="domain" needs `partition_ids` and `volume_ids` (integer arrays of '
+                f"shape (N,)); got None for {' and '.join(missing)}."
+            )
+            raise ValueError(msg)
+        image_ids = _on_device_of(image_ids, features, xp=xp)
+        if strategy == "domain":
+            partition_ids = _on_device_of(partition_ids, features, xp=xp)
+            volume_ids = _on_device_of(volume_ids, features, xp=xp)
+        weights = _pair_mask_weights(
+            image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
+        )
+
+    pos, neg = _resolve_positions(positions, negative_positions, h, w, k)
+    _check_bounds(pos, h, w, k, "positions")
+    _check_bounds(neg, h, w, k, "negative_positions")
+    num_regions, num_negatives = int(pos.shape[0]), int(neg.shape[1])
+
+    if projection is not None:
+        check_ndim(projection, 2, "projection", "(K*K*C, D')")
+        if not is_floating(projection, xp=xp):
+            msg = f"`projection` must have a real floating dtype; got dtype {projection.dtype}."
+            raise TypeError(msg)
+        if projection.shape[0] != k * k * c:
+            msg = (
+                f"`projection` must have shape (K*K*C, D') with K*K*C = {k}*{k}*{c} = "
+                f"{k * k * c} (the flattened region of `features` with C = {c}); got shape "
+                f"{shape_of(projection)}."
+            )
+            raise ValueError(msg)
+        projection = _on_device_of(projection, features, xp=xp)
+
+    if _has_nonzero(weights, xp=xp) is False:
+        if positive_weights is not None:
+            msg = (
+                "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
+                "the loss is undefined."
+            )
+        else:
+            how = " or a partition across volumes" if strategy == "domain" else ""
+            msg = (
+                f"`image_ids` gives no positive pair: no two rows share an image{how}, so the "
+                "loss is undefined."
+            )
+        raise ValueError(msg)
+
+    indices = np.concatenate([_flat_indices(pos, w, k), _flat_indices(neg, w, k)])
+    return _local_impl(
+        features,
+        weights,
+        indices,
+        projection,
+        num_regions=num_regions,
+        num_negatives=num_negatives,
+        region_size=k,
+        temperature=temperature,
+        normalizer=normalizer,
+        reduction=reduction,
+        xp=xp,
+    )
+
+
+def original_local_pairing(
+    strategy: str, batch_size: int, *, num_regions: int = 13
+) -> tuple[np.ndarray, int, float]:
+    """Pairing, number of negatives and normaliser of the original code's local losses.
+
+    With the feature maps in the original batch layout and the default negative tables cut to
+    their first `num_negatives` entries, :func:`local_contrastive_loss` with these weights and
+    this normaliser reproduces the authors' values.
+
+    Parameters
+    ----------
+    strategy : {"random", "domain"}
+        ``"random"``: L^R (``local_loss_exp_no = 0``); ``"domain"``: L^D
+        (``local_loss_exp_no = 1``).
+    batch_size : int
+        Number of slices B. L^R: rows are interleaved views, row 2i = view 1 and row 2i+1 =
+        view 2 of slice i (N = 2B; B = 10 in the released scripts). L^D: the original hard-codes
+        12 slices (3 volumes × 4 partitions, slice k = volume k // 4, partition k % 4), views
+        concatenated (rows 0–11 view 1, rows 12–23 view 2), so `batch_size` must be 12.
+    num_regions : int, default 13
+        Number of regions R (enters the normaliser).
+
+    Returns
+    -------
+    positive_weights : ndarray of float64, shape (N, N)
+        L^R: 1 for (2i, 2i+1) and (2i+1, 2i). L^D: 1 for (k, 12+k), (k, (k+4) mod 12) and
+        (k, (k+8) mod 12), k < 12 (view-1 anchors only, two cyclic partner volumes).
+    num_negatives : int
+        J: 5 for L^R, 4 for L^D (the training scripts force 4).
+    normalizer : float
+        L^R: R·2B (the mean over row-region anchors); L^D: 24·R, whatever the batch holds.
+
+    Raises
+    ------
+    ValueError
+        If `strategy` is unknown, `batch_size` < 1, or `batch_size` ≠ 12 for ``"domain"``.
+    TypeError
+        If `batch_size` or `num_regions` is not an int.
+
+    See Also
+    --------
+    local_contrastive_loss : Takes these as `positive_weights`, `normalizer`.
+
+    Notes
+    -----
+    The original L^R term for slice i and region r uses the same positive similarity for both
+    views and the negatives of both maps, so it is exactly this package's term for the pairs
+    (2i, 2i+1) and (2i+1, 2i). The original L^D differs from the paper's (no view-2 anchors, no
+    symmetric terms, J = 4, fixed 3 × 4 geometry, fixed normaliser).
+
+    References
+    ----------
+    .. [1] K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, "Contrastive learning of global and
+       local features for medical image segmentation with limited annotations", NeurIPS 2020,
+       arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> from contrastlocal.functional import original_local_pairing
+    >>> weights, num_negatives, normalizer = original_local_pairing("random", 2)
+    >>> weights.tolist(), num_negatives, normalizer
+    ([[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]], 5, 52.0)
+    >>> weights, num_negatives, normalizer = original_local_pairing("domain", 12)
+    >>> weights.shape, int(weights.sum()), num_negatives, normalizer
+    ((24, 24), 36, 4, 312.0)
+    """
+    check_choice(strategy, _STRATEGIES, "strategy")
+    b = check_int_in_range(batch_size, "batch_size", 1)
+    r = check_int_in_range(num_regions, "num_regions", 1)
+    if strategy == "random":
+        weights = np.zeros((2 * b, 2 * b))
+        i = np.arange(b)
+        weights[2 * i, 2 * i + 1] = 1.0
+        weights[2 * i + 1, 2 * i] = 1.0
+        return weights, 5, float(r * 2 * b)
+    if b != _ORIGINAL_DOMAIN_SLICES:
+        msg = (
+            f'`batch_size` must be {_ORIGINAL_DOMAIN_SLICES} for strategy="domain" (the original '
+            f"L^D hard-codes 3 volumes x 4 partitions, two views concatenated); got {b}."
+        )
+        raise ValueError(msg)
+    s = _ORIGINAL_DOMAIN_SLICES
+    weights = np.zeros((2 * s, 2 * s))
+    k = np.arange(s)
+    weights[k, s + k] = 1.0
+    weights[k, (k + 4) % s] = 1.0
+    weights[k, (k + 8) % s] = 1.0
+    return weights, 4, float(2 * s * r)

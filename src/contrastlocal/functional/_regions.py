@@ -1,0 +1,349 @@
+"""Local regions of feature maps: the paper's position patterns and region extraction.
+
+A *region* of size K (1 or 3) at grid position ``(x, y)`` (``x`` along the height axis, ``y``
+along the width axis) is the K×K block of a feature map whose top-left corner is ``(x, y)``,
+flattened in (row offset, column offset, channel) order to a vector of length K·K·C.
+
+The default patterns (13 or 9 positions, each with 5 hand-picked nearby negative positions) are
+the fixed grids of Chaitanya et al. (NeurIPS 2020), computed from the map size and K.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .._array_api import array_namespace, device
+from .._typing import Array, Namespace
+from .._validation import check_choice, check_floating, check_ndim, shape_of
+
+__all__ = ["extract_regions", "local_region_positions"]
+
+# Symbolic tables. Each coordinate is one of the symbols of the grid along its axis:
+# "0" (first), "q" (quarter), "h" (half), "t" (three quarters), "e" (last start).
+_POSITIONS_13 = ("00", "0h", "0e", "h0", "hh", "he", "e0", "eh", "ee", "qq", "qt", "tq", "tt")
+
+_NEGATIVES_13_K3 = (
+    ("0h", "qq", "qh", "h0", "hq"),
+    ("00", "0e", "qq", "qt", "hh"),
+    ("0h", "qh", "qt", "ht", "he"),
+    ("00", "qq", "hh", "e0", "tq"),
+    ("qq", "qt", "tq", "tt", "h0"),
+    ("0e", "hh", "ee", "qt", "tt"),
+    ("h0", "hq", "eh", "tq", "th"),
+    ("hh", "e0", "ee", "tq", "tt"),
+    ("ht", "he", "eh", "tt", "th"),
+    ("00", "0h", "h0", "hh", "qt"),
+    ("0h", "0e", "qq", "hh", "he"),
+    ("h0", "hh", "e0", "eh", "tt"),
+    ("hh", "he", "eh", "ee", "tq"),
+)
+
+_NEGATIVES_13_K1 = (
+    ("0h", "h0", "hh", "qq", "qt"),
+    ("00", "0e", "hh", "qq", "qt"),
+    ("0h", "hh", "he", "tq", "qt"),
+    ("00", "hh", "e0", "qq", "tq"),
+    ("qq", "qt", "tq", "tt", "h0"),
+    ("0e", "hh", "ee", "qt", "tt"),
+    ("h0", "hh", "eh", "tq", "qq"),
+    ("hh", "e0", "ee", "tq", "tt"),
+    ("hh", "he", "eh", "tt", "tq"),
+    ("00", "0h", "h0", "hh", "qt"),
+    ("0h", "0e", "hh", "he", "tt"),
+    ("h0", "hh", "e0", "0h", "qq"),
+    ("hh", "he", "eh", "ee", "qt"),
+)
+
+_NEGATIVES_9 = (
+    ("0h", "h0", "hh", "0e", "e0"),
+    ("00", "0e", "h0", "hh", "he"),
+    ("00", "0h", "hh", "he", "ee"),
+    ("00", "0h", "hh", "e0", "eh"),
+    ("00", "0h", "h0", "he", "eh"),
+    ("0h", "0e", "hh", "eh", "ee"),
+    ("00", "h0", "hh", "eh", "ee"),
+    ("h0", "hh", "he", "e0", "ee"),
+    ("0e", "hh", "he", "e0", "eh"),
+)
+
+# Smallest last start ``e`` for which the grid's points are distinct (0 < q < h < t < e for 13
+# regions; 0 < h < e for 9).
+_MIN_LAST_START = {13: 4, 9: 2}
+
+
+def _grid(e: int) -> dict[str, int]:
+    return {"0": 0, "q": e // 4, "h": e // 2, "t": (3 * e) // 4, "e": e}
+
+
+def _map_size_pair(map_size: Any) -> tuple[int, int]:
+    if isinstance(map_size, (int, np.integer)) and not isinstance(map_size, bool):
+        return int(map_size), int(map_size)
+    if (
+        isinstance(map_size, Sequence)
+        and len(map_size) == 2
+        and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in map_size)
+    ):
+        return int(map_size[0]), int(map_size[1])
+    msg = f"`map_size` must be an int or a pair of ints (H, W); got {map_size!r}."
+    raise TypeError(msg)
+
+
+def _check_region_size(region_size: Any) -> int:
+    if isinstance(region_size, bool) or not isinstance(region_size, (int, np.integer)):
+        msg = f"`region_size` must be 1 or 3; got {region_size!r}."
+        raise TypeError(msg)
+    if int(region_size) not in (1, 3):
+        msg = f"`region_size` must be 1 or 3; got {region_size!r}."
+        raise ValueError(msg)
+    return int(region_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _default_tables(
+    height: int, width: int, region_size: int, num_regions: int
+) -> tuple[np.ndarray, np.ndarray]:
+    # The last start: 3x3 regions stop one row/column short of the border, as the original does.
+    margin = 4 if region_size == 3 else 1
+    need = _MIN_LAST_START[num_regions] + margin
+    for name, m in (("height", height), ("width", width)):
+        if m < need:
+            msg = (
+                f"`map_size` is too small: the {num_regions}-region pattern with "
+                f"region_size={region_size} needs maps of at least {need}x{need}; "
+                f"got {name} {m}."
+            )
+            raise ValueError(msg)
+    gx, gy = _grid(height - margin), _grid(width - margin)
+    if num_regions == 13:
+        symbols = _POSITIONS_13
+        negatives = _NEGATIVES_13_K3 if region_size == 3 else _NEGATIVES_13_K1
+    else:
+        symbols = _POSITIONS_13[:9]
+        negatives = _NEGATIVES_9
+    positions = np.array([[gx[s[0]], gy[s[1]]] for s in symbols], dtype=np.int64)
+    negative_positions = np.array(
+        [[[gx[s[0]], gy[s[1]]] for s in row] for row in negatives], dtype=np.int64
+    )
+    positions.setflags(write=False)
+    negative_positions.setflags(write=False)
+    return positions, negative_positions
+
+
+def local_region_positions(
+    map_size: int | tuple[int, int], *, region_size: int = 3, num_regions: int = 13
+) -> tuple[np.ndarray, np.ndarray]:
+    """Default region positions and their negative-position tables for a feature-map size.
+
+    Parameters
+    ----------
+    map_size : int or tuple of (int, int)
+        Spatial size of the feature maps: ``m`` for square ``m×m`` maps or ``(H, W)``.
+    region_size : {3, 1}, default 3
+        Side K of the square regions.
+    num_regions : {13, 9}, default 13
+        Number of regions R: the paper's 13-point pattern (corners, edge mid-points, centre and
+        the four quarter points) or its first nine points.
+
+    Returns
+    -------
+    positions : ndarray of int64, shape (R, 2)
+        Top-left corners ``(x, y)`` of the regions (``x`` along H, ``y`` along W).
+    negative_positions : ndarray of int64, shape (R, 5, 2)
+        For each region, the top-left corners of its 5 negative regions, in the original order
+        (the first J entries are used when fewer negatives are wanted). Both arrays are
+        read-only.
+
+    Raises
+    ------
+    ValueError
+        If `region_size` is not 1 or 3, `num_regions` is not 13 or 9, or the map is too small
+        for the pattern's points to be distinct.
+    TypeError
+        If `map_size` is not an int or a pair of ints.
+
+    See Also
+    --------
+    extract_regions : Gather the regions at these positions.
+    local_contrastive_loss : The loss that uses them.
+
+    Notes
+    -----
+    Per axis of size ``m``, the last start is :math:`e = m - 4` for 3×3 regions (the original
+    never touches the last row/column) and :math:`e = m - 1` for 1×1 regions; the grid points are
+    :math:`0`, :math:`q = \\lfloor e/4 \\rfloor`, :math:`h = \\lfloor e/2 \\rfloor`,
+    :math:`t = \\lfloor 3e/4 \\rfloor` and :math:`e`. The 13 positions are (0,0) (0,h) (0,e)
+    (h,0) (h,h) (h,e) (e,0) (e,h) (e,e) (q,q) (q,t) (t,q) (t,t). The negative tables are the
+    authors' hand-picked lists; the 13-region tables differ between K = 3 and K = 1.
+
+    References
+    ----------
+    .. [1] K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, "Contrastive learning of global and
+       local features for medical image segmentation with limited annotations", NeurIPS 2020,
+       arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> from contrastlocal.functional import local_region_positions
+    >>> positions, negatives = local_region_positions(48)
+    >>> positions.shape, negatives.shape
+    ((13, 2), (13, 5, 2))
+    >>> positions[:5].tolist()
+    [[0, 0], [0, 22], [0, 44], [22, 0], [22, 22]]
+    >>> negatives[0].tolist()
+    [[0, 22], [11, 11], [11, 22], [22, 0], [22, 11]]
+    """
+    height, width = _map_size_pair(map_size)
+    k = _check_region_size(region_size)
+    check_choice(num_regions, (13, 9), "num_regions")
+    return _default_tables(height, width, k, int(num_regions))
+
+
+def _as_positions(positions: Any, name: str, ndim: int, layout: str) -> np.ndarray:
+    """Convert static position metadata to an int64 NumPy array with the given layout."""
+    try:
+        arr = np.asarray(positions)
+    except Exception as err:  # e.g. an array on an accelerator
+        msg = (
+            f"`{name}` must be an integer array-like of shape {layout} that NumPy can read "
+            f"(positions are static settings); got {type(positions).__name__}."
+        )
+        raise TypeError(msg) from err
+    if arr.ndim != ndim or arr.shape[-1] != 2:
+        msg = f"`{name}` must have shape {layout}; got shape {arr.shape}."
+        raise ValueError(msg)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        msg = f"`{name}` must hold integers; got dtype {arr.dtype}."
+        raise TypeError(msg)
+    return arr.astype(np.int64, copy=False)
+
+
+def _check_bounds(
+    points: np.ndarray, height: int, width: int, region_size: int, name: str
+) -> None:
+    flat = points.reshape(-1, 2)
+    bad = (
+        (flat[:, 0] < 0)
+        | (flat[:, 1] < 0)
+        | (flat[:, 0] + region_size > height)
+        | (flat[:, 1] + region_size > width)
+    )
+    if bad.any():
+        first = tuple(int(v) for v in flat[int(np.argmax(bad))])
+        msg = (
+            f"`{name}` is out of bounds: a {region_size}x{region_size} region at top-left "
+            f"{first} does not fit in {height}x{width} maps (need 0 <= x <= {height - region_size}"
+            f" and 0 <= y <= {width - region_size})."
+        )
+        raise ValueError(msg)
+
+
+@functools.lru_cache(maxsize=128)
+def _flat_indices_cached(
+    points: tuple[tuple[int, int], ...], width: int, region_size: int
+) -> np.ndarray:
+    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    offsets = np.arange(region_size, dtype=np.int64)
+    # (P, K, K): (row offset, column offset) order, flattened row-major.
+    rows = pts[:, 0, None, None] + offsets[None, :, None]
+    cols = pts[:, 1, None, None] + offsets[None, None, :]
+    out = (rows * width + cols).reshape(-1)
+    out.setflags(write=False)
+    return out
+
+
+def _flat_indices(points: np.ndarray, width: int, region_size: int) -> np.ndarray:
+    """Indices into the flattened ``H*W`` grid of every K×K block, shape (P*K*K,)."""
+    key = tuple((int(x), int(y)) for x, y in points.reshape(-1, 2))
+    return _flat_indices_cached(key, width, region_size)
+
+
+def _gather_regions(
+    features: Array, indices: np.ndarray, num_points: int, region_size: int, *, xp: Namespace
+) -> Array:
+    """Gather regions: features (N, C, H, W), flat indices (P*K*K,) -> (N, P, K*K*C)."""
+    n, c, h, w = (int(v) for v in features.shape)
+    kk = region_size * region_size
+    flat = xp.reshape(features, (n, c, h * w))
+    idx = xp.asarray(indices.tolist(), dtype=xp.int64, device=device(features))
+    taken = xp.take(flat, idx, axis=2)  # (N, C, P*K*K)
+    taken = xp.reshape(taken, (n, c, num_points, kk))
+    taken = xp.permute_dims(taken, (0, 2, 3, 1))  # (N, P, K*K, C)
+    return xp.reshape(taken, (n, num_points, kk * c))
+
+
+def check_feature_maps(features: Array, name: str, *, xp: Namespace) -> tuple[int, ...]:
+    """Validate (N, C, H, W) floating feature maps with known sizes; return the shape."""
+    check_ndim(features, 4, name, "(N, C, H, W)")
+    check_floating(features, name, xp=xp)
+    shape = shape_of(features)
+    if any(v is None for v in shape):
+        msg = f"`{name}` must have a known shape (N, C, H, W); got shape {shape}."
+        raise ValueError(msg)
+    return tuple(int(v) for v in shape if v is not None)
+
+
+def extract_regions(features: Array, positions: Any, *, region_size: int = 3) -> Array:
+    """Flatten the K×K regions of feature maps at the given top-left positions.
+
+    Parameters
+    ----------
+    features : array of shape (N, C, H, W)
+        Feature maps, channel-first. Any array API array (NumPy, PyTorch, JAX, CuPy).
+    positions : integer array-like of shape (R, 2)
+        Top-left corners ``(x, y)`` of the regions, ``x`` along H and ``y`` along W. Static
+        settings: read with NumPy (pass a NumPy array or nested lists).
+    region_size : {3, 1}, default 3
+        Side K of the square regions.
+
+    Returns
+    -------
+    array of shape (N, R, K*K*C)
+        Region vectors, each the K×K×C block flattened in (row offset, column offset, channel)
+        order; same namespace, device and dtype as `features`.
+
+    Raises
+    ------
+    ValueError
+        If `features` is not 4-D, `region_size` is not 1 or 3, `positions` is not (R, 2), or a
+        region does not fit in the maps.
+    TypeError
+        If `features` is not floating or `positions` does not hold integers.
+
+    See Also
+    --------
+    local_region_positions : The paper's default positions.
+
+    Notes
+    -----
+    The gather is one ``take`` along the flattened spatial axis, so it works on every array API
+    backend (no boolean masks, no data-dependent shapes) and carries gradients.
+
+    References
+    ----------
+    .. [1] K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, "Contrastive learning of global and
+       local features for medical image segmentation with limited annotations", NeurIPS 2020,
+       arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.functional import extract_regions
+    >>> f = np.arange(2 * 1 * 4 * 4, dtype=np.float64).reshape(2, 1, 4, 4)
+    >>> extract_regions(f, [[0, 0], [2, 1]], region_size=1)[0].tolist()
+    [[0.0], [9.0]]
+    >>> extract_regions(f, [[1, 1]], region_size=3).shape
+    (2, 1, 9)
+    >>> extract_regions(f, [[1, 1]], region_size=3)[0, 0].tolist()
+    [5.0, 6.0, 7.0, 9.0, 10.0, 11.0, 13.0, 14.0, 15.0]
+    """
+    xp = array_namespace(features)
+    _, _, h, w = check_feature_maps(features, "features", xp=xp)
+    k = _check_region_size(region_size)
+    pos = _as_positions(positions, "positions", 2, "(R, 2)")
+    _check_bounds(pos, h, w, k, "positions")
+    idx = _flat_indices(pos, w, k)
+    return _gather_regions(features, idx, int(pos.shape[0]), k, xp=xp)
