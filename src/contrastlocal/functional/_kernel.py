@@ -1,0 +1,266 @@
+"""The masked contrastive kernel shared by every contrastive loss (framework-agnostic).
+
+Everything here is written against the array API standard: it runs on NumPy, PyTorch (autograd),
+JAX (``jax.grad``), CuPy and array-api-strict, on the input's device.
+"""
+
+from __future__ import annotations
+
+from .._array_api import array_namespace, compute_dtype, device, l2_normalize
+from .._typing import Array, Namespace, Reduction
+from .._validation import check_choice, check_floating, check_ndim, check_positive, shape_of
+
+__all__ = ["masked_contrastive_loss"]
+
+_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+
+
+# --------------------------------------------------------------------------------------------
+# private helpers (also used by the global and local losses)
+# --------------------------------------------------------------------------------------------
+
+
+def _namespace(**arrays: Array | None) -> Namespace:
+    """Array namespace shared by the named arrays (``None`` entries are skipped).
+
+    Raises a `TypeError` that names every argument and its type when they come from different
+    libraries (e.g. a NumPy `image_ids` with torch `embeddings`).
+    """
+    given = {name: a for name, a in arrays.items() if a is not None}
+    try:
+        return array_namespace(*given.values())
+    except TypeError as exc:
+        kinds = ", ".join(f"`{name}`: {type(a).__module__}.{type(a).__name__}" for name, a in
+                          given.items())
+        msg = (f"{', '.join(f'`{n}`' for n in given)} must be arrays of one array library "
+               f"(all NumPy, all torch, ...); got {kinds}.")
+        raise TypeError(msg) from exc
+
+
+def _on_device_of(x: Array, reference: Array, *, xp: Namespace) -> Array:
+    """`x` moved to the device of `reference` if it lives elsewhere (metadata only)."""
+    dev = device(reference)
+    if device(x) == dev:
+        return x
+    from array_api_compat import to_device
+
+    return to_device(x, dev)
+
+
+def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
+    """Whether `x` has a nonzero entry, or ``None`` when values are not concrete (e.g. under jit).
+
+    This is the single place where the losses look at values: a batch without any positive pair
+    must raise eagerly rather than return 0/0.
+    """
+    try:
+        return bool(xp.any(x != 0))
+    except (TypeError, RuntimeError):  # traced values (jax.jit, torch.compile graph capture)
+        return None
+
+
+def _softplus(x: Array, *, xp: Namespace) -> Array:
+    """``log(1 + exp(x))`` without overflow or cancellation."""
+    return xp.logaddexp(xp.zeros_like(x), x)
+
+
+def explicit_positive_nll(positive_logits: Array, negative_lse: Array, *, xp: Namespace) -> Array:
+    """``-log(e^pos / (e^pos + e^neg_lse))`` elementwise (private; reused by the local loss).
+
+    `negative_lse` is the log-sum-exp of the negatives' logits (broadcast against
+    `positive_logits`); the result equals ``softplus(negative_lse - positive_logits)``, which is
+    exact for large and small arguments alike. A very negative `negative_lse` (no negatives) gives
+    0.
+    """
+    return _softplus(negative_lse - positive_logits, xp=xp)
+
+
+def negative_logsumexp(logits: Array, negative_mask: Array, *, xp: Namespace) -> Array:
+    """Row-wise log-sum-exp of `logits` (..., K) over the entries where `negative_mask` is True.
+
+    Masked-out entries are filled with the dtype's most negative finite value (never ``-inf``),
+    the row maximum is subtracted (and its gradient stopped on torch), so a row without negatives
+    yields a very negative finite number and neither the value nor the gradient has a NaN.
+    """
+    low = xp.asarray(xp.finfo(logits.dtype).min, dtype=logits.dtype, device=device(logits))
+    filled = xp.where(negative_mask, logits, low)
+    m = xp.max(filled, axis=-1, keepdims=True)
+    if hasattr(m, "detach"):
+        m = m.detach()
+    # masked entries give exp(low - m) == 0 unless the whole row is masked (then m == low and the
+    # row's sum is its length: log(K) + low is still very negative, and finite)
+    total = xp.sum(xp.exp(filled - m), axis=-1, keepdims=True)
+    return xp.log(total) + m
+
+
+def _reduce(
+    terms: Array, weights_sum: Array | None, *, normalizer: float | None, reduction: str,
+    xp: Namespace,
+) -> Array:
+    if reduction == "none":
+        return terms
+    total = xp.sum(terms)
+    if reduction == "sum":
+        return total
+    if normalizer is not None:
+        return total / normalizer
+    return total / weights_sum
+
+
+def _masked_contrastive_impl(
+    embeddings: Array, positive_weights: Array, negative_mask: Array, *, temperature: float,
+    normalizer: float | None, reduction: str, xp: Namespace,
+) -> Array:
+    """Kernel body; inputs validated. Returns in the compute dtype (float32 at least)."""
+    dtype = compute_dtype(embeddings, xp=xp)
+    z = l2_normalize(xp.astype(embeddings, dtype), xp=xp)
+    logits = xp.matmul(z, xp.matrix_transpose(z)) * (1.0 / temperature)  # (N, N)
+    neg_lse = negative_logsumexp(logits, negative_mask, xp=xp)  # (N, 1)
+    w = positive_weights
+    if w.dtype != dtype:
+        w = xp.astype(w, dtype)
+    terms = w * explicit_positive_nll(logits, neg_lse, xp=xp)  # (N, N), 0 where no pair
+    weights_sum = xp.sum(w) if (reduction == "mean" and normalizer is None) else None
+    return _reduce(terms, weights_sum, normalizer=normalizer, reduction=reduction, xp=xp)
+
+
+def _check_embeddings(embeddings: Array, *, xp: Namespace) -> int:
+    check_ndim(embeddings, 2, "embeddings", "(N, D)")
+    check_floating(embeddings, "embeddings", xp=xp)
+    n = embeddings.shape[0]
+    if n is None:  # lazy backends with unknown sizes
+        msg = f"`embeddings` must have a known number of rows; got shape {shape_of(embeddings)}."
+        raise ValueError(msg)
+    return int(n)
+
+
+def _check_square(x: Array, n: int, name: str) -> None:
+    check_ndim(x, 2, name, "(N, N)")
+    if tuple(x.shape) != (n, n):
+        msg = (f"`{name}` must have shape (N, N) = ({n}, {n}) to match `embeddings`; "
+               f"got shape {shape_of(x)}.")
+        raise ValueError(msg)
+
+
+# --------------------------------------------------------------------------------------------
+# public API
+# --------------------------------------------------------------------------------------------
+
+
+def masked_contrastive_loss(
+    embeddings: Array,
+    positive_weights: Array,
+    negative_mask: Array,
+    *,
+    temperature: float = 0.1,
+    normalizer: float | None = None,
+    reduction: Reduction = "mean",
+) -> Array:
+    r"""Weighted sum of explicit-positive contrastive terms over a dense pair layout.
+
+    Every loss of the package is this kernel with some pairing: the rows of `embeddings` are
+    L2-normalised, ``s = z zᵀ / τ``, and each (anchor `a`, positive `p`) with
+    ``positive_weights[a, p] != 0`` contributes ``positive_weights[a, p] · ℓ(a, p)`` where the
+    negatives of `a` are the True entries of ``negative_mask[a]``.
+
+    Parameters
+    ----------
+    embeddings : real floating array of shape (N, D)
+        One embedding per row (NumPy, PyTorch, JAX, CuPy or array-api-strict). Half precisions
+        are computed in float32.
+    positive_weights : bool, integer or real floating array of shape (N, N)
+        ``positive_weights[a, p]`` = how many times the term (a, p) counts; 0 (or False) = not a
+        pair. Any entry may be set, including the diagonal.
+    negative_mask : bool array of shape (N, N)
+        ``negative_mask[a, k]`` is True when row `k` enters the denominator of every term of
+        anchor `a`. If it includes the positive `p` (or `a`), that row is counted again inside the
+        sum, as in the original code's buggy layouts.
+    temperature : float, default 0.1
+        Temperature τ > 0 dividing the cosine similarities.
+    normalizer : float or None, default None
+        What ``reduction="mean"`` divides the weighted sum by; None = ``sum(positive_weights)``,
+        the mean over terms. Ignored by the other reductions.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"none"``: the dense (N, N) array of weighted terms ``W_ap · ℓ(a, p)`` (zero where there
+        is no pair, so shapes never depend on data); ``"sum"``: its sum; ``"mean"``: the sum
+        divided by `normalizer`.
+
+    Returns
+    -------
+    array
+        0-D, or shape (N, N) if ``reduction="none"``; same namespace and device as `embeddings`,
+        in the compute dtype (float64 for float64 input, float32 otherwise).
+
+    Raises
+    ------
+    TypeError
+        If the arrays come from different libraries, `embeddings` is not floating, or
+        `negative_mask` is not boolean.
+    ValueError
+        If a shape does not match, `temperature` or `normalizer` is not a positive finite number,
+        `reduction` is unknown, or `positive_weights` has no nonzero entry (no positive pair; only
+        checked where values are concrete, i.e. not under ``jax.jit``).
+
+    Notes
+    -----
+    Each term has the explicit-positive form
+
+    .. math::
+
+        \ell(a, p) = -\log \frac{e^{s_{ap}}}{e^{s_{ap}} + \sum_{k:\,M_{ak}} e^{s_{ak}}}
+                   = \operatorname{softplus}\Big(\operatorname{LSE}_{k:\,M_{ak}} s_{ak}
+                     - s_{ap}\Big),
+
+    computed with a max-subtracted log-sum-exp (masked entries filled with the dtype's most
+    negative finite value, never ``-inf``), so τ = 0.01 does not overflow and an all-zero
+    embedding row gives a finite loss and gradient. Memory is O(N²).
+
+    References
+    ----------
+    Chaitanya, Erdil, Karani, Konukoglu, "Contrastive learning of global and local features for
+    medical image segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+
+    Examples
+    --------
+    Two images with two views each (rows 0, 2 and 1, 3), each view's positive is the other view
+    of its image, negatives are the other image's views (SimCLR's NT-Xent):
+
+    >>> import numpy as np
+    >>> from contrastlocal.functional import masked_contrastive_loss
+    >>> z = np.array([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    >>> image = np.array([0, 1, 0, 1])
+    >>> same = image[:, None] == image[None, :]
+    >>> w = same & ~np.eye(4, dtype=bool)
+    >>> loss = masked_contrastive_loss(z, w, ~same, temperature=0.5)
+    >>> round(float(loss), 4)
+    0.2965
+    >>> masked_contrastive_loss(z, w, ~same, temperature=0.5, reduction="none").shape
+    (4, 4)
+    """
+    xp = _namespace(embeddings=embeddings, positive_weights=positive_weights,
+                    negative_mask=negative_mask)
+    n = _check_embeddings(embeddings, xp=xp)
+    _check_square(positive_weights, n, "positive_weights")
+    _check_square(negative_mask, n, "negative_mask")
+    if not (positive_weights.dtype == xp.bool or xp.isdtype(positive_weights.dtype,
+                                                            ("integral", "real floating"))):
+        msg = ("`positive_weights` must be a bool, integer or real floating array; "
+               f"got dtype {positive_weights.dtype}.")
+        raise TypeError(msg)
+    if negative_mask.dtype != xp.bool:
+        msg = f"`negative_mask` must be a bool array; got dtype {negative_mask.dtype}."
+        raise TypeError(msg)
+    temperature = check_positive(temperature, "temperature")
+    if normalizer is not None:
+        normalizer = check_positive(normalizer, "normalizer")
+    check_choice(reduction, _REDUCTIONS, "reduction")
+    if _has_nonzero(positive_weights, xp=xp) is False:
+        msg = ("`positive_weights` has no nonzero entry: the batch has no positive pair, so the "
+               "loss is undefined.")
+        raise ValueError(msg)
+    positive_weights = _on_device_of(positive_weights, embeddings, xp=xp)
+    negative_mask = _on_device_of(negative_mask, embeddings, xp=xp)
+    return _masked_contrastive_impl(
+        embeddings, positive_weights, negative_mask, temperature=temperature,
+        normalizer=normalizer, reduction=reduction, xp=xp,
+    )
