@@ -15,6 +15,8 @@ _LAZY: dict[str, str] = {
     "PHANTOM_CLASS_NAMES": "contrastlocal.data.synthetic",
     "make_cardiac_phantom": "contrastlocal.data.synthetic",
     "make_synthetic_dataset": "contrastlocal.data.synthetic",
+    "SliceDataset": "contrastlocal.data.slices",
+    "collate_slices": "contrastlocal.data.slices",
 }
 
 __all__ = sorted(_LAZY)
