@@ -1,0 +1,323 @@
+"""The iteration loop shared by every stage: logging, checkpoints, resume, NaN guard (private).
+
+Every random draw of a step is derived from (seed, stage, iteration) — batch indices from the
+sampler's (seed, epoch) and a per-iteration augmentation generator — so a stage resumed from the
+checkpoint of iteration k performs exactly the steps k+1, ... of an uninterrupted run. The global
+torch/NumPy RNG states are saved and restored as well, for any code that draws from them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._logging import MetricsLog, Progress
+from .checkpoint import (
+    architecture_signature,
+    check_architecture,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+
+__all__ = ["LoopResult", "LoopSpec", "derive_seed", "run_loop"]
+
+#: Periodic checkpoints kept per stage (older ones are deleted).
+_KEEP = 2
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers, stable across processes and platforms."""
+    state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 31 | int(state[1]) >> 1
+
+
+def _numpy_state() -> dict[str, Any]:
+    name, key, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    return {
+        "name": str(name),
+        "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached": float(cached),
+    }
+
+
+def _set_numpy_state(state: Mapping[str, Any]) -> None:
+    key = state["key"].numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["name"], key, int(state["pos"]), int(state["has_gauss"]), float(state["cached"]))
+    )
+
+
+@dataclass
+class LoopSpec:
+    """What a stage hands to :func:`run_loop`."""
+
+    name: str
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[int], torch.Tensor]
+    iterations: int
+    log_every: int
+    checkpoint_every: int
+    device: torch.device
+    stage_dir: Path | None = None
+    resume: bool = True
+    progress: bool = True
+    settings: dict[str, Any] = field(default_factory=dict)
+    scaler: Any = None
+    validate: Callable[[int], dict[str, Any]] | None = None
+    validate_every: int = 0
+    select_metric: str = "val_dice"
+    sampler_position: Callable[[int], dict[str, int]] | None = None
+    callback: Callable[[int, dict[str, Any]], None] | None = None
+
+
+@dataclass
+class LoopResult:
+    """What :func:`run_loop` returns."""
+
+    iterations: int
+    resumed_from: int
+    history: list[dict[str, Any]]
+    validation: list[dict[str, Any]]
+    best_iteration: int | None
+    best_score: float | None
+    seconds: float
+    final_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def _fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:
+    # settings that do not change the trajectory may differ between a run and its resume
+    skip = {"iterations", "log_every", "checkpoint_every", "progress"}
+    return {k: v for k, v in settings.items() if k not in skip}
+
+
+def _non_finite_error(name: str, iteration: int, last_good: Path | None) -> FloatingPointError:
+    where = (
+        f"the last good checkpoint is kept at {last_good}"
+        if last_good is not None
+        else "no checkpoint was written before it"
+    )
+    msg = (
+        f"stage {name!r}: the loss became non-finite (NaN or inf) at or before iteration "
+        f"{iteration}; training stopped and {where}. Lower the learning rate, use amp='none' "
+        "or check the input data for NaNs."
+    )
+    return FloatingPointError(msg)
+
+
+@contextlib.contextmanager
+def _noop() -> Iterator[None]:
+    yield
+
+
+def run_loop(spec: LoopSpec) -> LoopResult:
+    """Run (or resume) the optimisation loop described by `spec`."""
+    ckpt_dir = None if spec.stage_dir is None else spec.stage_dir / "checkpoints"
+    best_path = None if spec.stage_dir is None else spec.stage_dir / "best.pt"
+    signature = architecture_signature(spec.model)
+    start = 0
+    best_score: float | None = None
+    best_iteration: int | None = None
+    last_good: Path | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    if ckpt_dir is not None and spec.resume:
+        latest = latest_checkpoint(ckpt_dir)
+        if latest is not None:
+            data = load_checkpoint(latest, map_location=spec.device)
+            check_architecture(data["architecture"], spec.model, repr(str(latest)))
+            theirs = _fingerprint(data.get("settings", {}))
+            ours = _fingerprint(spec.settings)
+            if theirs != ours:
+                changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+                msg = (
+                    f"cannot resume stage {spec.name!r} from {latest}: it was written with "
+                    f"different settings ({', '.join(changed)}); pass resume=False or use "
+                    "another output folder."
+                )
+                raise ValueError(msg)
+            spec.model.load_state_dict(data["model"])
+            spec.optimizer.load_state_dict(data["optimizer"])
+            if spec.scaler is not None and data.get("scaler"):
+                spec.scaler.load_state_dict(data["scaler"])
+            torch.set_rng_state(data["rng"]["torch"].cpu())
+            _set_numpy_state(data["rng"]["numpy"])
+            if torch.cuda.is_available() and data["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state_all([s.cpu() for s in data["rng"]["cuda"]])
+            start = int(data["iteration"])
+            best_score = data.get("best_score")
+            best_iteration = data.get("best_iteration")
+            last_good = latest
+
+    log = MetricsLog(
+        None if spec.stage_dir is None else spec.stage_dir / "metrics.jsonl",
+        resume_iteration=start if start > 0 else None,
+    )
+    history: list[dict[str, Any]] = []
+    validation: list[dict[str, Any]] = []
+    bar = Progress(spec.iterations, start, spec.name, spec.progress)
+    # on the CPU a host read is free: check every step; on CUDA only at log/checkpoint times
+    check_every = 1 if spec.device.type == "cpu" else spec.log_every
+    running = torch.zeros((), device=spec.device)
+    bad = torch.zeros((), dtype=torch.bool, device=spec.device)
+    count = 0
+    t_start = time.perf_counter()
+    t_interval = t_start
+    spec.model.train()
+
+    def save(iteration: int) -> None:
+        nonlocal last_good
+        if ckpt_dir is None:
+            return
+        rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _numpy_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        payload = {
+            "format": 1,
+            "stage": spec.name,
+            "iteration": iteration,
+            "architecture": signature,
+            "model": spec.model.state_dict(),
+            "optimizer": spec.optimizer.state_dict(),
+            "scaler": None if spec.scaler is None else spec.scaler.state_dict(),
+            "rng": rng,
+            "sampler": None if spec.sampler_position is None else spec.sampler_position(iteration),
+            "settings": spec.settings,
+            "best_score": best_score,
+            "best_iteration": best_iteration,
+        }
+        last_good = save_checkpoint(ckpt_dir / f"iter_{iteration:07d}.pt", payload)
+        for _, old in list_checkpoints(ckpt_dir)[:-_KEEP]:
+            old.unlink(missing_ok=True)
+
+    try:
+        for it in range(start, spec.iterations):
+            done = it + 1
+            spec.optimizer.zero_grad(set_to_none=True)
+            loss = spec.step(it)
+            if spec.scaler is not None:
+                spec.scaler.scale(loss).backward()
+                spec.scaler.step(spec.optimizer)
+                spec.scaler.update()
+            else:
+                loss.backward()
+                spec.optimizer.step()
+            value = loss.detach().float()
+            running = running + value
+            bad = bad | ~torch.isfinite(value)
+            count += 1
+            bar.update()
+            is_log = done % spec.log_every == 0 or done == spec.iterations
+            is_val = spec.validate is not None and (
+                done % spec.validate_every == 0 or done == spec.iterations
+            )
+            is_ckpt = done % spec.checkpoint_every == 0 or done == spec.iterations
+            if (done % check_every == 0 or is_log or is_val or is_ckpt) and bool(bad):
+                raise _non_finite_error(spec.name, done, last_good)
+            record: dict[str, Any] = {}
+            if is_log:
+                now = time.perf_counter()
+                mean_loss = float(running) / count
+                record = {
+                    "stage": spec.name,
+                    "iteration": done,
+                    "loss": mean_loss,
+                    "it_per_s": count / max(now - t_interval, 1e-9),
+                    "elapsed_s": now - t_start,
+                }
+                history.append(record)
+                log.write(record)
+                bar.set_postfix(loss=f"{mean_loss:.4f}")
+                running = torch.zeros((), device=spec.device)
+                count = 0
+                t_interval = now
+            if is_val:
+                assert spec.validate is not None
+                metrics = spec.validate(done)
+                spec.model.train()
+                vrec = {"stage": spec.name, "iteration": done, **metrics}
+                validation.append(vrec)
+                log.write(vrec)
+                score = float(metrics[spec.select_metric])
+                if math.isfinite(score) and (best_score is None or score > best_score + 1e-7):
+                    best_score, best_iteration = score, done
+                    if best_path is not None:
+                        save_checkpoint(
+                            best_path,
+                            {
+                                "stage": spec.name,
+                                "iteration": done,
+                                "architecture": signature,
+                                "model": spec.model.state_dict(),
+                                "score": score,
+                                "metric": spec.select_metric,
+                            },
+                        )
+                    else:
+                        best_state = {
+                            k: v.detach().clone() for k, v in spec.model.state_dict().items()
+                        }
+                bar.set_postfix(**{spec.select_metric: f"{score:.3f}"})
+            if is_ckpt:
+                save(done)
+            if spec.callback is not None:
+                spec.callback(done, record)
+    finally:
+        bar.close()
+    final = None
+    if spec.stage_dir is not None:
+        final = save_checkpoint(
+            spec.stage_dir / "final.pt",
+            {
+                "stage": spec.name,
+                "iteration": spec.iterations,
+                "architecture": signature,
+                "model": spec.model.state_dict(),
+                "settings": spec.settings,
+            },
+        )
+    return LoopResult(
+        iterations=spec.iterations,
+        resumed_from=start,
+        history=history,
+        validation=validation,
+        best_iteration=best_iteration,
+        best_score=best_score,
+        seconds=time.perf_counter() - t_start,
+        final_checkpoint=final,
+        best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
+        best_state=best_state,
+    )
+
+
+def autocast_context(device: torch.device, amp: str) -> Any:
+    """Autocast on CUDA with bf16/fp16 (``amp="auto"``: bf16 where supported); no-op elsewhere."""
+    if device.type != "cuda" or amp == "none":
+        return _noop()
+    dtype = resolve_amp_dtype(device, amp)
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype in use, or None."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
