@@ -1,0 +1,716 @@
+"""The pre-processed slice cache: one memory-mappable ``.npy`` per array plus a JSON index.
+
+Layout of one cache (one dataset, one split, one pre-processing configuration)::
+
+    <out>/<dataset>/<split>-<key>/
+        images.npy     (N, H, W) float32, or (N, 3, H, W) for RGB images
+        labels.npy     (N, H, W) uint8 (absent if no case has labels; 255 = no label)
+        index.json     per case: case_id, offset, num_slices, has_label, geometry;
+                       per slice: case_index, slice_index, partition (S = 4, not for RGB);
+                       the pre-processing config, its digest, format versions
+        parts/         per-case results while the cache is being written (removed at the end)
+
+``<key>`` is :meth:`PreprocessConfig.digest` (combined with any reader options). Every file is
+written to a temporary name and moved into place with :func:`os.replace`, and ``index.json`` is
+written last: a cache with an ``index.json`` is complete. A killed run leaves finished cases in
+``parts/``; the next run skips them.
+
+Random single-slice reads from a memory-mapped ``.npy`` are fast (~10^4 per second, DATA.md §3.3);
+small caches can be loaded into RAM (``open_cache(path, in_memory=True)``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .preprocess import Geometry, PreprocessConfig
+
+__all__ = [
+    "CACHE_FORMAT_VERSION",
+    "NO_LABEL",
+    "CacheData",
+    "CacheWriter",
+    "cache_key",
+    "cache_path",
+    "open_cache",
+]
+
+#: Version of the on-disk layout; :func:`open_cache` refuses other versions.
+CACHE_FORMAT_VERSION = 1
+#: Label value filling the slices of cases without a label map in a cache that has labels.
+NO_LABEL = 255
+#: Number of partitions along the slice axis recorded in the index (the paper's S = 4).
+INDEX_NUM_PARTITIONS = 4
+
+_INDEX = "index.json"
+_IMAGES = "images.npy"
+_LABELS = "labels.npy"
+_PARTS = "parts"
+
+
+def cache_key(config: PreprocessConfig, extra: dict[str, Any] | None = None) -> str:
+    """Key of a cache: the config digest, combined with other settings that change the content.
+
+    Parameters
+    ----------
+    config : PreprocessConfig
+        Pre-processing settings.
+    extra : dict, optional
+        JSON-serialisable settings that also change the cached arrays (e.g. reader options).
+
+    Returns
+    -------
+    str
+        16 hex digits; ``config.digest()`` when `extra` is empty.
+
+    Examples
+    --------
+    >>> cfg = PreprocessConfig()
+    >>> cache_key(cfg) == cfg.digest()
+    True
+    >>> cache_key(cfg, {"frames": "ed+es"}) != cfg.digest()
+    True
+    """
+    if not extra:
+        return config.digest()
+    text = json.dumps({"config": config.digest(), "extra": extra}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_path(
+    out: str | os.PathLike[str],
+    dataset: str,
+    split: str,
+    config: PreprocessConfig,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Folder of the cache of one dataset, split and configuration.
+
+    Parameters
+    ----------
+    out : path
+        Root folder of all caches.
+    dataset : str
+        Dataset name.
+    split : str
+        Split name.
+    config : PreprocessConfig
+        Pre-processing settings.
+    extra : dict, optional
+        Other settings keyed into the folder name (see :func:`cache_key`).
+
+    Returns
+    -------
+    Path
+        ``<out>/<dataset>/<split>-<key>``.
+
+    Examples
+    --------
+    >>> p = cache_path("cache", "acdc", "pretrain", PreprocessConfig())
+    >>> p.parent.as_posix(), p.name.startswith("pretrain-")
+    ('cache/acdc', True)
+    """
+    return Path(out) / dataset / f"{split}-{cache_key(config, extra)}"
+
+
+def _safe_name(case_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", case_id)
+
+
+def _atomic_write_bytes(path: Path, writer: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("wb") as fh:
+            writer(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _partitions(num_slices: int, num_partitions: int) -> list[int]:
+    return [z * num_partitions // num_slices for z in range(num_slices)]
+
+
+class CacheWriter:
+    """Write a cache case by case (resumable), then concatenate it.
+
+    Parameters
+    ----------
+    path : path
+        The cache folder (see :func:`cache_path`).
+    case_ids : sequence of str
+        Cases of the split, in the order of the final arrays.
+    config : PreprocessConfig
+        Settings the cases are processed with (recorded in the index).
+    dataset : str
+        Dataset name (recorded).
+    split : str
+        Split name (recorded).
+    extra : dict, optional
+        Other recorded settings (e.g. reader options).
+
+    Raises
+    ------
+    ValueError
+        If `case_ids` is empty or has duplicates.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from contrastlocal.data.preprocess import preprocess_case
+    >>> from contrastlocal.data._records import Case
+    >>> case = Case("a", np.ones((8, 8, 2)), np.zeros((8, 8, 2), np.uint8), (1.0, 1.0, 1.0))
+    >>> cfg = PreprocessConfig(image_size=(8, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     writer = CacheWriter(Path(tmp) / "c", ["a"], config=cfg)
+    ...     part = writer.write_case("a", *preprocess_case(case, cfg))
+    ...     data = open_cache(writer.finalize())
+    ...     data.images.shape, data.slices_per_volume
+    ((2, 8, 8), (2,))
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        case_ids: Sequence[str],
+        *,
+        config: PreprocessConfig,
+        dataset: str = "",
+        split: str = "",
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        ids = [str(c) for c in case_ids]
+        if not ids:
+            msg = f"`case_ids` must not be empty (cache {os.fspath(path)!r})."
+            raise ValueError(msg)
+        if len(set(ids)) != len(ids):
+            dup = sorted({c for c in ids if ids.count(c) > 1})
+            msg = f"`case_ids` must be unique; got duplicates {dup}."
+            raise ValueError(msg)
+        self.path = Path(path)
+        self.case_ids = ids
+        self.config = config
+        self.dataset = dataset
+        self.split = split
+        self.extra = dict(extra or {})
+
+    @property
+    def parts_dir(self) -> Path:
+        """Folder of the per-case intermediate results."""
+        return self.path / _PARTS
+
+    def part_path(self, case_id: str) -> Path:
+        """Path of the intermediate result of one case.
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+
+        Returns
+        -------
+        Path
+            ``parts/<case_id>.npz`` (characters other than letters, digits, ``._-`` replaced).
+        """
+        return self.parts_dir / f"{_safe_name(case_id)}.npz"
+
+    def is_complete(self) -> bool:
+        """Whether a complete cache for exactly these cases and settings is present.
+
+        Returns
+        -------
+        bool
+            True if ``index.json`` exists and records the same case ids and config digest.
+        """
+        index = self.path / _INDEX
+        if not index.is_file():
+            return False
+        try:
+            meta = json.loads(index.read_text())
+        except (OSError, json.JSONDecodeError):
+            return False
+        return (
+            meta.get("format_version") == CACHE_FORMAT_VERSION
+            and meta.get("config_digest") == self.config.digest()
+            and [c["case_id"] for c in meta.get("cases", [])] == self.case_ids
+            and (self.path / _IMAGES).is_file()
+        )
+
+    def done_case_ids(self) -> list[str]:
+        """Cases whose intermediate result is already on disk.
+
+        Returns
+        -------
+        list of str
+            In the order of `case_ids`.
+        """
+        return [c for c in self.case_ids if self.part_path(c).is_file()]
+
+    def write_case(
+        self,
+        case_id: str,
+        image: npt.NDArray[np.float32],
+        label: npt.NDArray[np.uint8] | None,
+        geometry: Geometry,
+    ) -> Path:
+        """Store the processed arrays of one case atomically.
+
+        Parameters
+        ----------
+        case_id : str
+            One of `case_ids`.
+        image : ndarray of shape (Z, H, W) or (1, 3, H, W), float32
+            Processed image slices.
+        label : ndarray of shape (Z, H, W) or (1, H, W), uint8, or None
+            Processed label slices.
+        geometry : Geometry
+            Native geometry of the case.
+
+        Returns
+        -------
+        Path
+            The part file.
+
+        Raises
+        ------
+        ValueError
+            If `case_id` is not one of the writer's cases or the shapes disagree.
+        """
+        if case_id not in self.case_ids:
+            msg = f"`case_id` {case_id!r} is not one of this cache's cases."
+            raise ValueError(msg)
+        img = np.ascontiguousarray(image, dtype=np.float32)
+        if img.ndim not in (3, 4):
+            msg = f"`image` of case {case_id!r} must be (Z, H, W) or (Z, C, H, W); got {img.shape}."
+            raise ValueError(msg)
+        arrays: dict[str, Any] = {
+            "image": img,
+            "geometry": np.array(json.dumps(geometry.to_dict())),
+        }
+        if label is not None:
+            lab = np.ascontiguousarray(label, dtype=np.uint8)
+            if lab.shape != (img.shape[0], *img.shape[-2:]):
+                msg = (
+                    f"`label` of case {case_id!r} must have shape "
+                    f"{(img.shape[0], *img.shape[-2:])}; got {lab.shape}."
+                )
+                raise ValueError(msg)
+            arrays["label"] = lab
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        target = self.part_path(case_id)
+        _atomic_write_bytes(target, lambda fh: np.savez(fh, **arrays))
+        return target
+
+    def finalize(self, *, keep_parts: bool = False) -> Path:
+        """Concatenate the per-case results into the final arrays and write the index.
+
+        Parameters
+        ----------
+        keep_parts : bool
+            Keep the ``parts/`` folder (default: removed once the index is written).
+
+        Returns
+        -------
+        Path
+            The cache folder.
+
+        Raises
+        ------
+        ValueError
+            If cases are missing or their slice shapes differ.
+        """
+        missing = [c for c in self.case_ids if not self.part_path(c).is_file()]
+        if missing:
+            msg = f"cannot finalize cache {os.fspath(self.path)!r}: cases {missing} are missing."
+            raise ValueError(msg)
+        # pass 1: shapes
+        shapes: list[tuple[int, ...]] = []
+        has_label: list[bool] = []
+        geometries: list[dict[str, Any]] = []
+        for cid in self.case_ids:
+            with np.load(self.part_path(cid), allow_pickle=False) as part:
+                shapes.append(tuple(part["image"].shape))
+                has_label.append("label" in part.files)
+                geometries.append(json.loads(str(part["geometry"])))
+        slice_shape = shapes[0][1:]
+        bad = [c for c, s in zip(self.case_ids, shapes, strict=True) if s[1:] != slice_shape]
+        if bad:
+            msg = (
+                f"cases {bad} have slices of another shape than {slice_shape} "
+                f"(case {self.case_ids[0]!r}); all cases of a cache must share it."
+            )
+            raise ValueError(msg)
+        counts = [s[0] for s in shapes]
+        total = int(sum(counts))
+        any_label = any(has_label)
+        # pass 2: fill temporary memmaps, then move them into place
+        tmp_images = self.path / f".{_IMAGES}.tmp-{os.getpid()}"
+        tmp_labels = self.path / f".{_LABELS}.tmp-{os.getpid()}"
+        try:
+            images = np.lib.format.open_memmap(
+                tmp_images, mode="w+", dtype=np.float32, shape=(total, *slice_shape)
+            )
+            labels = (
+                np.lib.format.open_memmap(
+                    tmp_labels, mode="w+", dtype=np.uint8, shape=(total, *slice_shape[-2:])
+                )
+                if any_label
+                else None
+            )
+            offset = 0
+            for cid, n in zip(self.case_ids, counts, strict=True):
+                with np.load(self.part_path(cid), allow_pickle=False) as part:
+                    images[offset : offset + n] = part["image"]
+                    if labels is not None:
+                        labels[offset : offset + n] = (
+                            part["label"] if "label" in part.files else NO_LABEL
+                        )
+                offset += n
+            images.flush()
+            del images
+            if labels is not None:
+                labels.flush()
+                del labels
+            os.replace(tmp_images, self.path / _IMAGES)
+            if any_label:
+                os.replace(tmp_labels, self.path / _LABELS)
+            elif (self.path / _LABELS).exists():
+                (self.path / _LABELS).unlink()
+        finally:
+            for tmp in (tmp_images, tmp_labels):
+                if tmp.exists():
+                    tmp.unlink()
+        is_rgb = bool(geometries[0].get("is_rgb", False))
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
+        case_index: list[int] = []
+        slice_index: list[int] = []
+        partition: list[int] = []
+        for i, n in enumerate(counts):
+            case_index.extend([i] * n)
+            slice_index.extend(range(n))
+            partition.extend(_partitions(n, INDEX_NUM_PARTITIONS))
+        index = {
+            "format_version": CACHE_FORMAT_VERSION,
+            "dataset": self.dataset,
+            "split": self.split,
+            "config": self.config.to_dict(),
+            "config_digest": self.config.digest(),
+            "extra": self.extra,
+            "num_slices": total,
+            "slice_shape": list(slice_shape),
+            "is_rgb": is_rgb,
+            "has_labels": any_label,
+            "num_partitions": None if is_rgb else INDEX_NUM_PARTITIONS,
+            "cases": [
+                {
+                    "case_id": cid,
+                    "offset": off,
+                    "num_slices": n,
+                    "has_label": hl,
+                    "geometry": geom,
+                }
+                for cid, off, n, hl, geom in zip(
+                    self.case_ids, offsets, counts, has_label, geometries, strict=True
+                )
+            ],
+            "slices": {
+                "case_index": case_index,
+                "slice_index": slice_index,
+                "partition": None if is_rgb else partition,
+            },
+        }
+        text = json.dumps(index, indent=1)
+        _atomic_write_bytes(self.path / _INDEX, lambda fh: fh.write(text.encode()))
+        if not keep_parts and self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return self.path
+
+
+@dataclass
+class CacheData:
+    """A loaded cache: the slice arrays and what they are.
+
+    Attributes
+    ----------
+    path : Path
+        The cache folder.
+    images : ndarray of shape (N, H, W) or (N, 3, H, W), float32
+        All slices, concatenated case by case (``np.memmap`` unless loaded in memory).
+    labels : ndarray of shape (N, H, W), uint8, or None
+        Label slices (:data:`NO_LABEL` for cases without labels), None if no case has labels.
+    case_ids : tuple of str
+        Case of each volume, in order.
+    slices_per_volume : tuple of int
+        Number of slices of each case (sums to N).
+    offsets : tuple of int
+        First slice of each case.
+    geometries : tuple of Geometry
+        Native geometry of each case (for :func:`~contrastlocal.data.preprocess.to_native`).
+    has_label : tuple of bool
+        Whether each case came with a label map.
+    case_index : ndarray of shape (N,), int64
+        Case (volume) index of every slice.
+    slice_index : ndarray of shape (N,), int64
+        Position of every slice in its volume.
+    partition : ndarray of shape (N,), int64, or None
+        Partition of every slice for S = 4 (``floor(z * 4 / Z)``); None for RGB images.
+    config : PreprocessConfig
+        Settings the cache was made with.
+    meta : dict
+        The rest of the index (dataset, split, extra settings).
+
+    Examples
+    --------
+    See :class:`CacheWriter`.
+    """
+
+    path: Path
+    images: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.uint8] | None
+    case_ids: tuple[str, ...]
+    slices_per_volume: tuple[int, ...]
+    offsets: tuple[int, ...]
+    geometries: tuple[Geometry, ...]
+    has_label: tuple[bool, ...]
+    case_index: npt.NDArray[np.int64]
+    slice_index: npt.NDArray[np.int64]
+    partition: npt.NDArray[np.int64] | None
+    config: PreprocessConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_slices(self) -> int:
+        """Total number of slices N."""
+        return int(self.images.shape[0])
+
+    @property
+    def num_volumes(self) -> int:
+        """Number of cases."""
+        return len(self.case_ids)
+
+    def volume(
+        self, case: str | int
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8] | None, Geometry]:
+        """Slices, labels and geometry of one case.
+
+        Parameters
+        ----------
+        case : str or int
+            Case id or position.
+
+        Returns
+        -------
+        image : ndarray of shape (Z, H, W) or (Z, 3, H, W)
+            Its slices (a view of `images`).
+        label : ndarray of shape (Z, H, W) or None
+            Its label slices, None if the case has no labels.
+        geometry : Geometry
+            Its native geometry.
+
+        Raises
+        ------
+        ValueError
+            If the case is not in the cache.
+        """
+        i = self._position(case)
+        lo, n = self.offsets[i], self.slices_per_volume[i]
+        lab = None if self.labels is None or not self.has_label[i] else self.labels[lo : lo + n]
+        return self.images[lo : lo + n], lab, self.geometries[i]
+
+    def _position(self, case: str | int) -> int:
+        if isinstance(case, (int, np.integer)) and not isinstance(case, bool):
+            if not 0 <= int(case) < self.num_volumes:
+                msg = f"`case` index must be in [0, {self.num_volumes}); got {case}."
+                raise ValueError(msg)
+            return int(case)
+        if case not in self.case_ids:
+            msg = f"`case` {case!r} is not in the cache {os.fspath(self.path)!r}."
+            raise ValueError(msg)
+        return self.case_ids.index(str(case))
+
+    def select(self, case_ids: Sequence[str]) -> CacheData:
+        """Restrict the cache to some cases (arrays copied into memory).
+
+        Parameters
+        ----------
+        case_ids : sequence of str
+            Cases to keep, in the wanted order.
+
+        Returns
+        -------
+        CacheData
+            The subset (``path`` unchanged).
+
+        Raises
+        ------
+        ValueError
+            If a case is not in the cache.
+        """
+        pos = [self._position(str(c)) for c in case_ids]
+        rows = (
+            np.concatenate(
+                [
+                    np.arange(self.offsets[i], self.offsets[i] + self.slices_per_volume[i])
+                    for i in pos
+                ]
+            )
+            if pos
+            else np.zeros(0, dtype=np.int64)
+        )
+        counts = tuple(self.slices_per_volume[i] for i in pos)
+        offsets = (
+            tuple(int(v) for v in np.concatenate([[0], np.cumsum(counts)[:-1]])) if pos else ()
+        )
+        return CacheData(
+            path=self.path,
+            images=np.asarray(self.images[rows]),
+            labels=None if self.labels is None else np.asarray(self.labels[rows]),
+            case_ids=tuple(self.case_ids[i] for i in pos),
+            slices_per_volume=counts,
+            offsets=offsets,
+            geometries=tuple(self.geometries[i] for i in pos),
+            has_label=tuple(self.has_label[i] for i in pos),
+            case_index=np.repeat(np.arange(len(pos), dtype=np.int64), counts),
+            slice_index=np.asarray(self.slice_index[rows], dtype=np.int64),
+            partition=None if self.partition is None else np.asarray(self.partition[rows]),
+            config=self.config,
+            meta=dict(self.meta),
+        )
+
+    def slice_dataset(self, **kwargs: Any) -> Any:
+        """Wrap the arrays in a :class:`~contrastlocal.data.slices.SliceDataset` (needs torch).
+
+        Parameters
+        ----------
+        **kwargs
+            Passed on (e.g. ``num_partitions``); ``volume_ids`` defaults to the integer case ids
+            when every id is a number.
+
+        Returns
+        -------
+        SliceDataset
+            Dataset over `images`, `labels` and `slices_per_volume`.
+        """
+        from .slices import SliceDataset
+
+        if "volume_ids" not in kwargs and all(c.isdigit() for c in self.case_ids):
+            ids = [int(c) for c in self.case_ids]
+            if len(set(ids)) == len(ids):
+                kwargs["volume_ids"] = ids
+        return SliceDataset(
+            self.images, self.labels, slices_per_volume=list(self.slices_per_volume), **kwargs
+        )
+
+
+def open_cache(path: str | os.PathLike[str], *, in_memory: bool = False) -> CacheData:
+    """Open a complete cache.
+
+    Parameters
+    ----------
+    path : path
+        The cache folder (``<out>/<dataset>/<split>-<key>``).
+    in_memory : bool
+        Load the arrays into RAM instead of memory-mapping them read-only.
+
+    Returns
+    -------
+    CacheData
+        Arrays and index.
+
+    Raises
+    ------
+    FileNotFoundError
+        If the folder or its ``index.json`` / ``images.npy`` is missing (an unfinished cache).
+    ValueError
+        If the index and the arrays disagree or the format version is unknown.
+
+    Examples
+    --------
+    See :class:`CacheWriter`.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        msg = f"cache folder {os.fspath(root)!r} does not exist."
+        raise FileNotFoundError(msg)
+    index_path = root / _INDEX
+    if not index_path.is_file():
+        msg = (
+            f"cache {os.fspath(root)!r} is incomplete: {_INDEX} is missing "
+            "(run `contrastlocal prepare` again to finish it)."
+        )
+        raise FileNotFoundError(msg)
+    try:
+        meta = json.loads(index_path.read_text())
+    except json.JSONDecodeError as err:
+        msg = f"{os.fspath(index_path)!r} is not valid JSON: {err}."
+        raise ValueError(msg) from None
+    if meta.get("format_version") != CACHE_FORMAT_VERSION:
+        msg = (
+            f"cache {os.fspath(root)!r} has format version {meta.get('format_version')!r}; "
+            f"expected {CACHE_FORMAT_VERSION}."
+        )
+        raise ValueError(msg)
+    mmap: Literal["r"] | None = None if in_memory else "r"
+    img_path = root / _IMAGES
+    if not img_path.is_file():
+        msg = f"cache {os.fspath(root)!r} is incomplete: {_IMAGES} is missing."
+        raise FileNotFoundError(msg)
+    images = np.load(img_path, mmap_mode=mmap, allow_pickle=False)
+    labels = None
+    if meta.get("has_labels"):
+        lab_path = root / _LABELS
+        if not lab_path.is_file():
+            msg = f"cache {os.fspath(root)!r} is incomplete: {_LABELS} is missing."
+            raise FileNotFoundError(msg)
+        labels = np.load(lab_path, mmap_mode=mmap, allow_pickle=False)
+    cases = meta["cases"]
+    counts = tuple(int(c["num_slices"]) for c in cases)
+    total = int(sum(counts))
+    if images.shape[0] != total or images.dtype != np.float32:
+        msg = (
+            f"{os.fspath(img_path)!r} must hold {total} float32 slices as the index says; "
+            f"got shape {images.shape}, dtype {images.dtype}."
+        )
+        raise ValueError(msg)
+    if labels is not None and (
+        labels.shape != (total, *images.shape[-2:]) or labels.dtype != np.uint8
+    ):
+        msg = (
+            f"{os.fspath(root / _LABELS)!r} must have shape {(total, *images.shape[-2:])} "
+            f"uint8; got shape {labels.shape}, dtype {labels.dtype}."
+        )
+        raise ValueError(msg)
+    slices = meta["slices"]
+    partition = slices.get("partition")
+    rest = {
+        k: v for k, v in meta.items() if k not in ("cases", "slices", "config", "format_version")
+    }
+    return CacheData(
+        path=root,
+        images=images,
+        labels=labels,
+        case_ids=tuple(str(c["case_id"]) for c in cases),
+        slices_per_volume=counts,
+        offsets=tuple(int(c["offset"]) for c in cases),
+        geometries=tuple(Geometry.from_dict(c["geometry"]) for c in cases),
+        has_label=tuple(bool(c.get("has_label", True)) for c in cases),
+        case_index=np.asarray(slices["case_index"], dtype=np.int64),
+        slice_index=np.asarray(slices["slice_index"], dtype=np.int64),
+        partition=None if partition is None else np.asarray(partition, dtype=np.int64),
+        config=PreprocessConfig.from_dict(meta["config"]),
+        meta=rest,
+    )
