@@ -1,0 +1,10 @@
+"""PyTorch modules: thin :class:`torch.nn.Module` wrappers over :mod:`contrastlocal.functional`.
+
+They hold and validate settings; ``forward`` is one call into the framework-agnostic core.
+"""
+
+from __future__ import annotations
+
+from ._global import GlobalContrastiveLoss
+
+__all__ = ["GlobalContrastiveLoss"]
