@@ -15,6 +15,10 @@ _LAZY: dict[str, str] = {
     "PHANTOM_CLASS_NAMES": "contrastlocal.data.synthetic",
     "make_cardiac_phantom": "contrastlocal.data.synthetic",
     "make_synthetic_dataset": "contrastlocal.data.synthetic",
+    "write_acdc_fixture": "contrastlocal.data.fixtures",
+    "write_prostate_fixture": "contrastlocal.data.fixtures",
+    "write_mmwhs_fixture": "contrastlocal.data.fixtures",
+    "write_cityscapes_fixture": "contrastlocal.data.fixtures",
     "SliceDataset": "contrastlocal.data.slices",
     "collate_slices": "contrastlocal.data.slices",
 }
