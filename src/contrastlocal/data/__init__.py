@@ -21,6 +21,7 @@ _LAZY: dict[str, str] = {
     "write_cityscapes_fixture": "contrastlocal.data.fixtures",
     "SliceDataset": "contrastlocal.data.slices",
     "collate_slices": "contrastlocal.data.slices",
+    "two_views": "contrastlocal.data.augment",
 }
 
 __all__ = sorted(_LAZY)
