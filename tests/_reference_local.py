@@ -122,37 +122,47 @@ def region_vector(
     return vec
 
 
-def _cos_over_t(u: Any, v: Any, temperature: float, ops: _Ops) -> Any:
-    return (u @ v) / (ops.sqrt(u @ u) * ops.sqrt(v @ v)) / temperature
+class _Regions:
+    """Region vectors u(row, point) and their norms, each computed once (loops stay readable)."""
+
+    def __init__(self, features: Any, region_size: int, projection: Any) -> None:
+        self.features, self.region_size, self.projection = features, region_size, projection
+        self.ops = _Ops(features)
+        self.cache: dict[tuple[int, int, int], tuple[Any, Any]] = {}
+
+    def get(self, row: int, point: Any) -> tuple[Any, Any]:
+        key = (row, int(point[0]), int(point[1]))
+        if key not in self.cache:
+            vec = region_vector(
+                self.features, row, key[1], key[2], self.region_size, self.projection
+            )
+            self.cache[key] = (vec, self.ops.sqrt(vec @ vec))
+        return self.cache[key]
+
+    def s(self, row_1: int, point_1: Any, row_2: int, point_2: Any, temperature: float) -> Any:
+        """Cosine similarity of two regions divided by the temperature."""
+        u, nu = self.get(row_1, point_1)
+        v, nv = self.get(row_2, point_2)
+        return (u @ v) / (nu * nv) / temperature
 
 
 def local_term_reference(
-    features: Any,
+    regions: _Regions,
     a: int,
     p: int,
     r: int,
     positions: np.ndarray,
     negatives: np.ndarray,
-    region_size: int,
-    projection: Any,
     temperature: float,
 ) -> Any:
     """ℓ(a, p, r) of DESIGN.md §4, written out."""
-    ops = _Ops(features)
-
-    def u(row: int, point: Any) -> Any:
-        return region_vector(
-            features, row, int(point[0]), int(point[1]), region_size, projection
-        )
-
-    anchor = u(a, positions[r])
-    positive = u(p, positions[r])
-    num = ops.exp(_cos_over_t(anchor, positive, temperature, ops))
+    ops = regions.ops
+    num = ops.exp(regions.s(a, positions[r], p, positions[r], temperature))
     den = num
     for point in negatives[r]:
-        den = den + ops.exp(_cos_over_t(anchor, u(a, point), temperature, ops))
+        den = den + ops.exp(regions.s(a, positions[r], a, point, temperature))
     for point in negatives[r]:
-        den = den + ops.exp(_cos_over_t(anchor, u(p, point), temperature, ops))
+        den = den + ops.exp(regions.s(a, positions[r], p, point, temperature))
     return -ops.log(num / den)
 
 
@@ -188,7 +198,7 @@ def local_loss_reference(
     reduction: str = "mean",
 ) -> Any:
     """Σ_{a,p,r} W_ap ℓ(a, p, r) / normaliser (default R·ΣW), or the dense (N, N, R) terms."""
-    ops = _Ops(features)
+    regions = _Regions(features, region_size, projection)
     n = weights.shape[0]
     num_regions = len(positions)
     total = None
@@ -199,7 +209,7 @@ def local_loss_reference(
                 continue
             for r in range(num_regions):
                 term = weights[a, p] * local_term_reference(
-                    features, a, p, r, positions, negatives, region_size, projection, temperature
+                    regions, a, p, r, positions, negatives, temperature
                 )
                 dense[(a, p, r)] = term
                 total = term if total is None else total + term
@@ -225,29 +235,25 @@ def original_lr_reference(
     temperature: float = 0.1,
 ) -> Any:
     """REFERENCE.md §2.4 (L^R, interleaved views, J = 5), transcribed loop by loop."""
-    ops = _Ops(features)
+    regions = _Regions(features, region_size, projection)
+    ops = regions.ops
     num_regions = len(positions)
     total = None
 
-    def u(row: int, point: Any) -> Any:
-        return region_vector(
-            features, row, int(point[0]), int(point[1]), region_size, projection
-        )
-
-    def e(x: Any, y: Any) -> Any:
-        return ops.exp(_cos_over_t(x, y, temperature, ops))
+    def e(row_1: int, point_1: Any, row_2: int, point_2: Any) -> Any:
+        return ops.exp(regions.s(row_1, point_1, row_2, point_2, temperature))
 
     for i in range(batch_size):
         a, b = 2 * i, 2 * i + 1
         for r in range(num_regions):
-            u_a, u_b = u(a, positions[r]), u(b, positions[r])
+            p_r = positions[r]
             d_a = 0.0
             d_b = 0.0
             for j in range(5):
                 n_rj = negatives[r][j]
-                d_a = d_a + e(u_a, u(a, n_rj)) + e(u_a, u(b, n_rj))
-                d_b = d_b + e(u_b, u(b, n_rj)) + e(u_b, u(a, n_rj))
-            pos = e(u_a, u_b)
+                d_a = d_a + e(a, p_r, a, n_rj) + e(a, p_r, b, n_rj)
+                d_b = d_b + e(b, p_r, b, n_rj) + e(b, p_r, a, n_rj)
+            pos = e(a, p_r, b, p_r)
             terms = -ops.log(pos / (pos + d_a)) - ops.log(pos / (pos + d_b))
             total = terms if total is None else total + terms
     return total / (num_regions * 2 * batch_size)
@@ -264,31 +270,26 @@ def original_ld_reference(
     num_negatives: int = 4,
 ) -> Any:
     """REFERENCE.md §2.5 (L^D, 12 slices, concatenated views), transcribed loop by loop."""
-    ops = _Ops(features)
+    regions = _Regions(features, region_size, projection)
+    ops = regions.ops
     num_regions = len(positions)
     total = None
 
-    def u(row: int, point: Any) -> Any:
-        return region_vector(
-            features, row, int(point[0]), int(point[1]), region_size, projection
-        )
-
-    def e(x: Any, y: Any) -> Any:
-        return ops.exp(_cos_over_t(x, y, temperature, ops))
+    def e(row_1: int, point_1: Any, row_2: int, point_2: Any) -> Any:
+        return ops.exp(regions.s(row_1, point_1, row_2, point_2, temperature))
 
     for k in range(12):
         i1, i2, i3, i4 = k, 12 + k, (k + 4) % 12, (k + 8) % 12
         for r in range(num_regions):
-            u1 = u(i1, positions[r])
+            p_r = positions[r]
             base = 0.0
             for j in range(num_negatives):
-                base = base + e(u1, u(i1, negatives[r][j]))
+                base = base + e(i1, p_r, i1, negatives[r][j])
             for im in (i2, i3, i4):
-                um = u(im, positions[r])
                 d_m = base
                 for j in range(num_negatives):
-                    d_m = d_m + e(u1, u(im, negatives[r][j]))
-                pos = e(u1, um)
+                    d_m = d_m + e(i1, p_r, im, negatives[r][j])
+                pos = e(i1, p_r, im, p_r)
                 term = -ops.log(pos / (pos + d_m))
                 total = term if total is None else total + term
     return total / (num_regions * 24)

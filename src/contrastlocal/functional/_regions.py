@@ -24,9 +24,23 @@ __all__ = ["extract_regions", "local_region_positions"]
 
 # Symbolic tables. Each coordinate is one of the symbols of the grid along its axis:
 # "0" (first), "q" (quarter), "h" (half), "t" (three quarters), "e" (last start).
-_POSITIONS_13 = ("00", "0h", "0e", "h0", "hh", "he", "e0", "eh", "ee", "qq", "qt", "tq", "tt")
+_POSITIONS_13: tuple[str, ...] = (
+    "00",
+    "0h",
+    "0e",
+    "h0",
+    "hh",
+    "he",
+    "e0",
+    "eh",
+    "ee",
+    "qq",
+    "qt",
+    "tq",
+    "tt",
+)
 
-_NEGATIVES_13_K3 = (
+_NEGATIVES_13_K3: tuple[tuple[str, ...], ...] = (
     ("0h", "qq", "qh", "h0", "hq"),
     ("00", "0e", "qq", "qt", "hh"),
     ("0h", "qh", "qt", "ht", "he"),
@@ -42,7 +56,7 @@ _NEGATIVES_13_K3 = (
     ("hh", "he", "eh", "ee", "tq"),
 )
 
-_NEGATIVES_13_K1 = (
+_NEGATIVES_13_K1: tuple[tuple[str, ...], ...] = (
     ("0h", "h0", "hh", "qq", "qt"),
     ("00", "0e", "hh", "qq", "qt"),
     ("0h", "hh", "he", "tq", "qt"),
@@ -58,7 +72,7 @@ _NEGATIVES_13_K1 = (
     ("hh", "he", "eh", "ee", "qt"),
 )
 
-_NEGATIVES_9 = (
+_NEGATIVES_9: tuple[tuple[str, ...], ...] = (
     ("0h", "h0", "hh", "0e", "e0"),
     ("00", "0e", "h0", "hh", "he"),
     ("00", "0h", "hh", "he", "ee"),
@@ -136,7 +150,7 @@ def _default_tables(
 def local_region_positions(
     map_size: int | tuple[int, int], *, region_size: int = 3, num_regions: int = 13
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Default region positions and their negative-position tables for a feature-map size.
+    r"""Default region positions and their negative-position tables for a feature-map size.
 
     Parameters
     ----------
@@ -174,8 +188,8 @@ def local_region_positions(
     -----
     Per axis of size ``m``, the last start is :math:`e = m - 4` for 3×3 regions (the original
     never touches the last row/column) and :math:`e = m - 1` for 1×1 regions; the grid points are
-    :math:`0`, :math:`q = \\lfloor e/4 \\rfloor`, :math:`h = \\lfloor e/2 \\rfloor`,
-    :math:`t = \\lfloor 3e/4 \\rfloor` and :math:`e`. The 13 positions are (0,0) (0,h) (0,e)
+    :math:`0`, :math:`q = \lfloor e/4 \rfloor`, :math:`h = \lfloor e/2 \rfloor`,
+    :math:`t = \lfloor 3e/4 \rfloor` and :math:`e`. The 13 positions are (0,0) (0,h) (0,e)
     (h,0) (h,h) (h,e) (e,0) (e,h) (e,e) (q,q) (q,t) (t,q) (t,t). The negative tables are the
     authors' hand-picked lists; the 13-region tables differ between K = 3 and K = 1.
 
@@ -221,9 +235,7 @@ def _as_positions(positions: Any, name: str, ndim: int, layout: str) -> np.ndarr
     return arr.astype(np.int64, copy=False)
 
 
-def _check_bounds(
-    points: np.ndarray, height: int, width: int, region_size: int, name: str
-) -> None:
+def _check_bounds(points: np.ndarray, height: int, width: int, region_size: int, name: str) -> None:
     flat = points.reshape(-1, 2)
     bad = (
         (flat[:, 0] < 0)
@@ -256,7 +268,7 @@ def _flat_indices_cached(
 
 
 def _flat_indices(points: np.ndarray, width: int, region_size: int) -> np.ndarray:
-    """Indices into the flattened ``H*W`` grid of every K×K block, shape (P*K*K,)."""
+    """Return indices into the flattened ``H*W`` grid of every K×K block, shape (P*K*K,)."""
     key = tuple((int(x), int(y)) for x, y in points.reshape(-1, 2))
     return _flat_indices_cached(key, width, region_size)
 
