@@ -6,5 +6,6 @@ They hold and validate settings; ``forward`` is one call into the framework-agno
 from __future__ import annotations
 
 from ._global import GlobalContrastiveLoss
+from ._local import LocalContrastiveLoss
 
-__all__ = ["GlobalContrastiveLoss"]
+__all__ = ["GlobalContrastiveLoss", "LocalContrastiveLoss"]

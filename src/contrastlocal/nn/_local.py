@@ -1,0 +1,270 @@
+"""The local contrastive loss as a :class:`torch.nn.Module` (with its learned projection)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parameter import UninitializedParameter
+
+from .._typing import Reduction
+from .._validation import check_choice, check_int_in_range, check_positive
+from ..functional import local_contrastive_loss, local_region_positions
+from ..functional._local import _REDUCTIONS, _STRATEGIES
+from ..functional._regions import _as_positions, _check_region_size
+
+__all__ = ["LocalContrastiveLoss"]
+
+
+class LocalContrastiveLoss(torch.nn.Module):
+    r"""Local contrastive loss (the paper's L^R or L^D) on decoder feature maps.
+
+    Holds the strategy, the region size K, the positions and negative tables, τ and, for
+    K = 3, the learned linear projection of the flattened 3×3×C regions to `projection_dim`
+    dimensions; ``forward`` is one call into
+    :func:`contrastlocal.functional.local_contrastive_loss`, which documents the loss.
+
+    Parameters
+    ----------
+    strategy : {"random", "domain"}, default "random"
+        L^R (positives: the other views of the image) or L^D (also every row of another volume
+        with the same partition).
+    region_size : {3, 1}, default 3
+        Side K of the square regions.
+    num_regions : {13, 9}, default 13
+        Size of the default position pattern (used when `positions` is None); the pattern is
+        computed from the map size at the first call for each size and cached.
+    positions : integer array-like of shape (R, 2), optional
+        Fixed top-left corners of the regions; given together with `negative_positions`.
+    negative_positions : integer array-like of shape (R, J, 2), optional
+        Fixed top-left corners of the J negative regions of each region.
+    in_channels : int, optional
+        Channels C of the feature maps, needed to build the projection (K = 3 with
+        `use_projection`). If None, the projection is created at the first call: build the
+        optimiser after that call (or pass `in_channels`, preferred).
+    projection_dim : int, default 128
+        Output dimension of the projection.
+    use_projection : bool, default True
+        Whether K = 3 regions are projected (the original's ``wgt_en = 1``). 1×1 regions are
+        never projected, as in the original.
+    temperature : float, default 0.1
+        Temperature τ > 0.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        Mean over (anchor, positive, region) terms, their sum, or the dense (N, N, R) terms.
+
+    Attributes
+    ----------
+    projection : torch.nn.Parameter of shape (K*K*C, projection_dim) or None
+        The learned projection (no bias), Glorot-uniform initialised; None when unused.
+
+    Raises
+    ------
+    TypeError
+        If a setting has the wrong type.
+    ValueError
+        If a setting is out of range or unknown, or only one of `positions` and
+        `negative_positions` is given.
+
+    See Also
+    --------
+    contrastlocal.functional.local_contrastive_loss : The functional form.
+    contrastlocal.functional.local_region_positions : The default positions.
+
+    Notes
+    -----
+    ``forward(features, image_ids, partition_ids=None, volume_ids=None)`` takes feature maps of
+    shape (N, C, H, W) and integer id tensors of shape (N,), and returns a 0-D float tensor
+    (shape (N, N, R) for ``reduction="none"``). It runs with autocast disabled: half-precision
+    features are computed in float32; float64 stays float64.
+
+    References
+    ----------
+    .. [1] K. Chaitanya, E. Erdil, N. Karani, E. Konukoglu, "Contrastive learning of global and
+       local features for medical image segmentation with limited annotations", NeurIPS 2020,
+       arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from contrastlocal.nn import LocalContrastiveLoss
+    >>> criterion = LocalContrastiveLoss("random", in_channels=8)
+    >>> criterion
+    LocalContrastiveLoss(strategy='random', region_size=3, num_regions=13, in_channels=8, projection_dim=128, temperature=0.1, reduction='mean')
+    >>> criterion.projection.shape
+    torch.Size([72, 128])
+    >>> features = torch.randn(4, 8, 24, 24, requires_grad=True)
+    >>> image_ids = torch.tensor([0, 1, 0, 1])
+    >>> loss = criterion(features, image_ids)
+    >>> loss.backward()
+    >>> loss.shape, features.grad.shape, criterion.projection.grad.shape
+    (torch.Size([]), torch.Size([4, 8, 24, 24]), torch.Size([72, 128]))
+    """  # noqa: E501
+
+    projection: torch.nn.Parameter | None
+
+    def __init__(
+        self,
+        strategy: str = "random",
+        *,
+        region_size: int = 3,
+        num_regions: int = 13,
+        positions: Any = None,
+        negative_positions: Any = None,
+        in_channels: int | None = None,
+        projection_dim: int = 128,
+        use_projection: bool = True,
+        temperature: float = 0.1,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__()
+        self.strategy: str = check_choice(strategy, _STRATEGIES, "strategy")
+        self.region_size = _check_region_size(region_size)
+        self.num_regions: int = check_choice(num_regions, (13, 9), "num_regions")
+        self.temperature = check_positive(temperature, "temperature")
+        self.reduction: Reduction = check_choice(reduction, _REDUCTIONS, "reduction")
+        if not isinstance(use_projection, bool):
+            msg = f"`use_projection` must be a bool; got {use_projection!r}."
+            raise TypeError(msg)
+        self.projection_dim = check_int_in_range(projection_dim, "projection_dim", 1)
+        if in_channels is not None:
+            check_int_in_range(in_channels, "in_channels", 1)
+        self.in_channels = in_channels
+        self._positions: np.ndarray | None = None
+        self._negative_positions: np.ndarray | None = None
+        if (positions is None) != (negative_positions is None):
+            missing = "positions" if positions is None else "negative_positions"
+            given = "negative_positions" if positions is None else "positions"
+            msg = f"`{missing}` must be given together with `{given}`; got None."
+            raise ValueError(msg)
+        if positions is not None:
+            pos = _as_positions(positions, "positions", 2, "(R, 2)")
+            neg = _as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
+            if neg.shape[0] != pos.shape[0] or neg.shape[1] < 1 or pos.shape[0] < 1:
+                msg = (
+                    f"`negative_positions` must have shape (R, J, 2) with R = {pos.shape[0]} "
+                    f"and J >= 1; got shape {neg.shape}."
+                )
+                raise ValueError(msg)
+            self._positions, self._negative_positions = pos, neg
+        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+        self.use_projection = use_projection and self.region_size == 3
+        if not self.use_projection:
+            self.register_parameter("projection", None)
+        elif in_channels is None:
+            self.projection = UninitializedParameter()  # type: ignore[assignment]
+        else:
+            self.projection = torch.nn.Parameter(
+                torch.empty(self.region_size**2 * in_channels, self.projection_dim)
+            )
+            self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        r"""Re-draw the projection from the Glorot (Xavier) uniform distribution.
+
+        The bound is :math:`\sqrt{6 / (K^2 C + D')}`, as in the original.
+        """
+        if self.projection is not None and not isinstance(self.projection, UninitializedParameter):
+            torch.nn.init.xavier_uniform_(self.projection)
+
+    def extra_repr(self) -> str:
+        text = f"strategy={self.strategy!r}, region_size={self.region_size}, "
+        if self._positions is None:
+            text += f"num_regions={self.num_regions}, "
+        else:
+            r, j = self._negative_positions.shape[:2]  # type: ignore[union-attr]
+            text += f"positions=({r}, 2), negative_positions=({r}, {j}, 2), "
+        if self.use_projection:
+            text += f"in_channels={self.in_channels}, projection_dim={self.projection_dim}, "
+        return text + f"temperature={self.temperature}, reduction={self.reduction!r}"
+
+    def region_tables(self, map_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (R, 2) and negative positions (R, J, 2) used for maps of size (H, W).
+
+        Parameters
+        ----------
+        map_size : tuple of (int, int)
+            Spatial size (H, W) of the feature maps.
+
+        Returns
+        -------
+        positions : ndarray of int64, shape (R, 2)
+            Top-left corners of the regions.
+        negative_positions : ndarray of int64, shape (R, J, 2)
+            Top-left corners of each region's negatives.
+        """
+        if self._positions is not None and self._negative_positions is not None:
+            return self._positions, self._negative_positions
+        key = (int(map_size[0]), int(map_size[1]))
+        if key not in self._tables:
+            self._tables[key] = local_region_positions(
+                key, region_size=self.region_size, num_regions=self.num_regions
+            )
+        return self._tables[key]
+
+    def _materialize(self, features: torch.Tensor) -> None:
+        channels = int(features.shape[1])
+        dtype = features.dtype if features.dtype in (torch.float32, torch.float64) else None
+        projection = self.projection
+        if not isinstance(projection, UninitializedParameter):
+            return
+        projection.materialize(
+            (self.region_size**2 * channels, self.projection_dim),
+            device=features.device,
+            dtype=dtype or torch.get_default_dtype(),
+        )
+        self.in_channels = channels
+        self.reset_parameters()
+
+    def _load_from_state_dict(self, state_dict: Any, prefix: str, *args: Any) -> None:
+        # A lazily built projection takes its shape from the checkpoint.
+        key = prefix + "projection"
+        if isinstance(self.projection, UninitializedParameter) and key in state_dict:
+            weight = state_dict[key]
+            with torch.no_grad():
+                self.projection.materialize(tuple(weight.shape), dtype=weight.dtype)
+            self.in_channels = int(weight.shape[0]) // self.region_size**2
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        image_ids: torch.Tensor,
+        partition_ids: torch.Tensor | None = None,
+        volume_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Loss of a batch of feature maps (see the class docstring for shapes)."""
+        if self.use_projection:
+            if isinstance(self.projection, UninitializedParameter):
+                if features.ndim != 4:
+                    msg = (
+                        "`features` must be 4-D with shape (N, C, H, W); got shape "
+                        f"{tuple(features.shape)}."
+                    )
+                    raise ValueError(msg)
+                self._materialize(features)
+            elif features.ndim == 4 and features.shape[1] != self.in_channels:
+                msg = (
+                    f"`features` must have in_channels = {self.in_channels} channels (the "
+                    f"projection's input is {self.region_size}*{self.region_size}*"
+                    f"{self.in_channels}); got shape {tuple(features.shape)}."
+                )
+                raise ValueError(msg)
+        positions, negatives = (None, None)
+        if features.ndim == 4:
+            positions, negatives = self.region_tables((features.shape[-2], features.shape[-1]))
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            loss: torch.Tensor = local_contrastive_loss(
+                features,
+                image_ids=image_ids,
+                partition_ids=partition_ids,
+                volume_ids=volume_ids,
+                strategy=self.strategy,
+                region_size=self.region_size,
+                positions=positions,
+                negative_positions=negatives,
+                projection=self.projection,
+                temperature=self.temperature,
+                reduction=self.reduction,
+            )
+        return loss
