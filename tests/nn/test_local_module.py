@@ -10,10 +10,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from contrastlocal import LocalContrastiveLoss as RootLocalContrastiveLoss
-from contrastlocal.functional import local_contrastive_loss, local_region_positions
-from contrastlocal.nn import LocalContrastiveLoss
-from tests import _reference_local as ref
+from contrastlocal import LocalContrastiveLoss as RootLocalContrastiveLoss  # noqa: E402
+from contrastlocal.functional import local_contrastive_loss, local_region_positions  # noqa: E402
+from contrastlocal.nn import LocalContrastiveLoss  # noqa: E402
+from tests import _reference_local as ref  # noqa: E402
 
 IMAGE = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
 PARTITION = torch.tensor([0, 1, 0, 1, 0, 1, 0, 1])
