@@ -74,32 +74,69 @@ class _CaseList:
 
 
 class _NamedReader:
-    """Picklable recipe for a dataset reader; builds it lazily in each process."""
+    """Picklable recipe for a dataset reader; builds it lazily in each process.
 
-    def __init__(self, name: str, root: str, options: dict[str, Any]) -> None:
+    With several ``folders`` (reader splits, e.g. Cityscapes ``train`` and ``val``) it reads
+    their union; case ids must then be unique across the folders.
+    """
+
+    def __init__(
+        self, name: str, root: str, options: dict[str, Any], folders: Sequence[str] = ()
+    ) -> None:
         self.name = name
         self.root = root
         self.options = options
-        self._reader: Any = None
+        self.folders = tuple(folders)
+        self._readers: list[Any] | None = None
+        self._owner: dict[str, Any] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name, "root": self.root, "options": self.options}
+        return {
+            "name": self.name,
+            "root": self.root,
+            "options": self.options,
+            "folders": self.folders,
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["name"], state["root"], state["options"])  # type: ignore[misc]
+        self.__init__(  # type: ignore[misc]
+            state["name"], state["root"], state["options"], state["folders"]
+        )
 
-    def get(self) -> Any:
-        if self._reader is None:
+    def _get(self) -> list[Any]:
+        if self._readers is None:
             readers: Any = importlib.import_module("contrastlocal.data.readers")
-            self._reader = readers.get_reader(self.name, self.root, **self.options)
-        return self._reader
+            if self.folders:
+                built = [
+                    readers.get_reader(self.name, self.root, **{**self.options, "split": f})
+                    for f in self.folders
+                ]
+            else:
+                built = [readers.get_reader(self.name, self.root, **self.options)]
+            owner: dict[str, Any] = {}
+            for r in built:
+                for cid in r.case_ids:
+                    if str(cid) in owner:
+                        msg = (
+                            f"case id {cid!r} occurs in several folders of {self.root!r} "
+                            f"({', '.join(self.folders)})."
+                        )
+                        raise ValueError(msg)
+                    owner[str(cid)] = r
+            self._readers, self._owner = built, owner
+        return self._readers
 
     @property
     def case_ids(self) -> list[str]:
-        return [str(c) for c in self.get().case_ids]
+        self._get()
+        return list(self._owner)
 
     def read(self, case_id: str) -> Case:
-        case: Case = self.get().read(case_id)
+        self._get()
+        if case_id not in self._owner:
+            msg = f"`case_id` {case_id!r} is not a case of {self.name!r} under {self.root!r}."
+            raise ValueError(msg)
+        case: Case = self._owner[case_id].read(case_id)
         return case
 
 
@@ -271,7 +308,7 @@ def _run_pool(
                 on_done(1)
 
 
-def _reader_options(name: str, options: dict[str, Any] | None) -> dict[str, Any]:
+def _reader_options(options: dict[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (options or {}).items() if v is not None}
 
 
@@ -309,7 +346,9 @@ def prepare_dataset(
     progress : bool
         Show a progress bar and messages on stderr.
     reader_options : dict, optional
-        Keyword arguments of the reader (part of the cache key).
+        Keyword arguments of the reader (part of the cache key), e.g. ``{"split": "testing"}``
+        to read ACDC's testing patients or ``{"frames": ("ED", "ES")}``. For Cityscapes without
+        a reader ``split`` the ``train`` and ``val`` folders are read together (3475 images).
     seed : int
         Seed of the Cityscapes split (part of the cache key for Cityscapes).
 
@@ -343,8 +382,10 @@ def prepare_dataset(
     if not root_path.is_dir():
         msg = f"dataset folder {os.fspath(root_path)!r} does not exist or is not a folder."
         raise FileNotFoundError(msg)
-    options = _reader_options(name, reader_options)
-    reader = _NamedReader(name, os.fspath(root_path), options)
+    options = _reader_options(reader_options)
+    # Cityscapes: the splits are drawn from the train + val folders together
+    folders = ("train", "val") if name == "cityscapes" and "split" not in options else ()
+    reader = _NamedReader(name, os.fspath(root_path), options, folders)
     available = reader.case_ids
     splits: DatasetSplits | None = None
     extra: dict[str, Any] = dict(options)
@@ -402,6 +443,13 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--workers", type=int, default=None, help="worker processes (default: one per CPU)"
     )
+    parser.add_argument(
+        "--reader-split",
+        default=None,
+        help="folder of the release to read (the reader's split: ACDC training|testing, "
+        "prostate training|test, MM-WHS train|test, Cityscapes train|val|test; default: the "
+        "labelled training folder, for Cityscapes train + val)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -429,6 +477,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         config=config,
         workers=args.workers,
         progress=not getattr(args, "no_progress", False),
+        reader_options={"split": getattr(args, "reader_split", None)},
     )
     print(path)
     return 0
