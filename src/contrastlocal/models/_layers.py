@@ -9,7 +9,7 @@ at the end of each spatial axis than at its start -- bottom/right in 2-D -- whic
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypedDict
 
 import torch
 import torch.nn.functional as nnf
@@ -18,6 +18,7 @@ from torch import nn
 __all__ = [
     "ActName",
     "ConvNormAct",
+    "ConvSettings",
     "NormName",
     "conv_module",
     "he_normal_",
@@ -30,6 +31,18 @@ NormName = Literal["batch", "instance", "none"]
 ActName = Literal["relu", "leakyrelu"]
 
 _LEAKY_SLOPE = 0.01
+
+
+class ConvSettings(TypedDict, total=False):
+    """Keyword settings shared by the convolutions of one network."""
+
+    spatial_dims: int
+    bias: bool
+    norm: NormName | None
+    act: ActName | None
+    dropout: float
+    norm_eps: float
+    norm_momentum: float
 
 
 def same_padding(kernel_size: int, spatial_dims: int) -> tuple[int, ...]:

@@ -114,7 +114,8 @@ class GlobalPretrainNetwork(nn.Module):
             )
             raise ValueError(msg)
         bottleneck, _ = self.backbone.encode(x)
-        return self.projection_head(bottleneck)  # type: ignore[no-any-return]
+        embeddings: torch.Tensor = self.projection_head(bottleneck)
+        return embeddings
 
 
 class LocalPretrainNetwork(nn.Module):
@@ -216,7 +217,8 @@ class LocalPretrainNetwork(nn.Module):
         """
         bottleneck, skips = self.backbone.encode(x)
         features = self.backbone.decode(bottleneck, skips, num_blocks=self.num_decoder_blocks)
-        return self.projection_head(features)  # type: ignore[no-any-return]
+        projected: torch.Tensor = self.projection_head(features)
+        return projected
 
 
 # --------------------------------------------------------------------------------- hand-over

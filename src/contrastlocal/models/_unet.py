@@ -10,7 +10,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from .._validation import check_choice, check_int_in_range
-from ._layers import ActName, ConvNormAct, NormName
+from ._layers import ActName, ConvNormAct, ConvSettings, NormName
 
 __all__ = ["UNet"]
 
@@ -28,10 +28,12 @@ def decoder_block_prefix(block: int) -> str:
 class EncoderLevel(nn.Module):
     """Two convolutions at one resolution (the max-pool is applied by :meth:`UNet.encode`)."""
 
-    def __init__(self, in_channels: int, out_channels: int, **conv_kwargs: object) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, settings: ConvSettings
+    ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(in_channels, out_channels, **conv_kwargs)  # type: ignore[arg-type]
-        self.conv2 = ConvNormAct(out_channels, out_channels, **conv_kwargs)  # type: ignore[arg-type]
+        self.conv1 = ConvNormAct(in_channels, out_channels, kernel_size, **settings)
+        self.conv2 = ConvNormAct(out_channels, out_channels, kernel_size, **settings)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply both convolutions."""
@@ -51,18 +53,14 @@ class DecoderBlock(nn.Module):
         up_kernel_size: int,
         upsample_mode: UpsampleMode,
         kernel_size: int,
-        **conv_kwargs: object,
+        settings: ConvSettings,
     ) -> None:
         super().__init__()
         self.upsample_mode = upsample_mode
-        self.up_conv = ConvNormAct(
-            in_channels, out_channels, up_kernel_size, **conv_kwargs  # type: ignore[arg-type]
-        )
-        self.conv1 = ConvNormAct(
-            2 * out_channels, out_channels, kernel_size, **conv_kwargs  # type: ignore[arg-type]
-        )
+        self.up_conv = ConvNormAct(in_channels, out_channels, up_kernel_size, **settings)
+        self.conv1 = ConvNormAct(2 * out_channels, out_channels, kernel_size, **settings)
         self.conv2: ConvNormAct | None = (
-            ConvNormAct(out_channels, out_channels, kernel_size, **conv_kwargs)  # type: ignore[arg-type]
+            ConvNormAct(out_channels, out_channels, kernel_size, **settings)
             if num_convs == 2
             else None
         )
@@ -79,26 +77,19 @@ class SegmentationHead(nn.Module):
     """Two convolutions with normalisation and activation, then a final convolution to logits."""
 
     def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        *,
-        kernel_size: int,
-        spatial_dims: int,
-        **conv_kwargs: object,
+        self, in_channels: int, out_channels: int, kernel_size: int, settings: ConvSettings
     ) -> None:
         super().__init__()
-        self.conv1 = ConvNormAct(
-            in_channels, in_channels, kernel_size, spatial_dims=spatial_dims,
-            **conv_kwargs,  # type: ignore[arg-type]
-        )
-        self.conv2 = ConvNormAct(
-            in_channels, in_channels, kernel_size, spatial_dims=spatial_dims,
-            **conv_kwargs,  # type: ignore[arg-type]
-        )
+        self.conv1 = ConvNormAct(in_channels, in_channels, kernel_size, **settings)
+        self.conv2 = ConvNormAct(in_channels, in_channels, kernel_size, **settings)
         self.out_conv = ConvNormAct(
-            in_channels, out_channels, kernel_size, spatial_dims=spatial_dims,
-            bias=False, norm=None, act=None,
+            in_channels,
+            out_channels,
+            kernel_size,
+            spatial_dims=settings.get("spatial_dims", 2),
+            bias=False,
+            norm=None,
+            act=None,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -247,7 +238,7 @@ class UNet(nn.Module):
         self.act: ActName = act
         self._encoder_frozen_stats = False
 
-        conv_kwargs: dict[str, object] = {
+        settings: ConvSettings = {
             "spatial_dims": spatial_dims,
             "norm": self.norm,
             "act": act,
@@ -259,7 +250,7 @@ class UNet(nn.Module):
         previous = in_channels
         for c in channels:
             self.encoder_levels.append(
-                EncoderLevel(previous, c, kernel_size=kernel_size, **conv_kwargs)
+                EncoderLevel(previous, c, kernel_size, settings)
             )
             previous = c
         self.decoder_blocks = nn.ModuleList()
@@ -274,18 +265,11 @@ class UNet(nn.Module):
                     up_kernel_size=up_kernel_size,
                     upsample_mode=upsample_mode,
                     kernel_size=kernel_size,
-                    **conv_kwargs,
+                    settings=settings,
                 )
             )
             previous = target
-        head_kwargs = {k: v for k, v in conv_kwargs.items() if k != "spatial_dims"}
-        self.head = SegmentationHead(
-            previous,
-            out_channels,
-            kernel_size=kernel_size,
-            spatial_dims=spatial_dims,
-            **head_kwargs,
-        )
+        self.head = SegmentationHead(previous, out_channels, kernel_size, settings)
 
     # ----------------------------------------------------------------------------- geometry
     @property
