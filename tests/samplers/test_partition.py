@@ -117,8 +117,10 @@ def test_partition_shards_disjoint_and_equal(cfg: dict, epoch: int) -> None:
         per_rank.append(list(sampler))
     lengths = {len(b) for b in per_rank}
     assert len(lengths) == 1
-    vol_sets = [set(vol[np.concatenate([b for b in bs if b] or [[]]).astype(int)].tolist())
-                for bs in per_rank]
+    vol_sets = [
+        set(vol[np.concatenate([b for b in bs if b] or [[]]).astype(int)].tolist())
+        for bs in per_rank
+    ]
     if cfg["drop_last"] or len(counts) % cfg["num_replicas"] == 0:
         for i in range(len(vol_sets)):
             for j in range(i + 1, len(vol_sets)):
@@ -177,15 +179,21 @@ def test_partition_works_as_dataloader_batch_sampler() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"slices_per_volume": [5, 3, 6], "num_partitions": 4, "volumes_per_batch": 1},
-         r"volume 1 has 3"),
+        (
+            {"slices_per_volume": [5, 3, 6], "num_partitions": 4, "volumes_per_batch": 1},
+            r"volume 1 has 3",
+        ),
         ({"slices_per_volume": [5, 5], "volumes_per_batch": 3}, "volumes_per_batch"),
-        ({"slices_per_volume": [5, 5, 5, 5], "volumes_per_batch": 3, "num_replicas": 2},
-         "volumes_per_batch"),
+        (
+            {"slices_per_volume": [5, 5, 5, 5], "volumes_per_batch": 3, "num_replicas": 2},
+            "volumes_per_batch",
+        ),
         ({"slices_per_volume": [5, 5], "num_partitions": 0}, "num_partitions"),
         ({"slices_per_volume": [5, 5], "volumes_per_batch": 0}, "volumes_per_batch"),
-        ({"slices_per_volume": [5, 5], "volumes_per_batch": 1, "rank": 2, "num_replicas": 2},
-         "rank"),
+        (
+            {"slices_per_volume": [5, 5], "volumes_per_batch": 1, "rank": 2, "num_replicas": 2},
+            "rank",
+        ),
         ({"slices_per_volume": [5, 5], "volumes_per_batch": 1, "seed": -1}, "seed"),
         ({"slices_per_volume": [], "volumes_per_batch": 1}, "slices_per_volume"),
         ({"slices_per_volume": [[5, 5]], "volumes_per_batch": 1}, "slices_per_volume"),
