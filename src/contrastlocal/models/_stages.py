@@ -208,7 +208,7 @@ class LocalPretrainNetwork(nn.Module):
         Returns
         -------
         tensor of shape (N, C_l, H / 2^{D-1-l}, W / 2^{D-1-l})
-            g_2 applied to the output of decoder block :math:`l`.
+            The projection g_2 applied to the output of decoder block :math:`l`.
 
         Raises
         ------

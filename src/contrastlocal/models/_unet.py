@@ -145,8 +145,8 @@ class UNet(nn.Module):
 
     See Also
     --------
-    GlobalPretrainNetwork, LocalPretrainNetwork : the pre-training networks built around a UNet.
-    transfer_encoder, transfer_decoder, freeze_encoder : the hand-over between stages.
+    GlobalPretrainNetwork, LocalPretrainNetwork : The pre-training networks built around a UNet.
+    transfer_encoder, transfer_decoder, freeze_encoder : The hand-over between stages.
 
     Notes
     -----
@@ -293,7 +293,7 @@ class UNet(nn.Module):
         return 1 << (len(self.channels) - 1)
 
     def decoder_block_channels(self, num_blocks: int) -> int:
-        """Channels :math:`C_l` of the output of decoder block `num_blocks` (1-based).
+        """Return the channels :math:`C_l` of the output of decoder block `num_blocks` (1-based).
 
         Parameters
         ----------
