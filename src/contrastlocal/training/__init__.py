@@ -31,27 +31,53 @@ from .config import (
     load_config,
     preset,
 )
+from .evaluation import EvaluationResult, Volume, evaluate, predict_volume
 from .metrics import dice_per_class, hd95_per_class, surface_distances
+from .results import INIT_LABELS, format_results_table, results_to_csv, write_results
+from .stages import (
+    StageResult,
+    build_unet,
+    finetune,
+    pretrain_global,
+    pretrain_joint,
+    pretrain_local,
+    train_baseline,
+)
 
 __all__ = [
     "DATASETS",
+    "INIT_LABELS",
+    "EvaluationResult",
     "ExperimentConfig",
     "FinetuneConfig",
     "GlobalStageConfig",
     "LocalStageConfig",
     "ModelConfig",
     "RuntimeConfig",
+    "StageResult",
+    "Volume",
     "architecture_signature",
+    "build_unet",
     "check_architecture",
     "config_to_dict",
     "dice_per_class",
+    "evaluate",
+    "finetune",
+    "format_results_table",
     "hd95_per_class",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
     "load_weights",
+    "predict_volume",
     "preset",
+    "pretrain_global",
+    "pretrain_joint",
+    "pretrain_local",
+    "results_to_csv",
     "save_checkpoint",
     "surface_distances",
+    "train_baseline",
+    "write_results",
 ]

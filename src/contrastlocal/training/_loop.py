@@ -37,13 +37,13 @@ _KEEP = 2
 
 
 def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers, stable across processes and platforms."""
+    """Derive a 63-bit seed from integers, stable across processes and platforms."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, dtype=np.uint32)
     return int(state[0]) << 31 | int(state[1]) >> 1
 
 
 def _numpy_state() -> dict[str, Any]:
-    name, key, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]
+    name, key, pos, has_gauss, cached = np.random.get_state()  # type: ignore[misc]  # noqa: NPY002
     return {
         "name": str(name),
         "key": torch.from_numpy(np.asarray(key, dtype=np.int64)),
@@ -55,7 +55,7 @@ def _numpy_state() -> dict[str, Any]:
 
 def _set_numpy_state(state: Mapping[str, Any]) -> None:
     key = state["key"].numpy().astype(np.uint32)
-    np.random.set_state(
+    np.random.set_state(  # noqa: NPY002
         (state["name"], key, int(state["pos"]), int(state["has_gauss"]), float(state["cached"]))
     )
 
@@ -82,6 +82,8 @@ class LoopSpec:
     select_metric: str = "val_dice"
     sampler_position: Callable[[int], dict[str, int]] | None = None
     callback: Callable[[int, dict[str, Any]], None] | None = None
+    #: the network written to final.pt / best.pt (default: `model`)
+    export: nn.Module | None = None
 
 
 @dataclass
@@ -130,6 +132,8 @@ def run_loop(spec: LoopSpec) -> LoopResult:
     ckpt_dir = None if spec.stage_dir is None else spec.stage_dir / "checkpoints"
     best_path = None if spec.stage_dir is None else spec.stage_dir / "best.pt"
     signature = architecture_signature(spec.model)
+    export = spec.model if spec.export is None else spec.export
+    export_signature = architecture_signature(export)
     start = 0
     best_score: float | None = None
     best_iteration: int | None = None
@@ -214,7 +218,7 @@ def run_loop(spec: LoopSpec) -> LoopResult:
                 spec.scaler.step(spec.optimizer)
                 spec.scaler.update()
             else:
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]
                 spec.optimizer.step()
             value = loss.detach().float()
             running = running + value
@@ -261,16 +265,14 @@ def run_loop(spec: LoopSpec) -> LoopResult:
                             {
                                 "stage": spec.name,
                                 "iteration": done,
-                                "architecture": signature,
-                                "model": spec.model.state_dict(),
+                                "architecture": export_signature,
+                                "model": export.state_dict(),
                                 "score": score,
                                 "metric": spec.select_metric,
                             },
                         )
                     else:
-                        best_state = {
-                            k: v.detach().clone() for k, v in spec.model.state_dict().items()
-                        }
+                        best_state = {k: v.detach().clone() for k, v in export.state_dict().items()}
                 bar.set_postfix(**{spec.select_metric: f"{score:.3f}"})
             if is_ckpt:
                 save(done)
@@ -285,8 +287,8 @@ def run_loop(spec: LoopSpec) -> LoopResult:
             {
                 "stage": spec.name,
                 "iteration": spec.iterations,
-                "architecture": signature,
-                "model": spec.model.state_dict(),
+                "architecture": export_signature,
+                "model": export.state_dict(),
                 "settings": spec.settings,
             },
         )
@@ -313,7 +315,7 @@ def autocast_context(device: torch.device, amp: str) -> Any:
 
 
 def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
-    """The autocast dtype in use, or None."""
+    """Return the autocast dtype in use, or None."""
     if device.type != "cuda" or amp == "none":
         return None
     if amp == "fp16":

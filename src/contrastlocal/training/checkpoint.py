@@ -212,7 +212,7 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
 
 
 def latest_checkpoint(directory: str | Path) -> Path | None:
-    """The newest periodic checkpoint in `directory`, or None.
+    """Return the newest periodic checkpoint in `directory`, or None.
 
     Parameters
     ----------

@@ -33,13 +33,15 @@ __all__ = [
 #: Names accepted by :func:`preset`.
 DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes", "synthetic")
 
-#: |X_tr| values and the number of combinations c1... the paper's splits define for each
-#: dataset (REFERENCE.md §5.2); used to reject impossible settings before any training.
-_LABELLED_SETS: dict[str, dict[int, int]] = {
-    "acdc": {1: 5, 2: 5, 8: 3},
-    "prostate": {1: 5, 2: 5, 8: 3},
-    "mmwhs": {1: 5, 2: 4, 8: 3},
-}
+
+def _labelled_sets(dataset: str) -> dict[int, tuple[int, ...]]:
+    """|X_tr| values and combination numbers of the paper's splits (REFERENCE.md §5.2)."""
+    from ..data.splits import SPLITS
+
+    if dataset not in SPLITS:
+        return {}
+    return {n: tuple(sorted(c)) for n, c in SPLITS[dataset].finetune.items()}
+
 
 _T = TypeVar("_T")
 
@@ -342,8 +344,8 @@ class ExperimentConfig:
         Output folder: checkpoints, metrics logs, tables.
     num_labelled : int
         |X_tr|, labelled training volumes (1, 2 or 8 for the medical datasets).
-    combination : str
-        Which split ``c1`` ... ``c5`` of REFERENCE.md §5.2.
+    combination : int
+        Which split c1 … c5 of REFERENCE.md §5.2 (1-based).
     seed : int
         Seeds every stage (weights, sampling, augmentation).
     model, global_stage, local_stage, finetune, runtime : sections
@@ -362,7 +364,7 @@ class ExperimentConfig:
     cache: str | None = None
     out: str | None = None
     num_labelled: int = 1
-    combination: str = "c1"
+    combination: int = 1
     seed: int = 0
     model: ModelConfig = field(default_factory=ModelConfig)
     global_stage: GlobalStageConfig = field(default_factory=GlobalStageConfig)
@@ -374,17 +376,18 @@ class ExperimentConfig:
         _check_choice(self.dataset, DATASETS, "dataset")
         _check_int(self.num_labelled, "num_labelled", 1)
         _check_int(self.seed, "seed", 0)
-        if self.dataset in _LABELLED_SETS:
-            sets = _LABELLED_SETS[self.dataset]
+        _check_int(self.combination, "combination", 1)
+        sets = _labelled_sets(self.dataset)
+        if sets:
             if self.num_labelled not in sets:
                 _fail(
                     f"`num_labelled` (|X_tr|) must be one of {sorted(sets)} for "
-                    f"{self.dataset!r}; got {self.num_labelled}."
+                    f"{self.dataset!r} (the paper's splits); got {self.num_labelled}."
                 )
-            valid = tuple(f"c{i}" for i in range(1, sets[self.num_labelled] + 1))
+            valid = sets[self.num_labelled]
             if self.combination not in valid:
                 _fail(
-                    f"`combination` must be one of {', '.join(valid)} for {self.dataset!r} with "
+                    f"`combination` must be one of {list(valid)} for {self.dataset!r} with "
                     f"|X_tr| = {self.num_labelled}; got {self.combination!r}."
                 )
         if self.dataset == "cityscapes" and self.model.in_channels != 3:
@@ -396,7 +399,8 @@ class ExperimentConfig:
         if self.local_stage.num_decoder_blocks > num_blocks:
             _fail(
                 f"`local_stage.num_decoder_blocks` (l) must be in [1, {num_blocks}] for a UNet "
-                f"with {len(self.model.channels)} levels; got {self.local_stage.num_decoder_blocks}."
+                f"with {len(self.model.channels)} levels; "
+                f"got {self.local_stage.num_decoder_blocks}."
             )
 
     def replace(self, **overrides: Any) -> ExperimentConfig:
@@ -418,7 +422,8 @@ class ExperimentConfig:
         ValueError
             If a key is unknown (the message lists the valid keys) or a value is invalid.
         """
-        return _apply(self, overrides, "")
+        out: ExperimentConfig = _apply(self, overrides, "")
+        return out
 
 
 _SECTION_TYPES: dict[str, type] = {
@@ -458,8 +463,7 @@ def _nest(overrides: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _apply(obj: _T, overrides: Mapping[str, Any], prefix: str) -> _T:
-    assert dataclasses.is_dataclass(obj) and not isinstance(obj, type)
+def _apply(obj: Any, overrides: Mapping[str, Any], prefix: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(obj)}
     changes: dict[str, Any] = {}
     for key, value in _nest(overrides).items():
@@ -520,7 +524,10 @@ def _preset_base(dataset: str) -> ExperimentConfig:
                 iterations=300, volumes_per_batch=3, log_every=10, checkpoint_every=100
             ),
             finetune=FinetuneConfig(
-                iterations=300, batch_size=10, validate_every=25, log_every=10,
+                iterations=300,
+                batch_size=10,
+                validate_every=25,
+                log_every=10,
                 checkpoint_every=100,
             ),
         )
@@ -529,7 +536,7 @@ def _preset_base(dataset: str) -> ExperimentConfig:
 
 
 def preset(dataset: str, /, **overrides: Any) -> ExperimentConfig:
-    """The paper's settings for `dataset`, with optional overrides.
+    """Return the paper's settings for `dataset`, with optional overrides.
 
     Parameters
     ----------

@@ -192,7 +192,9 @@ def hd95_per_class(
     if len(spacing) != p.ndim:
         msg = f"`spacing` must have one entry per axis ({p.ndim}); got {tuple(spacing)}."
         raise ValueError(msg)
-    diagonal = float(np.sqrt(sum((n * float(s)) ** 2 for n, s in zip(p.shape, spacing))))
+    diagonal = float(
+        np.sqrt(sum((n * float(s)) ** 2 for n, s in zip(p.shape, spacing, strict=True)))
+    )
     out = np.full(num_classes, np.nan, dtype=np.float64)
     for c in range(0 if include_background else 1, num_classes):
         mp = p == c

@@ -1,0 +1,963 @@
+"""The stages of the recipe: global pre-training, local pre-training, fine-tuning, baseline, joint.
+
+Each stage takes pre-processed :class:`~contrastlocal.training.Volume` records and an
+:class:`~contrastlocal.training.ExperimentConfig`, is seeded from ``config.seed``, shows a
+progress bar, appends its metrics to ``<out>/metrics.jsonl``, writes atomic checkpoints every
+``checkpoint_every`` iterations to ``<out>/checkpoints/`` and resumes from the newest one when
+called again with the same settings (``resume=True``). A non-finite loss stops the stage with a
+``FloatingPointError`` and leaves the last good checkpoint in place. The hand-over between stages
+uses :func:`contrastlocal.models.transfer_encoder` / :func:`~contrastlocal.models.transfer_decoder`:
+stage 2 receives the stage-1 encoder (then frozen), stage 3 the encoder and the l pre-trained
+decoder blocks; projection heads and optimiser states are never carried over.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from ..data import augment
+from ..data.slices import SliceDataset
+from ..models import (
+    GlobalPretrainNetwork,
+    LocalPretrainNetwork,
+    UNet,
+    freeze_encoder,
+    transfer_decoder,
+    transfer_encoder,
+)
+from ..nn import GlobalContrastiveLoss
+from ..samplers import PartitionBatchSampler
+from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
+from .checkpoint import load_checkpoint, load_weights
+from .config import ExperimentConfig, config_to_dict, preset
+from .evaluation import Volume, evaluate
+
+__all__ = [
+    "StageResult",
+    "build_unet",
+    "finetune",
+    "pretrain_global",
+    "pretrain_joint",
+    "pretrain_local",
+    "train_baseline",
+]
+
+# stage codes mixed into the seeds, so stages draw independent random streams
+_GLOBAL, _LOCAL, _FINETUNE, _JOINT = 1, 2, 3, 4
+
+
+@dataclass
+class StageResult:
+    """What a stage returns.
+
+    Attributes
+    ----------
+    network : torch.nn.Module
+        The trained network: a ``GlobalPretrainNetwork`` (stage 1), a ``LocalPretrainNetwork``
+        (stage 2, joint), or the ``UNet`` with the selected (best validation Dice) weights
+        (fine-tuning, baseline).
+    history : list of dict
+        Training-loss records (one per ``log_every`` iterations of this call).
+    validation : list of dict
+        Validation records (fine-tuning).
+    best_iteration, best_score : int or None, float or None
+        Iteration and validation Dice of the selected fine-tuning checkpoint.
+    seconds : float
+        Wall time of this call's loop.
+    iterations : int
+        Iterations of the stage.
+    resumed_from : int
+        Iteration this call started from (0 for a fresh run).
+    stage_dir : Path or None
+        Output folder of the stage.
+    copied_keys : list of str
+        State-dict keys of `network` initialised from the previous stage (the hand-over).
+    """
+
+    network: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    validation: list[dict[str, Any]] = field(default_factory=list)
+    best_iteration: int | None = None
+    best_score: float | None = None
+    seconds: float = 0.0
+    iterations: int = 0
+    resumed_from: int = 0
+    stage_dir: Path | None = None
+    copied_keys: list[str] = field(default_factory=list)
+
+    @property
+    def iterations_per_second(self) -> float:
+        """Iterations of this call per second of wall time."""
+        done = self.iterations - self.resumed_from
+        return done / self.seconds if self.seconds > 0 else float("nan")
+
+
+# ------------------------------------------------------------------------------------ set-up
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        msg = f"`runtime.device` is {name!r} but CUDA is not available on this machine."
+        raise ValueError(msg)
+    return dev
+
+
+@dataclass
+class _Runtime:
+    device: torch.device
+    amp: str
+    channels_last: bool
+    compile: bool
+    progress: bool
+    scaler: Any
+
+
+def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
+    rt = config.runtime
+    device = _resolve_device(rt.device)
+    if rt.num_threads is not None:
+        torch.set_num_threads(rt.num_threads)
+    amp = rt.amp if device.type == "cuda" else "none"
+    channels_last = rt.channels_last if rt.channels_last is not None else device.type == "cuda"
+    scaler = None
+    if device.type == "cuda" and amp != "none":
+        from ._loop import resolve_amp_dtype
+
+        if resolve_amp_dtype(device, amp) == torch.float16:
+            scaler = torch.amp.GradScaler("cuda")
+    return _Runtime(
+        device=device,
+        amp=amp,
+        channels_last=bool(channels_last),
+        compile=rt.compile,
+        progress=rt.progress if progress is None else progress,
+        scaler=scaler,
+    )
+
+
+def build_unet(config: ExperimentConfig) -> UNet:
+    """Build the segmentation network of `config` (the paper's UNet with ``config.model`` settings).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        Its ``model`` section gives the channels, classes and input channels.
+
+    Returns
+    -------
+    UNet
+        A freshly initialised network (seed it with ``torch.manual_seed`` beforehand).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import build_unet, preset
+    >>> build_unet(preset("synthetic")).channels
+    (8, 16, 32, 32, 32)
+    """
+    m = config.model
+    return UNet(in_channels=m.in_channels, out_channels=m.num_classes, channels=m.channels)
+
+
+def _stage_dir(out: str | os.PathLike[str] | None) -> Path | None:
+    return None if out is None else Path(out)
+
+
+def _check_volumes(volumes: Sequence[Volume], name: str, config: ExperimentConfig) -> None:
+    if len(volumes) == 0:
+        msg = f"`{name}` must hold at least one volume; got none."
+        raise ValueError(msg)
+    for v in volumes:
+        if not isinstance(v, Volume):
+            msg = (
+                f"`{name}` must hold contrastlocal.training.Volume records; got {type(v).__name__}."
+            )
+            raise TypeError(msg)
+        shape = tuple(np.shape(v.image)[-2:])
+        if shape != config.model.image_size:
+            msg = (
+                f"`{name}`: volume {v.case_id!r} has slices of size {shape}, but "
+                f"`model.image_size` is {config.model.image_size}."
+            )
+            raise ValueError(msg)
+        channels = 1 if np.ndim(v.image) == 3 else int(np.shape(v.image)[1])
+        if channels != config.model.in_channels:
+            msg = (
+                f"`{name}`: volume {v.case_id!r} has {channels} channel(s), but "
+                f"`model.in_channels` is {config.model.in_channels}."
+            )
+            raise ValueError(msg)
+
+
+def _with_overrides(
+    config: ExperimentConfig | None, section: str, overrides: Mapping[str, Any]
+) -> ExperimentConfig:
+    cfg = preset("synthetic") if config is None else config
+    if not isinstance(cfg, ExperimentConfig):
+        msg = f"`config` must be an ExperimentConfig or None; got {type(cfg).__name__}."
+        raise TypeError(msg)
+    return cfg.replace(**{section: dict(overrides)}) if overrides else cfg
+
+
+class _SliceBank:
+    """All slices of some volumes, on the training device, with their metadata."""
+
+    def __init__(
+        self, volumes: Sequence[Volume], num_partitions: int, device: torch.device
+    ) -> None:
+        labelled = all(v.label is not None for v in volumes)
+        ds = SliceDataset.from_volumes(
+            [np.asarray(v.image, dtype=np.float32) for v in volumes],
+            [np.asarray(v.label) for v in volumes] if labelled else None,
+            num_partitions=num_partitions,
+        )
+        self.dataset = ds
+        everything = ds.get_batch(np.arange(len(ds)))
+        self.tensors = {k: t.to(device) for k, t in everything.items()}
+        self.device = device
+
+    def batch(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        idx = idx.to(self.device, non_blocking=True)
+        return {k: t.index_select(0, idx) for k, t in self.tensors.items()}
+
+
+class _SamplerStream:
+    """Batch ``it`` of a partition sampler: epoch ``it // len``, position ``it % len``."""
+
+    def __init__(self, sampler: PartitionBatchSampler) -> None:
+        self.sampler = sampler
+        self._epoch = -1
+        self._batches: list[list[int]] = []
+
+    def __call__(self, iteration: int) -> list[int]:
+        epoch, position = divmod(iteration, len(self.sampler))
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._batches = list(self.sampler)  # type: ignore[arg-type]
+            self._epoch = epoch
+        return self._batches[position]
+
+    def position(self, iteration: int) -> dict[str, int]:
+        epoch, position = divmod(iteration, len(self.sampler))
+        return {"epoch": epoch, "position": position, "batches_per_epoch": len(self.sampler)}
+
+
+def _generator(device: torch.device, *parts: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(derive_seed(*parts))
+    return gen
+
+
+def _prepare_module(net: nn.Module, rt: _Runtime) -> nn.Module:
+    net.to(rt.device)
+    if rt.channels_last:
+        net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    return net
+
+
+def _forward_fn(net: nn.Module, rt: _Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
+    fn: Callable[[torch.Tensor], torch.Tensor] = net
+    if rt.compile:
+        fn = torch.compile(net)  # type: ignore[assignment]
+    return fn
+
+
+def _images(x: torch.Tensor, rt: _Runtime) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if rt.channels_last else x
+
+
+def _settings(
+    config: ExperimentConfig, section: str, volumes: Sequence[Volume], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "seed": config.seed,
+        "model": config_to_dict(config.model),
+        "volumes": [v.case_id for v in volumes],
+        "num_slices": [v.num_slices for v in volumes],
+        **config_to_dict(getattr(config, section)),
+        **extra,
+    }
+
+
+def _result(
+    net: nn.Module, loop: LoopResult, stage_dir: Path | None, copied: list[str]
+) -> StageResult:
+    return StageResult(
+        network=net,
+        history=loop.history,
+        validation=loop.validation,
+        best_iteration=loop.best_iteration,
+        best_score=loop.best_score,
+        seconds=loop.seconds,
+        iterations=loop.iterations,
+        resumed_from=loop.resumed_from,
+        stage_dir=stage_dir,
+        copied_keys=copied,
+    )
+
+
+def _network_from_checkpoint(path: str | Path, config: ExperimentConfig) -> nn.Module:
+    """Rebuild the stage network saved in `path` (final.pt / best.pt) and load its weights."""
+    data = load_checkpoint(path)
+    arch = data.get("architecture", {})
+    cls = arch.get("class")
+    unet = build_unet(config)
+    net: nn.Module
+    if cls == "GlobalPretrainNetwork":
+        net = GlobalPretrainNetwork(
+            unet,
+            config.model.image_size,
+            config.model.global_hidden_features,
+            config.model.global_out_features,
+        )
+    elif cls == "LocalPretrainNetwork":
+        net = LocalPretrainNetwork(unet, config.local_stage.num_decoder_blocks)
+    elif cls == "UNet":
+        net = unet
+    else:
+        msg = (
+            f"checkpoint {os.fspath(path)!r} holds no stage network (class {cls!r}); expected "
+            "a final.pt or best.pt written by a stage."
+        )
+        raise ValueError(msg)
+    load_weights(net, path)
+    return net
+
+
+# ------------------------------------------------------------------------------------ stage 1
+def pretrain_global(
+    volumes: Sequence[Volume],
+    config: ExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Stage 1: train the encoder and g_1 with a global contrastive loss.
+
+    Parameters
+    ----------
+    volumes : sequence of Volume
+        Unlabelled pre-training volumes (processed slices; labels are ignored).
+    config : ExperimentConfig, optional
+        Settings (default: the ``"synthetic"`` preset); ``config.global_stage`` drives the stage.
+    out : path, optional
+        Stage folder for ``metrics.jsonl``, ``checkpoints/`` and ``final.pt``; None keeps
+        everything in memory (no resume).
+    resume : bool, default True
+        Continue from the newest checkpoint in `out` (it must have the same settings).
+    progress : bool, optional
+        Progress bar (default ``config.runtime.progress``; shown only on a terminal).
+    callback : callable, optional
+        Called as ``callback(iteration, record)`` after every iteration (record is the logged
+        dict on logging iterations, else empty).
+    **overrides : Any
+        Settings of ``config.global_stage`` to change (e.g. ``iterations=100``).
+
+    Returns
+    -------
+    StageResult
+        ``network`` is the trained :class:`~contrastlocal.models.GlobalPretrainNetwork`.
+
+    Raises
+    ------
+    ValueError
+        For a bad setting, too few volumes for a batch, or a checkpoint of other settings.
+    FloatingPointError
+        If the loss becomes non-finite.
+
+    Notes
+    -----
+    Each batch holds ``volumes_per_batch`` volumes × S partitions (one slice drawn in each) and
+    two views of each slice (random crop-and-resize + brightness/contrast), i.e.
+    ``2 · volumes_per_batch · S`` rows.
+
+    References
+    ----------
+    Chaitanya et al., "Contrastive learning of global and local features for medical image
+    segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+    """
+    cfg = _with_overrides(config, "global_stage", overrides)
+    st = cfg.global_stage
+    _check_volumes(volumes, "volumes", cfg)
+    rt = _runtime(cfg, progress)
+    bank = _SliceBank(volumes, st.num_partitions, rt.device)
+    stream = _SamplerStream(
+        PartitionBatchSampler(
+            bank.dataset.slices_per_volume,
+            num_partitions=st.num_partitions,
+            volumes_per_batch=st.volumes_per_batch,
+            seed=derive_seed(cfg.seed, _GLOBAL) % (2**31),
+        )
+    )
+    torch.manual_seed(derive_seed(cfg.seed, _GLOBAL, 0))
+    net = GlobalPretrainNetwork(
+        build_unet(cfg),
+        cfg.model.image_size,
+        cfg.model.global_hidden_features,
+        cfg.model.global_out_features,
+    )
+    _prepare_module(net, rt)
+    forward = _forward_fn(net, rt)
+    criterion = GlobalContrastiveLoss(strategy=st.strategy, temperature=st.temperature)
+    params = [p for p in net.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=st.learning_rate)
+
+    def step(it: int) -> torch.Tensor:
+        batch = bank.batch(stream(it))
+        gen = _generator(rt.device, cfg.seed, _GLOBAL, it)
+        views = augment.two_views(batch, gen, kind="global")
+        with autocast_context(rt.device, rt.amp):
+            embeddings = forward(_images(views["images"], rt))
+        loss: torch.Tensor = criterion(
+            embeddings.float(), views["image_ids"], views["partition_ids"]
+        )
+        return loss
+
+    stage_dir = _stage_dir(out)
+    loop = run_loop(
+        LoopSpec(
+            name="global",
+            model=net,
+            optimizer=optimizer,
+            step=step,
+            iterations=st.iterations,
+            log_every=st.log_every,
+            checkpoint_every=st.checkpoint_every,
+            device=rt.device,
+            stage_dir=stage_dir,
+            resume=resume,
+            progress=rt.progress,
+            settings=_settings(cfg, "global_stage", volumes),
+            scaler=rt.scaler,
+            sampler_position=stream.position,
+            callback=callback,
+        )
+    )
+    return _result(net, loop, stage_dir, [])
+
+
+# ------------------------------------------------------------------------------------ stage 2
+def _encoder_source(
+    encoder: nn.Module | str | os.PathLike[str] | None, config: ExperimentConfig
+) -> nn.Module | None:
+    if encoder is None or isinstance(encoder, nn.Module):
+        return encoder
+    return _network_from_checkpoint(Path(encoder), config)
+
+
+def _local_loss() -> Any:
+    from .. import nn as cl_nn
+
+    return cl_nn.LocalContrastiveLoss
+
+
+class _LocalStage(nn.Module):
+    """Stage-2 trainable state: the network and the loss's learned region projection."""
+
+    def __init__(self, network: LocalPretrainNetwork, criterion: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.criterion = criterion
+
+
+def pretrain_local(
+    volumes: Sequence[Volume],
+    config: ExperimentConfig | None = None,
+    *,
+    encoder: nn.Module | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Stage 2: train l decoder blocks and g_2 with a local loss on top of the frozen encoder.
+
+    Parameters
+    ----------
+    volumes : sequence of Volume
+        Unlabelled pre-training volumes.
+    config : ExperimentConfig, optional
+        Settings (default: the ``"synthetic"`` preset); ``config.local_stage`` drives the stage.
+    encoder : torch.nn.Module or path, optional
+        Where the encoder comes from: the stage-1 network (or any UNet / stage network), or the
+        path of a stage checkpoint (``final.pt``); None keeps a random encoder.
+    out, resume, progress, callback
+        As in :func:`pretrain_global`.
+    **overrides : Any
+        Settings of ``config.local_stage`` to change.
+
+    Returns
+    -------
+    StageResult
+        ``network`` is the trained :class:`~contrastlocal.models.LocalPretrainNetwork`;
+        ``copied_keys`` the encoder keys received from `encoder`.
+
+    Raises
+    ------
+    ValueError
+        For a bad setting, an encoder of another architecture, or a checkpoint of other settings.
+    FloatingPointError
+        If the loss becomes non-finite.
+
+    Notes
+    -----
+    The views are intensity-only (pixel-aligned), as the local loss matches regions at equal
+    positions. The encoder's parameters are frozen; with ``encoder_batchnorm="batch_stats"``
+    (the original) its batch norm still normalises with the batch's statistics.
+
+    References
+    ----------
+    Chaitanya et al., "Contrastive learning of global and local features for medical image
+    segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+    """
+    cfg = _with_overrides(config, "local_stage", overrides)
+    st = cfg.local_stage
+    _check_volumes(volumes, "volumes", cfg)
+    rt = _runtime(cfg, progress)
+    source = _encoder_source(encoder, cfg)
+    bank = _SliceBank(volumes, st.num_partitions, rt.device)
+    stream = _SamplerStream(
+        PartitionBatchSampler(
+            bank.dataset.slices_per_volume,
+            num_partitions=st.num_partitions,
+            volumes_per_batch=st.volumes_per_batch,
+            seed=derive_seed(cfg.seed, _LOCAL) % (2**31),
+        )
+    )
+    torch.manual_seed(derive_seed(cfg.seed, _LOCAL, 0))
+    net = LocalPretrainNetwork(build_unet(cfg), st.num_decoder_blocks)
+    copied = [] if source is None else transfer_encoder(source, net)
+    freeze_encoder(net, batchnorm=st.encoder_batchnorm)
+    channels = net.feature_shape(cfg.model.image_size)[0]
+    criterion = _local_loss()(
+        strategy=st.strategy,
+        region_size=st.region_size,
+        num_regions=st.num_regions,
+        in_channels=channels,
+        projection_dim=st.projection_dim,
+        temperature=st.temperature,
+    )
+    holder = _LocalStage(net, criterion)
+    _prepare_module(holder, rt)
+    forward = _forward_fn(net, rt)
+    params = [p for p in holder.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=st.learning_rate)
+
+    def step(it: int) -> torch.Tensor:
+        batch = bank.batch(stream(it))
+        gen = _generator(rt.device, cfg.seed, _LOCAL, it)
+        views = augment.two_views(batch, gen, kind="local")
+        with autocast_context(rt.device, rt.amp):
+            features = forward(_images(views["images"], rt))
+        loss: torch.Tensor = criterion(
+            features.float(), views["image_ids"], views["partition_ids"], views["volume_ids"]
+        )
+        return loss
+
+    stage_dir = _stage_dir(out)
+    loop = run_loop(
+        LoopSpec(
+            name="local",
+            model=holder,
+            optimizer=optimizer,
+            step=step,
+            iterations=st.iterations,
+            log_every=st.log_every,
+            checkpoint_every=st.checkpoint_every,
+            device=rt.device,
+            stage_dir=stage_dir,
+            resume=resume,
+            progress=rt.progress,
+            settings=_settings(cfg, "local_stage", volumes, encoder=bool(copied)),
+            scaler=rt.scaler,
+            sampler_position=stream.position,
+            callback=callback,
+            export=net,
+        )
+    )
+    return _result(net, loop, stage_dir, copied)
+
+
+# ------------------------------------------------------------------------------------ joint
+class _JointStage(nn.Module):
+    """One backbone with both projection heads and the local loss's projection."""
+
+    def __init__(
+        self,
+        global_net: GlobalPretrainNetwork,
+        local_net: LocalPretrainNetwork,
+        criterion: nn.Module,
+    ) -> None:
+        super().__init__()
+        self.global_net = global_net
+        self.local_net = local_net
+        self.criterion = criterion
+
+
+def pretrain_joint(
+    volumes: Sequence[Volume],
+    config: ExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Pre-train encoder and l decoder blocks at once with L_g + λ_l·L_l (the seed's Table 7).
+
+    Parameters
+    ----------
+    volumes : sequence of Volume
+        Unlabelled pre-training volumes.
+    config : ExperimentConfig, optional
+        Settings: ``global_stage`` gives the iterations, learning rate, batch and global loss,
+        ``local_stage`` the local loss, l and ``lambda_local``.
+    out, resume, progress, callback
+        As in :func:`pretrain_global`.
+    **overrides : Any
+        Settings of ``config.local_stage`` to change (e.g. ``lambda_local=10.0``).
+
+    Returns
+    -------
+    StageResult
+        ``network`` is a :class:`~contrastlocal.models.LocalPretrainNetwork` (encoder and l
+        decoder blocks trained jointly), ready for :func:`finetune`.
+
+    Raises
+    ------
+    ValueError
+        For a bad setting.
+    FloatingPointError
+        If the loss becomes non-finite.
+
+    Notes
+    -----
+    Every batch is embedded twice: global views (crop + intensity) through the encoder and g_1
+    for L_g, intensity-only views through the encoder, l decoder blocks and g_2 for L_l. Nothing
+    is frozen.
+    """
+    cfg = _with_overrides(config, "local_stage", overrides)
+    gs, ls = cfg.global_stage, cfg.local_stage
+    _check_volumes(volumes, "volumes", cfg)
+    rt = _runtime(cfg, progress)
+    bank = _SliceBank(volumes, gs.num_partitions, rt.device)
+    stream = _SamplerStream(
+        PartitionBatchSampler(
+            bank.dataset.slices_per_volume,
+            num_partitions=gs.num_partitions,
+            volumes_per_batch=gs.volumes_per_batch,
+            seed=derive_seed(cfg.seed, _JOINT) % (2**31),
+        )
+    )
+    torch.manual_seed(derive_seed(cfg.seed, _JOINT, 0))
+    unet = build_unet(cfg)
+    global_net = GlobalPretrainNetwork(
+        unet,
+        cfg.model.image_size,
+        cfg.model.global_hidden_features,
+        cfg.model.global_out_features,
+    )
+    local_net = LocalPretrainNetwork(unet, ls.num_decoder_blocks)
+    local_criterion = _local_loss()(
+        strategy=ls.strategy,
+        region_size=ls.region_size,
+        num_regions=ls.num_regions,
+        in_channels=local_net.feature_shape(cfg.model.image_size)[0],
+        projection_dim=ls.projection_dim,
+        temperature=ls.temperature,
+    )
+    holder = _JointStage(global_net, local_net, local_criterion)
+    _prepare_module(holder, rt)
+    global_forward = _forward_fn(global_net, rt)
+    local_forward = _forward_fn(local_net, rt)
+    global_criterion = GlobalContrastiveLoss(strategy=gs.strategy, temperature=gs.temperature)
+    optimizer = torch.optim.Adam(holder.parameters(), lr=gs.learning_rate)
+    weight = ls.lambda_local
+
+    def step(it: int) -> torch.Tensor:
+        batch = bank.batch(stream(it))
+        gen = _generator(rt.device, cfg.seed, _JOINT, it)
+        gv = augment.two_views(batch, gen, kind="global")
+        lv = augment.two_views(batch, gen, kind="local")
+        with autocast_context(rt.device, rt.amp):
+            emb = global_forward(_images(gv["images"], rt))
+            feats = local_forward(_images(lv["images"], rt))
+        lg = global_criterion(emb.float(), gv["image_ids"], gv["partition_ids"])
+        ll = local_criterion(feats.float(), lv["image_ids"], lv["partition_ids"], lv["volume_ids"])
+        total: torch.Tensor = lg + weight * ll
+        return total
+
+    stage_dir = _stage_dir(out)
+    loop = run_loop(
+        LoopSpec(
+            name="joint",
+            model=holder,
+            optimizer=optimizer,
+            step=step,
+            iterations=gs.iterations,
+            log_every=gs.log_every,
+            checkpoint_every=gs.checkpoint_every,
+            device=rt.device,
+            stage_dir=stage_dir,
+            resume=resume,
+            progress=rt.progress,
+            settings=_settings(
+                cfg, "local_stage", volumes, global_stage=config_to_dict(cfg.global_stage)
+            ),
+            scaler=rt.scaler,
+            sampler_position=stream.position,
+            callback=callback,
+            export=local_net,
+        )
+    )
+    return _result(local_net, loop, stage_dir, [])
+
+
+# ------------------------------------------------------------------------------------ stage 3
+def _initialise(
+    unet: UNet, init: nn.Module | str | os.PathLike[str] | None, config: ExperimentConfig
+) -> list[str]:
+    source = _encoder_source(init, config)
+    if source is None:
+        return []
+    inner = getattr(source, "_orig_mod", source)
+    if isinstance(inner, LocalPretrainNetwork):
+        return transfer_decoder(inner, unet)
+    if isinstance(inner, GlobalPretrainNetwork):
+        return transfer_encoder(inner, unet)
+    if isinstance(inner, UNet):
+        blocks = inner.num_decoder_blocks
+        keys = transfer_decoder(inner, unet, blocks)
+        with torch.no_grad():
+            for name, tensor in unet.head.state_dict(keep_vars=True).items():
+                tensor.copy_(inner.head.state_dict()[name])
+        return keys + [f"head.{k}" for k in unet.head.state_dict()]
+    msg = (
+        "`init` must be a GlobalPretrainNetwork, LocalPretrainNetwork, UNet, a stage checkpoint "
+        f"path or None; got {type(init).__name__}."
+    )
+    raise TypeError(msg)
+
+
+def _one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
+
+
+def _segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Soft Dice (per slice and class, mean) or cross-entropy against (soft) one-hot targets."""
+    logits = logits.float()
+    if kind == "cross_entropy":
+        return -(target * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+    probs = torch.softmax(logits, dim=1)
+    dims = (2, 3)
+    inter = (probs * target).sum(dims)
+    denom = probs.sum(dims) + target.sum(dims)
+    dice = 2.0 * inter / (denom + 1e-10)
+    if kind == "dice_foreground":
+        dice = dice[:, 1:]
+    return 1.0 - dice.mean()
+
+
+def finetune(
+    train: Sequence[Volume],
+    val: Sequence[Volume],
+    config: ExperimentConfig | None = None,
+    *,
+    init: nn.Module | str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Stage 3: fine-tune the whole UNet on labelled volumes; keep the best validation Dice.
+
+    Parameters
+    ----------
+    train : sequence of Volume
+        Labelled training volumes (|X_tr| of them).
+    val : sequence of Volume
+        Labelled validation volumes; every ``validate_every`` iterations their mean foreground
+        3D Dice (at native resolution where a geometry is known) is computed and the best
+        weights are kept. Empty: no validation, the last weights are returned.
+    config : ExperimentConfig, optional
+        Settings (default: the ``"synthetic"`` preset); ``config.finetune`` drives the stage.
+    init : torch.nn.Module or path, optional
+        Initialisation: a stage-2 ``LocalPretrainNetwork`` (encoder + its l decoder blocks are
+        copied), a stage-1 ``GlobalPretrainNetwork`` (encoder only), a ``UNet`` (everything), a
+        stage checkpoint path, or None (random: the baseline). Remaining blocks and the head
+        keep their fresh initialisation.
+    out, resume, progress, callback
+        As in :func:`pretrain_global`.
+    **overrides : Any
+        Settings of ``config.finetune`` to change.
+
+    Returns
+    -------
+    StageResult
+        ``network`` is the UNet with the selected weights; ``best_iteration`` / ``best_score``
+        say which; ``copied_keys`` lists what came from `init`.
+
+    Raises
+    ------
+    ValueError
+        For a bad setting, unlabelled training volumes, or an `init` of another architecture.
+    FloatingPointError
+        If the loss becomes non-finite.
+
+    Notes
+    -----
+    Batches of ``batch_size`` slices are drawn uniformly with replacement from all slices of the
+    training volumes; with ``augment`` each gets one random affine option (rotation, scaling,
+    flip, k·45° rotation or nothing) composed with a smooth elastic deformation; with ``mixup``
+    images and one-hot labels are blended. Checkpoint selection ignores no iteration and keeps
+    the first of equal scores (an improvement must exceed 1e-7).
+
+    References
+    ----------
+    Chaitanya et al., "Contrastive learning of global and local features for medical image
+    segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+    """
+    cfg = _with_overrides(config, "finetune", overrides)
+    st = cfg.finetune
+    _check_volumes(train, "train", cfg)
+    if any(v.label is None for v in train):
+        msg = "`train` volumes must all carry labels for fine-tuning."
+        raise ValueError(msg)
+    if len(val):
+        _check_volumes(val, "val", cfg)
+    rt = _runtime(cfg, progress)
+    torch.manual_seed(derive_seed(cfg.seed, _FINETUNE, 0))
+    unet = build_unet(cfg)
+    copied = _initialise(unet, init, cfg)
+    bank = _SliceBank(train, 1, rt.device)
+    total = len(bank.dataset)
+    num_classes = cfg.model.num_classes
+    _prepare_module(unet, rt)
+    forward = _forward_fn(unet, rt)
+    optimizer = torch.optim.Adam(unet.parameters(), lr=st.learning_rate)
+
+    def step(it: int) -> torch.Tensor:
+        rng = np.random.default_rng([cfg.seed, _FINETUNE, it])
+        batch = bank.batch(rng.integers(0, total, size=st.batch_size))
+        gen = _generator(rt.device, cfg.seed, _FINETUNE, it)
+        images, labels = batch["images"], batch["labels"]
+        if st.augment:
+            images, aug_labels = augment.geometric_augment(images, labels, gen)
+            assert aug_labels is not None
+            labels = aug_labels
+        target = _one_hot(labels, num_classes)
+        if st.mixup:
+            images, target = augment.mixup(images, target, gen, alpha=st.mixup_alpha)
+        with autocast_context(rt.device, rt.amp):
+            logits = forward(_images(images, rt))
+        return _segmentation_loss(logits, target, st.loss)
+
+    def validate(it: int) -> dict[str, Any]:
+        res = evaluate(
+            unet,
+            val,
+            num_classes=num_classes,
+            batch_size=st.eval_batch_size,
+            device=rt.device,
+            amp=rt.amp,
+            channels_last=rt.channels_last,
+            compute_hd95=False,
+        )
+        return {
+            "val_dice": res.mean_dice,
+            "val_dice_per_class": res.dice[:, 1:].mean(axis=0).tolist(),
+        }
+
+    stage_dir = _stage_dir(out)
+    loop = run_loop(
+        LoopSpec(
+            name="finetune",
+            model=unet,
+            optimizer=optimizer,
+            step=step,
+            iterations=st.iterations,
+            log_every=st.log_every,
+            checkpoint_every=st.checkpoint_every,
+            device=rt.device,
+            stage_dir=stage_dir,
+            resume=resume,
+            progress=rt.progress,
+            settings=_settings(
+                cfg, "finetune", train, val=[v.case_id for v in val], init=sorted(copied)
+            ),
+            scaler=rt.scaler,
+            validate=validate if len(val) else None,
+            validate_every=st.validate_every,
+            callback=callback,
+        )
+    )
+    if loop.best_checkpoint is not None:
+        load_weights(unet, loop.best_checkpoint)
+    elif loop.best_state is not None:
+        unet.load_state_dict(loop.best_state)
+    return _result(unet, loop, stage_dir, copied)
+
+
+def train_baseline(
+    train: Sequence[Volume],
+    val: Sequence[Volume],
+    config: ExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+    callback: Callable[[int, dict[str, Any]], None] | None = None,
+    **overrides: Any,
+) -> StageResult:
+    """Train the random-initialisation baseline: :func:`finetune` from scratch, always augmented.
+
+    Parameters
+    ----------
+    train, val : sequence of Volume
+        Labelled training and validation volumes.
+    config : ExperimentConfig, optional
+        Settings; ``config.finetune`` drives the run (``augment`` is forced on, as the original
+        baseline always augments).
+    out, resume, progress, callback
+        As in :func:`finetune`.
+    **overrides : Any
+        Settings of ``config.finetune`` to change.
+
+    Returns
+    -------
+    StageResult
+        As :func:`finetune`.
+
+    Raises
+    ------
+    ValueError
+        As :func:`finetune`.
+    """
+    return finetune(
+        train,
+        val,
+        config,
+        init=None,
+        out=out,
+        resume=resume,
+        progress=progress,
+        callback=callback,
+        **{**overrides, "augment": True},
+    )
