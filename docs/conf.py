@@ -24,7 +24,7 @@ sys.path.insert(0, str(HERE / "_ext"))
 # -- Project ------------------------------------------------------------------------------------
 project = "contrastlocal"
 author = "The contrastlocal developers"
-copyright = "2025, The contrastlocal developers"  # noqa: A001
+copyright = "2025, The contrastlocal developers"
 release = contrastlocal.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -70,12 +70,18 @@ templates_path = ["_templates"]
 nitpicky = True
 nitpick_ignore_regex = [
     # third-party and builtin names (resolvable only through intersphinx, see above)
-    ("py:.*", r"(torch|numpy|np|jax|cupy|array_api_compat|array_api_strict|scipy|matplotlib)(\..*)?"),
+    (
+        "py:.*",
+        r"(torch|numpy|np|jax|cupy|array_api_compat|array_api_strict|scipy|matplotlib)(\..*)?",
+    ),
     ("py:.*", r"(collections\.abc|typing|typing_extensions|pathlib|os|argparse|dataclasses)\..*"),
-    ("py:class", r"(int|float|bool|str|bytes|dict|list|tuple|set|object|type|None|Any|Callable"
-                 r"|Sequence|Mapping|Iterator|Iterable|Path|PathLike|Literal|Generator|Namespace"
-                 r"|Array|Reduction|optional|callable|array|array_like|iterable|sequence"
-                 r"|path-like|os\.PathLike|default|of)"),
+    (
+        "py:class",
+        r"(int|float|bool|str|bytes|dict|list|tuple|set|object|type|None|Any|Callable"
+        r"|Sequence|Mapping|Iterator|Iterable|Path|PathLike|Literal|Generator|Namespace"
+        r"|Array|Reduction|optional|callable|array|array_like|iterable|sequence"
+        r"|path-like|os\.PathLike|default|of)",
+    ),
     ("py:class", r"nn\.Module|Module|Tensor|Dataset|DataLoader|Sampler|Generator"),
 ]
 
@@ -99,7 +105,9 @@ def _missing_subpackages() -> list[str]:
 # A sub-package that cannot be imported (e.g. torch absent) cannot be documented; references to
 # it are then not errors. In the full docs environment (`.[torch,medical,docs]`) this is empty.
 MISSING_SUBPACKAGES = _missing_subpackages()
-nitpick_ignore_regex += [("py:.*", rf"contrastlocal\.{name}(\..*)?") for name in MISSING_SUBPACKAGES]
+nitpick_ignore_regex += [
+    ("py:.*", rf"contrastlocal\.{name}(\..*)?") for name in MISSING_SUBPACKAGES
+]
 
 # TEMPORARY, while the package is being written: references in docstrings of modules still in
 # progress that do not resolve yet (a short name from another module, a function not written

@@ -71,7 +71,10 @@ def draw_pairs(ax: plt.Axes, cat: np.ndarray, labels: list[str], title: str) -> 
 
 def legend(fig: plt.Figure) -> None:
     """One legend for the category colours, under the panels."""
-    handles = [Patch(facecolor=c, edgecolor="none", label=lab) for c, lab in zip(COLORS, LABELS)]
+    handles = [
+        Patch(facecolor=c, edgecolor="none", label=lab)
+        for c, lab in zip(COLORS, LABELS, strict=True)
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False, fontsize=8)
 
 
@@ -117,7 +120,8 @@ def plot_local_strategies() -> plt.Figure:
     labels = row_labels(batch)
     fig, axes = plt.subplots(1, 2, figsize=(7.6, 4.0))
     for ax, (strategy, title) in zip(
-        axes, [("random", "$L^R$: strategy='random'"), ("domain", "$L^D$: strategy='domain'")],
+        axes,
+        [("random", "$L^R$: strategy='random'"), ("domain", "$L^D$: strategy='domain'")],
         strict=True,
     ):
         pos = local_positive_rows(strategy, batch)
@@ -145,12 +149,24 @@ def plot_region_pattern(map_size: int = 48, region_size: int = 3, highlight: int
         ax.add_patch(
             Rectangle((y - 0.5, x - 0.5), region_size, region_size, facecolor=color, alpha=0.9)
         )
-        ax.annotate(str(r), (y + region_size / 2 - 0.5, x + region_size / 2 - 0.5),
-                    xytext=(0, 6), textcoords="offset points", ha="center", fontsize=7)
+        ax.annotate(
+            str(r),
+            (y + region_size / 2 - 0.5, x + region_size / 2 - 0.5),
+            xytext=(0, 6),
+            textcoords="offset points",
+            ha="center",
+            fontsize=7,
+        )
     for x, y in negatives[highlight]:
         ax.add_patch(
-            Rectangle((y - 0.5, x - 0.5), region_size, region_size, facecolor="none",
-                      edgecolor=COLORS[NEGATIVE], linewidth=2)
+            Rectangle(
+                (y - 0.5, x - 0.5),
+                region_size,
+                region_size,
+                facecolor="none",
+                edgecolor=COLORS[NEGATIVE],
+                linewidth=2,
+            )
         )
     ax.set_title(
         f"{len(positions)} regions ({region_size}×{region_size}) on a {map_size}×{map_size} map;\n"
