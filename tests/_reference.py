@@ -153,7 +153,8 @@ def original_gd_terms(batch_size: int, num_partitions: int):
     elif s == 6:
         bs, factor = 5 * b + 4, 2
     else:
-        raise NameError("bs/factor undefined in the original")
+        msg = "bs/factor undefined in the original"
+        raise NameError(msg)
     triples = []
     for a in range(bs):
         if a % (2 * s) >= s:

@@ -15,7 +15,8 @@ def test_import_contrastlocal_imports_no_torch():
     code = (
         "import sys\n"
         "import contrastlocal, contrastlocal.functional\n"
-        "heavy = sorted(m for m in ('torch', 'jax', 'cupy', 'array_api_strict') if m in sys.modules)\n"
+        "frameworks = ('torch', 'jax', 'cupy', 'array_api_strict')\n"
+        "heavy = sorted(m for m in frameworks if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from contrastlocal.functional import global_contrastive_loss
+from tests import _reference as ref
+
 torch = pytest.importorskip("torch")
 
-from contrastlocal import GlobalContrastiveLoss as RootGlobalContrastiveLoss
-from contrastlocal.functional import global_contrastive_loss
-from contrastlocal.nn import GlobalContrastiveLoss
-from tests import _reference as ref
+from contrastlocal import GlobalContrastiveLoss as RootGlobalContrastiveLoss  # noqa: E402
+from contrastlocal.nn import GlobalContrastiveLoss  # noqa: E402
 
 IMAGE = torch.tensor([0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5])
 PARTITION = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])

@@ -52,11 +52,12 @@ def _global_pairing_impl(
     rows = xp.arange(n, device=device(image_ids))
     not_self = rows[:, None] != rows[None, :]
     if strategy == "domain":
+        assert partition_ids is not None  # validated by the caller
         same_part = partition_ids[:, None] == partition_ids[None, :]
         return xp.logical_and(same_part, not_self), xp.logical_not(same_part)
     same_image = image_ids[:, None] == image_ids[None, :]
     positives = xp.logical_and(same_image, not_self)
-    if strategy == "random":
+    if strategy == "random" or partition_ids is None:
         return positives, xp.logical_not(same_image)
     return positives, partition_ids[:, None] != partition_ids[None, :]
 

@@ -61,7 +61,7 @@ def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
 
 def _softplus(x: Array, *, xp: Namespace) -> Array:
     """``log(1 + exp(x))`` without overflow or cancellation."""
-    return xp.logaddexp(xp.zeros_like(x), x)
+    return xp.logaddexp(x, xp.zeros((), dtype=x.dtype, device=device(x)))
 
 
 def explicit_positive_nll(positive_logits: Array, negative_lse: Array, *, xp: Namespace) -> Array:
@@ -114,13 +114,21 @@ def _masked_contrastive_impl(
     """Kernel body; inputs validated. Returns in the compute dtype (float32 at least)."""
     dtype = compute_dtype(embeddings, xp=xp)
     z = l2_normalize(xp.astype(embeddings, dtype), xp=xp)
-    logits = xp.matmul(z, xp.matrix_transpose(z)) * (1.0 / temperature)  # (N, N)
+    # 1/τ folded into one operand: an (N, D) multiply instead of an (N, N) one
+    logits = xp.matmul(z * (1.0 / temperature), xp.matrix_transpose(z))  # (N, N)
     neg_lse = negative_logsumexp(logits, negative_mask, xp=xp)  # (N, 1)
+    nll = explicit_positive_nll(logits, neg_lse, xp=xp)  # (N, N)
     w = positive_weights
-    if w.dtype != dtype:
-        w = xp.astype(w, dtype)
-    terms = w * explicit_positive_nll(logits, neg_lse, xp=xp)  # (N, N), 0 where no pair
-    weights_sum = xp.sum(w) if (reduction == "mean" and normalizer is None) else None
+    if w.dtype == xp.bool:  # a pair mask: select instead of converting and multiplying
+        terms = xp.where(w, nll, xp.zeros((), dtype=dtype, device=device(nll)))
+        weights_sum = None
+        if reduction == "mean" and normalizer is None:
+            weights_sum = xp.astype(xp.count_nonzero(w), dtype)
+    else:
+        if w.dtype != dtype:
+            w = xp.astype(w, dtype)
+        terms = w * nll  # (N, N), 0 where no pair
+        weights_sum = xp.sum(w) if (reduction == "mean" and normalizer is None) else None
     return _reduce(terms, weights_sum, normalizer=normalizer, reduction=reduction, xp=xp)
 
 

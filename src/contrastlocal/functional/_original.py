@@ -57,7 +57,7 @@ def _domain(batch_size: int) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bo
 def original_global_pairing(
     strategy: OriginalStrategy, batch_size: int, num_partitions: int = 4
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bool_], float]:
-    """The original code's positive weights, negative mask and normaliser for its batch layout.
+    """Build the original code's positive weights, negative mask and normaliser for its layout.
 
     Feed the returned arrays to :func:`~contrastlocal.functional.masked_contrastive_loss`
     (``normalizer=`` the returned float) with embeddings ordered as the original batch, and the

@@ -1,0 +1,175 @@
+"""Global contrastive loss: forward + backward time and peak memory against baselines.
+
+Cases, all float32 torch on the chosen device, D = 128, two views per image, S = 4 partitions:
+
+- ``ours/random``, ``ours/domain``: :class:`contrastlocal.GlobalContrastiveLoss` (public API);
+- ``floor``: normalise + one matmul + ``cross_entropy`` in plain torch (NT-Xent's minimum work);
+- ``loop``: the loop-based NumPy oracle of the tests (value and analytic gradient), small N only;
+- ``pml/random``, ``pml/domain``: pytorch-metric-learning's ``NTXentLoss`` with labels = image ids
+  / partition ids, where its (pairs x pairs) intermediate fits in memory.
+
+Peak memory (resident set, MiB) of one forward + backward is measured in a fresh subprocess;
+``baseline`` is the same process doing nothing but the imports and the input tensors.
+
+Usage: ``python benchmarks/bench_global_loss.py [--quick] [--json PATH] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+D = 128
+TEMPERATURE = 0.1
+# (num_pos_pairs x num_neg_pairs) floats PML materialises; skip it above this many bytes
+PML_LIMIT_BYTES = 1.5e9
+
+SETUP = """
+import torch
+torch.set_num_threads({threads})
+torch.manual_seed(0)
+n, d = {n}, {d}
+images = torch.arange(n) % (n // 2)
+partitions = images % 4
+z = torch.randn(n, d, requires_grad=True)
+"""
+
+CASES: dict[str, str] = {
+    "baseline": "",
+    "floor": """
+import torch.nn.functional as F
+zn = F.normalize(z, dim=1)
+logits = zn @ zn.T / {temperature}
+logits = logits - 1e9 * torch.eye(n)
+target = (torch.arange(n) + n // 2) % n
+F.cross_entropy(logits, target).backward()
+""",
+    "ours/random": """
+from contrastlocal import GlobalContrastiveLoss
+GlobalContrastiveLoss("random", temperature={temperature})(z, images, partitions).backward()
+""",
+    "ours/domain": """
+from contrastlocal import GlobalContrastiveLoss
+GlobalContrastiveLoss("domain", temperature={temperature})(z, images, partitions).backward()
+""",
+    "pml/random": """
+from pytorch_metric_learning.losses import NTXentLoss
+NTXentLoss(temperature={temperature})(z, images).backward()
+""",
+    "pml/domain": """
+from pytorch_metric_learning.losses import NTXentLoss
+NTXentLoss(temperature={temperature})(z, partitions).backward()
+""",
+}
+
+
+def pml_bytes(case: str, n: int) -> float:
+    if case == "pml/random":
+        pos, neg = n, n * (n - 2)
+    else:
+        per = n // 4
+        pos, neg = n * (per - 1), n * (n - per)
+    return 4.0 * pos * neg
+
+
+def build(case: str, n: int, threads: int) -> Any:
+    """A zero-argument callable doing one forward + backward of `case`."""
+    import torch
+
+    torch.manual_seed(0)
+    images = torch.arange(n) % (n // 2)
+    partitions = images % 4
+    z = torch.randn(n, D, requires_grad=True)
+
+    if case == "floor":
+        from torch.nn import functional
+
+        eye = torch.eye(n) * 1e9
+        target = (torch.arange(n) + n // 2) % n
+
+        def floor() -> None:
+            zn = functional.normalize(z, dim=1)
+            logits = zn @ zn.T / TEMPERATURE - eye
+            functional.cross_entropy(logits, target).backward()
+
+        return floor
+    if case.startswith("ours/"):
+        from contrastlocal import GlobalContrastiveLoss
+
+        loss = GlobalContrastiveLoss(case.split("/")[1], temperature=TEMPERATURE)
+        return lambda: loss(z, images, partitions).backward()
+    if case.startswith("pml/"):
+        from pytorch_metric_learning.losses import NTXentLoss
+
+        pml = NTXentLoss(temperature=TEMPERATURE)
+        labels = images if case == "pml/random" else partitions
+        return lambda: pml(z, labels).backward()
+    if case.startswith("loop/"):
+        from tests import _reference as ref
+
+        zn = z.detach().double().numpy()
+        strategy = case.split("/")[1]
+        return lambda: ref.global_loss_and_grad(zn, images.numpy(), partitions.numpy(),
+                                                strategy, TEMPERATURE)
+    raise KeyError(case)
+
+
+def main() -> None:
+    args = _common.parser(__doc__.splitlines()[0]).parse_args()
+    _common.set_threads(args.threads)
+    sizes = [80, 256] if args.quick else [80, 512, 2048, 8192]
+    repeat = args.repeat or (3 if args.quick else 10)
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        cases = ["floor", "ours/random", "ours/domain"]
+        if n <= 80:
+            cases += ["loop/random", "loop/domain"]
+        cases += [c for c in ("pml/random", "pml/domain") if pml_bytes(c, n) < PML_LIMIT_BYTES]
+        results: dict[str, dict[str, float]] = {}
+        for case in cases:
+            fn = build(case, n, args.threads)
+            slow = case.startswith("loop/")
+            results[case] = _common.time_fn(fn, repeat=1 if slow else repeat,
+                                            warmup=0 if slow else 2, min_time=0.0)
+        floor = results["floor"]["median_s"]
+        for case, r in results.items():
+            rows.append({
+                "N": n, "case": case, "median_ms": 1e3 * r["median_s"],
+                "iqr_ms": 1e3 * r["iqr_s"], "x_floor": r["median_s"] / floor,
+                "x_ours_same": (r["median_s"] / results[f"ours/{case.split('/')[1]}"]["median_s"]
+                                if "/" in case else None),
+            })
+        print(f"N={n} done ({time.strftime('%H:%M:%S')})", flush=True)
+
+    # peak memory, one fresh process per (case, N) — skipped in --quick mode except one case
+    mem_rows: list[dict[str, Any]] = []
+    mem_sizes = [256] if args.quick else sizes
+    for n in mem_sizes:
+        for case in ("baseline", "floor", "ours/random", "ours/domain", "pml/random",
+                     "pml/domain"):
+            if case.startswith("pml/") and pml_bytes(case, n) >= PML_LIMIT_BYTES:
+                continue
+            code = SETUP.format(threads=args.threads, n=n, d=D) + CASES[case].format(
+                temperature=TEMPERATURE)
+            mem_rows.append({"N": n, "case": case,
+                             "peak_MiB": _common.peak_memory_subprocess(code)})
+
+    _common.print_table(rows, ["N", "case", "median_ms", "iqr_ms", "x_floor", "x_ours_same"],
+                        title="forward + backward, float32, D = 128 "
+                              f"({args.threads} threads; x_ours_same = time / ours, same strategy)")
+    _common.print_table(mem_rows, ["N", "case", "peak_MiB"],
+                        title="peak resident memory of one forward + backward (fresh process)")
+    _common.write_json(args.json, {"meta": _common.metadata(args.device), "timing": rows,
+                                   "memory": mem_rows})
+
+
+if __name__ == "__main__":
+    main()
