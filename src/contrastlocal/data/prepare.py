@@ -240,7 +240,9 @@ def prepare_cases(
     >>> cases = make_synthetic_dataset(2, seed=0, shape=(32, 32))
     >>> cfg = PreprocessConfig(image_size=(32, 32))
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     path = prepare_cases(cases, tmp, dataset="synthetic", config=cfg, progress=False)
+    ...     path = prepare_cases(
+    ...         cases, tmp, dataset="synthetic", config=cfg, workers=0, progress=False
+    ...     )
     ...     open_cache(path).num_volumes
     2
     """

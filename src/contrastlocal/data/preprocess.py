@@ -360,8 +360,10 @@ def n4_bias_correction(
     Notes
     -----
     On an ACDC-sized volume the default takes a few CPU seconds and the legacy setting a few CPU
-    minutes with the same correction quality on a phantom (DATA.md §3.1). SimpleITK is imported
-    here only.
+    minutes with the same correction quality on a phantom (DATA.md §3.1). The N4 filter runs on
+    one thread: its result depends slightly on the thread count, and a cached result must not
+    depend on the machine (parallelism comes from processing cases in parallel). SimpleITK is
+    imported here only.
 
     Examples
     --------
@@ -386,6 +388,17 @@ def n4_bias_correction(
         msg = f"`preset` must be 'default' or 'legacy'; got {preset!r}."
         raise ValueError(msg)
     # numpy (Z, W, H) <-> SimpleITK (x=H, y=W, z=Z): keeps the spacing order
+    # the fitted field depends (slightly) on the thread count: run single-threaded, so that a
+    # cache does not depend on the machine (prepare runs cases in parallel processes instead)
+    previous_threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _n4(sitk, arr, sp, preset)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous_threads)
+
+
+def _n4(sitk: Any, arr: npt.NDArray[Any], sp: tuple[float, ...], preset: str) -> _FloatArray:
     img = sitk.GetImageFromArray(np.ascontiguousarray(arr.transpose(2, 1, 0), dtype=np.float32))
     img.SetSpacing(sp)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
