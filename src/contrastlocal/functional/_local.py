@@ -7,6 +7,7 @@ the positive's map. Everything is written against the array API standard.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -65,10 +66,39 @@ def _pair_mask_weights(
     return xp.astype(positive, dtype)
 
 
+@functools.lru_cache(maxsize=128)
+def _region_plan_cached(
+    positions: tuple[tuple[int, int], ...],
+    negatives: tuple[tuple[int, int], ...],
+    width: int,
+    region_size: int,
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    points = np.asarray(positions + negatives, dtype=np.int64).reshape(-1, 2)
+    unique, inverse = np.unique(points, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    indices = _flat_indices(unique, width, region_size)
+    return indices, int(unique.shape[0]), inverse[: len(positions)], inverse[len(positions) :]
+
+
+def _region_plan(
+    pos: np.ndarray, neg: np.ndarray, width: int, region_size: int
+) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """Gather plan: each distinct region once (the tables repeat points), then index into them.
+
+    Returns the flat spatial indices of the U distinct regions (U*K*K,), U, and for the
+    positions (R,) and the negatives (R*J,) their index among the distinct regions.
+    """
+
+    def as_key(points: np.ndarray) -> tuple[tuple[int, int], ...]:
+        return tuple((int(x), int(y)) for x, y in points.reshape(-1, 2))
+
+    return _region_plan_cached(as_key(pos), as_key(neg), width, region_size)
+
+
 def _local_impl(
     features: Array,
     weights: Array,
-    indices: np.ndarray,
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
     projection: Array | None,
     *,
     num_regions: int,
@@ -85,27 +115,32 @@ def _local_impl(
         features = xp.astype(features, dtype)
     n = int(features.shape[0])
     r, j = num_regions, num_negatives
-    # One gather for the R region positions followed by the R*J negative positions.
-    regions = _gather_regions(features, indices, r * (1 + j), region_size, xp=xp)
+    indices, num_unique, positive_index, negative_index = plan
+    # One gather of the U distinct regions, projected and normalised once each.
+    regions = _gather_regions(features, indices, num_unique, region_size, xp=xp)
     if projection is not None:
         if projection.dtype != dtype:
             projection = xp.astype(projection, dtype)
         regions = xp.matmul(regions, projection)
-    z = l2_normalize(regions, xp=xp)  # (N, R(1+J), D)
+    z = l2_normalize(regions, xp=xp)  # (N, U, D)
     d = int(z.shape[-1])
-    u = z[:, :r, :]  # (N, R, D)
-    v = xp.reshape(z[:, r:, :], (n, r, j, d))  # (N, R, J, D)
-    inv_t = 1.0 / temperature
+    dev = device(features)
+    u = xp.take(z, xp.asarray(positive_index.tolist(), device=dev), axis=1)  # (N, R, D)
+    v = xp.take(z, xp.asarray(negative_index.tolist(), device=dev), axis=1)  # (N, R*J, D)
+    v = xp.reshape(v, (n, r, j, d))  # (N, R, J, D)
+    # 1/τ is folded into the anchors (R·N·D multiplies instead of N²·R·J)
+    u_anchor = u * (1.0 / temperature)
 
     u_r = xp.permute_dims(u, (1, 0, 2))  # (R, N, D)
+    a_r = xp.permute_dims(u_anchor, (1, 0, 2))  # (R, N, D), scaled by 1/τ
     # s(u_ar, u_pr): (R, N_a, N_p)
-    s_pos = xp.matmul(u_r, xp.matrix_transpose(u_r)) * inv_t
+    s_pos = xp.matmul(a_r, xp.matrix_transpose(u_r))
     # s(u_ar, u_a,n_rj): (N, R, J) -> log-sum-exp over j -> (R, N_a, 1)
-    s_own = xp.sum(xp.expand_dims(u, axis=2) * v, axis=-1) * inv_t
+    s_own = xp.sum(xp.expand_dims(u_anchor, axis=2) * v, axis=-1)
     lse_own = xp.expand_dims(xp.permute_dims(logsumexp(s_own, axis=-1, xp=xp), (1, 0)), axis=2)
     # s(u_ar, u_p,n_rj): (R, N_a, N_p*J) -> (R, N_a, N_p, J) -> log-sum-exp over j
     v_r = xp.reshape(xp.permute_dims(v, (1, 3, 0, 2)), (r, d, n * j))
-    s_cross = xp.reshape(xp.matmul(u_r, v_r), (r, n, n, j)) * inv_t
+    s_cross = xp.reshape(xp.matmul(a_r, v_r), (r, n, n, j))
     lse_cross = logsumexp(s_cross, axis=-1, xp=xp)  # (R, N_a, N_p)
     negative_lse = xp.logaddexp(lse_own, lse_cross)
     terms = explicit_positive_nll(s_pos, negative_lse, xp=xp)  # (R, N_a, N_p)
@@ -374,11 +409,10 @@ def local_contrastive_loss(
             )
         raise ValueError(msg)
 
-    indices = np.concatenate([_flat_indices(pos, w, k), _flat_indices(neg, w, k)])
     return _local_impl(
         features,
         weights,
-        indices,
+        _region_plan(pos, neg, w, k),
         projection,
         num_regions=num_regions,
         num_negatives=num_negatives,

@@ -280,7 +280,7 @@ def _gather_regions(
     n, c, h, w = (int(v) for v in features.shape)
     kk = region_size * region_size
     flat = xp.reshape(features, (n, c, h * w))
-    idx = xp.asarray(indices.tolist(), dtype=xp.int64, device=device(features))
+    idx = xp.asarray(indices.tolist(), device=device(features))
     taken = xp.take(flat, idx, axis=2)  # (N, C, P*K*K)
     taken = xp.reshape(taken, (n, c, num_points, kk))
     taken = xp.permute_dims(taken, (0, 2, 3, 1))  # (N, P, K*K, C)

@@ -1,0 +1,188 @@
+"""Local contrastive loss: forward + backward time against the loop reference and the network.
+
+The paper's stage-2 setting: 40 images x 2 views = 80 rows, 192x192 inputs, feature maps of the
+third decoder block after g_2 (C = 64, 48x48), R = 13 regions, K = 3 with the learned 9·C -> 128
+projection, J = 5 negatives (L^R), and the same at 512 rows. Cases, float32 torch on CPU:
+
+- ``ours/random``, ``ours/domain``: :class:`contrastlocal.LocalContrastiveLoss` (public API),
+  forward + backward into the feature maps and the projection;
+- ``loop/random``: the loop oracle of the tests (``tests/_reference_local.py``, one term at a
+  time, torch autograd through the loops), 80 rows only;
+- ``network``: forward + backward of the stage-2 network (frozen encoder, 3 decoder blocks, g_2:
+  :class:`contrastlocal.models.LocalPretrainNetwork`) on the same batch with a trivial loss;
+- ``network+ours``: the full step, network then :class:`LocalContrastiveLoss` (``random``).
+
+``loss/net`` is the loss's median time over the network's: the target is <= 5%. Peak resident
+memory of one loss forward + backward is measured in a fresh process.
+
+Usage: ``python benchmarks/bench_local_loss.py [--quick] [--json PATH] [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+
+CHANNELS = 64
+TEMPERATURE = 0.1
+
+MEMORY_CODE = """
+import torch
+torch.set_num_threads({threads})
+torch.manual_seed(0)
+from contrastlocal import LocalContrastiveLoss
+n = {n}
+features = torch.randn(n, {c}, {m}, {m}, requires_grad=True)
+images = torch.arange(n) % (n // 2)
+loss = LocalContrastiveLoss("random", in_channels={c})
+{body}
+"""
+
+
+def _ids(n: int) -> tuple[Any, Any, Any]:
+    import torch
+
+    images = torch.arange(n) % (n // 2)  # two views, concatenated
+    volumes = images // 4  # 4 partitions per volume, as the partition sampler draws them
+    partitions = images % 4
+    return images, partitions, volumes
+
+
+def build(case: str, n: int, image_size: int, map_size: int) -> Any:
+    """A zero-argument callable doing one forward + backward of `case`."""
+    import torch
+
+    torch.manual_seed(0)
+    images, partitions, volumes = _ids(n)
+    features = torch.randn(n, CHANNELS, map_size, map_size, requires_grad=True)
+    if case.startswith("ours/"):
+        from contrastlocal import LocalContrastiveLoss
+
+        criterion = LocalContrastiveLoss(
+            case.split("/")[1], in_channels=CHANNELS, temperature=TEMPERATURE
+        )
+
+        def ours() -> None:
+            features.grad = None
+            criterion(features, images, partitions, volumes).backward()
+
+        return ours
+    if case == "loop/random":
+        from contrastlocal.functional import local_region_positions
+        from tests import _reference_local as ref
+
+        positions, negatives = local_region_positions(map_size)
+        weights = (images[:, None] == images[None, :]).double().numpy()
+        weights[range(n), range(n)] = 0.0
+        projection = torch.nn.init.xavier_uniform_(
+            torch.empty(9 * CHANNELS, 128, requires_grad=True)
+        )
+
+        def loop() -> None:
+            ref.local_loss_reference(
+                features, weights, positions, negatives, region_size=3, projection=projection,
+                temperature=TEMPERATURE,
+            ).backward()
+
+        return loop
+    if case.startswith("network"):
+        from contrastlocal import LocalContrastiveLoss
+        from contrastlocal.models import LocalPretrainNetwork, UNet, freeze_encoder
+
+        net = LocalPretrainNetwork(UNet(in_channels=1, out_channels=4), num_decoder_blocks=3)
+        freeze_encoder(net)
+        net.train()
+        x = torch.randn(n, 1, image_size, image_size)
+        criterion = LocalContrastiveLoss("random", in_channels=CHANNELS, temperature=TEMPERATURE)
+        with_loss = case == "network+ours"
+
+        def step() -> None:
+            net.zero_grad(set_to_none=True)
+            out = net(x)
+            loss = criterion(out, images) if with_loss else out.square().mean()
+            loss.backward()
+
+        return step
+    raise KeyError(case)
+
+
+def main() -> None:
+    p = _common.parser(__doc__.splitlines()[0])
+    p.add_argument(
+        "--skip-network-above", type=int, default=512,
+        help="time the network only up to this many rows (it is slow on CPU)",
+    )
+    args = p.parse_args()
+    _common.set_threads(args.threads)
+    # (rows, input size, map size); --quick: tiny inputs so CI keeps the script working
+    settings = [(8, 64, 16)] if args.quick else [(80, 192, 48), (512, 192, 48)]
+    repeat = args.repeat or (3 if args.quick else 10)
+    rows: list[dict[str, Any]] = []
+    for n, image_size, map_size in settings:
+        cases = ["ours/random", "ours/domain"]
+        if n <= 80:
+            cases.append("loop/random")
+        if n <= args.skip_network_above:
+            cases += ["network", "network+ours"]
+        results: dict[str, dict[str, float]] = {}
+        for case in cases:
+            fn = build(case, n, image_size, map_size)
+            slow = case.startswith(("loop", "network")) and not args.quick
+            big = n > 80 and slow
+            results[case] = _common.time_fn(
+                fn,
+                repeat=1 if big else (3 if slow else repeat),
+                warmup=1,
+            )
+            print(f"  N={n} {case}: {results[case]['median_s']:.4f} s", flush=True)
+        ours = results["ours/random"]["median_s"]
+        net = results.get("network", {}).get("median_s")
+        for case, r in results.items():
+            rows.append({
+                "N": n,
+                "map": f"{CHANNELS}x{map_size}x{map_size}",
+                "case": case,
+                "median_ms": 1e3 * r["median_s"],
+                "iqr_ms": 1e3 * r["iqr_s"],
+                "runs": int(r["n"]),
+                "x_ours": r["median_s"] / ours,
+                "loss/net_%": (100.0 * r["median_s"] / net
+                               if net and case.startswith("ours/") else None),
+            })
+        print(f"N={n} done ({time.strftime('%H:%M:%S')})", flush=True)
+
+    mem_rows: list[dict[str, Any]] = []
+    for n, _, map_size in settings:
+        for case, body in (
+            ("baseline", ""),
+            ("ours/random", "loss(features, images).backward()"),
+        ):
+            code = MEMORY_CODE.format(threads=args.threads, n=n, c=CHANNELS, m=map_size,
+                                      body=body)
+            mem_rows.append({"N": n, "case": case,
+                             "peak_MiB": _common.peak_memory_subprocess(code)})
+
+    _common.print_table(
+        rows,
+        ["N", "map", "case", "median_ms", "iqr_ms", "runs", "x_ours", "loss/net_%"],
+        title=(
+            f"forward + backward, float32, R = 13, K = 3, J = 5 ({args.threads} threads; "
+            "x_ours = time / ours/random; loss/net_% = loss time / network step time)"
+        ),
+    )
+    _common.print_table(mem_rows, ["N", "case", "peak_MiB"],
+                        title="peak resident memory of one loss forward + backward (fresh process)")
+    _common.write_json(args.json, {"meta": _common.metadata(args.device), "timing": rows,
+                                   "memory": mem_rows})
+
+
+if __name__ == "__main__":
+    main()
