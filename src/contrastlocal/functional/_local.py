@@ -26,10 +26,10 @@ from ._kernel import _has_nonzero, _namespace, _on_device_of, _reduce, explicit_
 from ._regions import (
     _as_positions,
     _check_bounds,
+    _check_feature_maps,
     _check_region_size,
     _flat_indices,
     _gather_regions,
-    check_feature_maps,
     local_region_positions,
 )
 
@@ -226,12 +226,12 @@ def local_contrastive_loss(
     features : real floating array of shape (N, C, H, W)
         Feature maps (the output of the decoder and its projection head g_2), channel-first.
         NumPy, PyTorch, JAX, CuPy or array-api-strict; half precisions are computed in float32.
-    image_ids : integer array of shape (N,) or None
+    image_ids : int array of shape (N,) or None
         Rows with equal id are views of one image (pixel-aligned). Required unless
         `positive_weights` is given.
-    partition_ids : integer array of shape (N,), optional
+    partition_ids : int array of shape (N,), optional
         Partition of each row's slice; required by ``strategy="domain"``.
-    volume_ids : integer array of shape (N,), optional
+    volume_ids : int array of shape (N,), optional
         Volume of each row's slice; required by ``strategy="domain"``.
     strategy : {"random", "domain"}, default "random"
         ``"random"`` (L^R): the positives of a row are the other views of its image.
@@ -240,10 +240,10 @@ def local_contrastive_loss(
     region_size : {3, 1}, default 3
         Side K of the square regions; each region is the K×K×C block flattened in (row offset,
         column offset, channel) order.
-    positions : integer array-like of shape (R, 2), optional
+    positions : int array-like of shape (R, 2), optional
         Top-left corners of the regions (static settings, read with NumPy). Default: the
         paper's 13-point pattern for this map size and K (:func:`local_region_positions`).
-    negative_positions : integer array-like of shape (R, J, 2), optional
+    negative_positions : int array-like of shape (R, J, 2), optional
         Top-left corners of the J negative regions of each region; given together with
         `positions`. They need not be among `positions`.
     projection : real floating array of shape (K*K*C, D'), optional
@@ -251,7 +251,7 @@ def local_contrastive_loss(
         9·C → 128 matrix of the paper for K = 3). Same library as `features`.
     temperature : float, default 0.1
         Temperature τ > 0 dividing the cosine similarities.
-    positive_weights : bool, integer or real floating array of shape (N, N), optional
+    positive_weights : bool, int or real floating array of shape (N, N), optional
         Explicit pairing that replaces the strategy: ``positive_weights[a, p]`` = how many times
         each of the R terms (a, p, r) counts (0 = not a pair). Same library as `features`, or a
         NumPy array (as returned by :func:`original_local_pairing`).
@@ -332,7 +332,7 @@ def local_contrastive_loss(
         projection=projection,
         positive_weights=None if numpy_weights else positive_weights,
     )
-    n, c, h, w = check_feature_maps(features, "features", xp=xp)
+    n, c, h, w = _check_feature_maps(features, "features", xp=xp)
     k = _check_region_size(region_size)
     check_choice(strategy, _STRATEGIES, "strategy")
     check_choice(reduction, _REDUCTIONS, "reduction")
@@ -354,7 +354,7 @@ def local_contrastive_loss(
         weights = xp.astype(weights, dtype)
     else:
         if image_ids is None:
-            msg = "`image_ids` must be an integer array of shape (N,) unless `positive_weights` "
+            msg = "`image_ids` must be an int array of shape (N,) unless `positive_weights` "
             msg += "is given; got None."
             raise ValueError(msg)
         if strategy == "domain" and (partition_ids is None or volume_ids is None):

@@ -222,7 +222,7 @@ def _as_positions(positions: Any, name: str, ndim: int, layout: str) -> np.ndarr
         arr = np.asarray(positions)
     except Exception as err:  # e.g. an array on an accelerator
         msg = (
-            f"`{name}` must be an integer array-like of shape {layout} that NumPy can read "
+            f"`{name}` must be an int array-like of shape {layout} that NumPy can read "
             f"(positions are static settings); got {type(positions).__name__}."
         )
         raise TypeError(msg) from err
@@ -287,7 +287,7 @@ def _gather_regions(
     return xp.reshape(taken, (n, num_points, kk * c))
 
 
-def check_feature_maps(features: Array, name: str, *, xp: Namespace) -> tuple[int, ...]:
+def _check_feature_maps(features: Array, name: str, *, xp: Namespace) -> tuple[int, ...]:
     """Validate (N, C, H, W) floating feature maps with known sizes; return the shape."""
     check_ndim(features, 4, name, "(N, C, H, W)")
     check_floating(features, name, xp=xp)
@@ -305,7 +305,7 @@ def extract_regions(features: Array, positions: Any, *, region_size: int = 3) ->
     ----------
     features : array of shape (N, C, H, W)
         Feature maps, channel-first. Any array API array (NumPy, PyTorch, JAX, CuPy).
-    positions : integer array-like of shape (R, 2)
+    positions : int array-like of shape (R, 2)
         Top-left corners ``(x, y)`` of the regions, ``x`` along H and ``y`` along W. Static
         settings: read with NumPy (pass a NumPy array or nested lists).
     region_size : {3, 1}, default 3
@@ -353,7 +353,7 @@ def extract_regions(features: Array, positions: Any, *, region_size: int = 3) ->
     [5.0, 6.0, 7.0, 9.0, 10.0, 11.0, 13.0, 14.0, 15.0]
     """
     xp = array_namespace(features)
-    _, _, h, w = check_feature_maps(features, "features", xp=xp)
+    _, _, h, w = _check_feature_maps(features, "features", xp=xp)
     k = _check_region_size(region_size)
     pos = _as_positions(positions, "positions", 2, "(R, 2)")
     _check_bounds(pos, h, w, k, "positions")

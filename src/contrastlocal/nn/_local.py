@@ -35,9 +35,9 @@ class LocalContrastiveLoss(torch.nn.Module):
     num_regions : {13, 9}, default 13
         Size of the default position pattern (used when `positions` is None); the pattern is
         computed from the map size at the first call for each size and cached.
-    positions : integer array-like of shape (R, 2), optional
+    positions : int array-like of shape (R, 2), optional
         Fixed top-left corners of the regions; given together with `negative_positions`.
-    negative_positions : integer array-like of shape (R, J, 2), optional
+    negative_positions : int array-like of shape (R, J, 2), optional
         Fixed top-left corners of the J negative regions of each region.
     in_channels : int, optional
         Channels C of the feature maps, needed to build the projection (K = 3 with
@@ -179,7 +179,7 @@ class LocalContrastiveLoss(torch.nn.Module):
         return text + f"temperature={self.temperature}, reduction={self.reduction!r}"
 
     def region_tables(self, map_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Positions (R, 2) and negative positions (R, J, 2) used for maps of size (H, W).
+        """Return the positions (R, 2) and negative positions (R, J, 2) for (H, W) maps.
 
         Parameters
         ----------
@@ -233,7 +233,24 @@ class LocalContrastiveLoss(torch.nn.Module):
         partition_ids: torch.Tensor | None = None,
         volume_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Loss of a batch of feature maps (see the class docstring for shapes)."""
+        """Compute the loss of a batch of feature maps.
+
+        Parameters
+        ----------
+        features : tensor of shape (N, C, H, W)
+            Feature maps (g_2's output), views pixel-aligned.
+        image_ids : int tensor of shape (N,)
+            Rows with equal id are views of one image.
+        partition_ids : int tensor of shape (N,), optional
+            Partition of each row's slice (``strategy="domain"``).
+        volume_ids : int tensor of shape (N,), optional
+            Volume of each row's slice (``strategy="domain"``).
+
+        Returns
+        -------
+        tensor
+            0-D, or (N, N, R) for ``reduction="none"``; float32 for half/float32 input.
+        """
         if self.use_projection:
             if isinstance(self.projection, UninitializedParameter):
                 if features.ndim != 4:
