@@ -117,14 +117,6 @@ nitpick_ignore = [
     ("py:meth", "PreprocessConfig.digest"),
     ("py:data", "PREPROCESS_FORMAT_VERSION"),
     ("py:class", "PartitionBatchSampler"),
-    ("py:func", "pretrain_global"),
-    ("py:func", "pretrain_local"),
-    ("py:func", "pretrain_joint"),
-    ("py:func", "finetune"),
-    ("py:func", "train_baseline"),
-    ("py:func", "evaluate"),
-    ("py:func", "contrastlocal.training.pretrain_joint"),
-    ("py:mod", "contrastlocal.data.readers"),
 ]
 
 # -- autodoc / autosummary / numpydoc -----------------------------------------------------------
