@@ -476,3 +476,23 @@ def test_local_contrastive_loss_mixed_libraries_is_type_error():
         local_contrastive_loss(
             _F, image_ids=np.array([0, 1, 0, 1]), projection=torch.zeros(18, 4, dtype=torch.float64)
         )
+
+
+def test_local_contrastive_loss_under_jax_jit_and_grad():
+    jax = pytest.importorskip("jax")
+    torch = pytest.importorskip("torch")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    features, _, kwargs, _, _, _ = _case_inputs(ORACLE_CASES[7], seed=11)
+    jax_kwargs = {key: jnp.asarray(v) if key.endswith("_ids") else v for key, v in kwargs.items()}
+    fn = jax.jit(jax.value_and_grad(lambda f: local_contrastive_loss(f, **jax_kwargs)))
+    value, grad = fn(jnp.asarray(features))
+    f = torch.tensor(features, requires_grad=True)
+    torch_kwargs = {
+        key: torch.tensor(v) if key.endswith("_ids") else v for key, v in kwargs.items()
+    }
+    expected = local_contrastive_loss(f, **torch_kwargs)
+    expected.backward()
+    np.testing.assert_allclose(float(value), float(expected.detach()), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(grad), f.grad.numpy(), rtol=1e-10, atol=1e-13)
