@@ -925,9 +925,15 @@ def mixup(
     seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
     lam_np = np.random.default_rng(int(seed)).beta(a, a, size=n)
     lam = torch.as_tensor(lam_np, device=images.device)
-    li = lam.to(images.dtype).reshape(n, 1, 1, 1)
-    ll = lam.to(labels.dtype).reshape(n, 1, 1, 1)
-    return li * images + (1 - li) * images[perm], ll * labels + (1 - ll) * labels[perm]
+    return _mix(images, perm, lam), _mix(labels, perm, lam)
+
+
+def _mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """``lam_i x_i + (1 - lam_i) x_perm(i)`` as one ``lerp`` per chunk (partners gathered per chunk)."""
+    w = lam.to(x.dtype).reshape(-1, 1, 1, 1)
+    return torch.cat(
+        [torch.lerp(x.index_select(0, perm[sl]), x[sl], w[sl]) for sl in _chunks(x)]
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -990,18 +996,44 @@ def color_jitter(
     fb = _uniform(n, 1 - b, 1 + b, generator, images).reshape(n, 1, 1, 1)
     fc = _uniform(n, 1 - c, 1 + c, generator, images).reshape(n, 1, 1, 1)
     fs = _uniform(n, 1 - s, 1 + s, generator, images).reshape(n, 1, 1, 1)
-    out = images * fb
+    weights = None
     if ch == 3:
         weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
-        grey = torch.einsum("nchw,c->nhw", out, weights)[:, None]
+    return torch.cat(
+        [
+            _jitter_impl(images[sl], fb[sl], fc[sl], fs[sl], weights, clip)
+            for sl in _chunks(images)
+        ]
+    )
+
+
+def _jitter_impl(
+    x: torch.Tensor,
+    fb: torch.Tensor,
+    fc: torch.Tensor,
+    fs: torch.Tensor,
+    weights: torch.Tensor | None,
+    clip: tuple[float, float] | None,
+) -> torch.Tensor:
+    """:func:`color_jitter` of one chunk, with the three steps folded into one affine map.
+
+    With G the grey level of `x` (weights `weights`) and m its image mean, brightness gives
+    ``fb x`` (grey ``fb G``); contrast ``a x + b`` with ``a = fc fb``, ``b = (1 - fc) fb m``;
+    saturation ``fs (a x + b) + (1 - fs) (a G + b sum(weights))``. So the output is
+    ``alpha x + beta G + gamma`` per image: one grey-level pass and one output pass.
+    """
+    if weights is None:  # no saturation step; contrast around the mean over all channels
+        a = fc * fb
+        bias = (1 - fc) * fb * x.mean(dim=(1, 2, 3), keepdim=True)
+        out = torch.addcmul(bias, a, x)
     else:
-        grey = out.mean(dim=1, keepdim=True)
-    out = fc * out + (1 - fc) * grey.mean(dim=(1, 2, 3), keepdim=True)
-    if ch == 3:
-        grey = torch.einsum("nchw,c->nhw", out, weights)[:, None]
-        out = fs * out + (1 - fs) * grey
+        grey = (x * weights.reshape(1, 3, 1, 1)).sum(dim=1, keepdim=True)
+        a = fc * fb
+        bias = (1 - fc) * fb * grey.mean(dim=(2, 3), keepdim=True)
+        gamma = fs * bias + (1 - fs) * bias * weights.sum()
+        out = torch.addcmul(torch.addcmul(gamma, (1 - fs) * a, grey), fs * a, x)
     if clip is not None:
-        out = out.clamp(clip[0], clip[1])
+        out = out.clamp_(clip[0], clip[1])  # in place on our own temporary
     return out
 
 
@@ -1059,16 +1091,17 @@ def random_crop(
         )
         raise ValueError(msg)
     h, w = int(size[0]), int(size[1])
-    oy = _randint(n, h_in - h + 1, generator, images.device)
-    ox = _randint(n, w_in - w + 1, generator, images.device)
-    rows = oy[:, None] + torch.arange(h, device=images.device)  # (N, h)
-    cols = ox[:, None] + torch.arange(w, device=images.device)  # (N, w)
-    idx_n = torch.arange(n, device=images.device)[:, None, None]
-    crops = images[idx_n, :, rows[:, :, None], cols[:, None, :]]  # (N, h, w, C)
-    out = crops.permute(0, 3, 1, 2).contiguous()
+    # offsets as Python ints from the generator's device (no sync for a CPU generator); each
+    # window is then a strided view and the crops one stacked copy (row memcpys, no gather)
+    oy = torch.randint(0, h_in - h + 1, (n,), generator=generator, device=generator.device)
+    ox = torch.randint(0, w_in - w + 1, (n,), generator=generator, device=generator.device)
+    offsets = list(zip(oy.tolist(), ox.tolist(), strict=True))
+    if n == 0:
+        return images[:, :, :h, :w].clone(), None if labels is None else labels[:, :h, :w].clone()
+    out = torch.stack([images[i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
     if labels is None:
         return out, None
-    return out, labels[idx_n, rows[:, :, None], cols[:, None, :]]
+    return out, torch.stack([labels[i, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
 
 
 # --------------------------------------------------------------------------------------------
