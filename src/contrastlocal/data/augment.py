@@ -26,7 +26,7 @@ segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import numpy as np
@@ -119,12 +119,6 @@ def _uniform(
     shape = (n,) if isinstance(n, int) else n
     u = torch.rand(shape, generator=generator, device=generator.device, dtype=torch.float32)
     return (low + (high - low) * u).to(device=like.device, dtype=like.dtype)
-
-
-def _randint(n: int, high: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """Integers uniform in {0, ..., high - 1}, moved to `device`."""
-    k = torch.randint(0, high, (n,), generator=generator, device=generator.device)
-    return k.to(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -466,7 +460,7 @@ def intensity_views(
 def _intensity_params(
     images: torch.Tensor, generator: torch.Generator, brightness: float, contrast: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validated draws of :func:`intensity_views`: shift, then factor, each (N,)."""
+    """Validate the strengths and draw shift, then factor, each (N,) (:func:`intensity_views`)."""
     b = _check_nonneg(brightness, "brightness")
     k = _check_nonneg(contrast, "contrast")
     if k >= 1.0:
@@ -523,7 +517,8 @@ def global_views(
     Notes
     -----
     The crop-and-resize is :func:`crop_resize` (separable bilinear, edge pixels repeated), fused
-    with :func:`adjust_intensity` chunk by chunk. With ``crop_fraction=1`` and ``corner_range=(0, 0)`` no resampling happens, and with
+    with :func:`adjust_intensity` chunk by chunk. With ``crop_fraction=1`` and
+    ``corner_range=(0, 0)`` no resampling happens, and with
     zero brightness and contrast and ``clip=None`` the view is exactly the input.
 
     Examples
@@ -808,8 +803,11 @@ def geometric_augment(
         )
         raise ValueError(msg)
 
+    classes = torch.arange(int(num_classes or 0), device=images.device).reshape(1, -1, 1, 1)
+
     def onehot(lab: torch.Tensor) -> torch.Tensor:
-        return F.one_hot(lab.long(), int(num_classes or 0)).permute(0, 3, 1, 2).to(images.dtype)
+        # channel-first in one broadcast comparison (no (N, H, W, K) scatter + permute copy)
+        return (lab[:, None] == classes).to(images.dtype)
 
     if _is_identity_geometry(
         rotation_degrees, scale_range, flip, rotation_step_degrees, elastic_sigma
@@ -833,7 +831,37 @@ def geometric_augment(
         device=images.device,
         dtype=images.dtype,
     )
-    grid = _sampling_grid(theta, displacement, h, w, images.dtype, images.device)
+    parts = [
+        _geometric_impl(
+            images[sl],
+            None if labels is None else labels[sl],
+            _sampling_grid(
+                theta[sl],
+                None if displacement is None else displacement[sl],
+                h,
+                w,
+                images.dtype,
+                images.device,
+            ),
+            label_mode,
+            onehot,
+        )
+        for sl in _chunks(images, images[0].numel() * images.element_size() * 4)
+    ]
+    out = torch.cat([p[0] for p in parts])
+    if labels is None:
+        return out, None
+    return out, torch.cat([p[1] for p in parts if p[1] is not None])
+
+
+def _geometric_impl(
+    images: torch.Tensor,
+    labels: torch.Tensor | None,
+    grid: torch.Tensor,
+    label_mode: str,
+    onehot: Callable[[torch.Tensor], torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`geometric_augment` of one chunk through its sampling grid."""
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if labels is None:
         return out, None
@@ -848,7 +876,7 @@ def geometric_augment(
         )
         return out, warped[:, 0].round().to(labels.dtype)
     soft = onehot(labels)
-    background = torch.zeros_like(soft)
+    background = torch.zeros(1, soft.shape[1], 1, 1, dtype=soft.dtype, device=soft.device)
     background[:, 0] = 1.0
     # warp (onehot - e0) with zero padding, add e0 back: outside the image = background
     warped = F.grid_sample(
@@ -929,11 +957,9 @@ def mixup(
 
 
 def _mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
-    """``lam_i x_i + (1 - lam_i) x_perm(i)`` as one ``lerp`` per chunk (partners gathered per chunk)."""
+    """``lam_i x_i + (1 - lam_i) x_perm(i)``: one ``lerp`` per chunk of partners gathered."""
     w = lam.to(x.dtype).reshape(-1, 1, 1, 1)
-    return torch.cat(
-        [torch.lerp(x.index_select(0, perm[sl]), x[sl], w[sl]) for sl in _chunks(x)]
-    )
+    return torch.cat([torch.lerp(x.index_select(0, perm[sl]), x[sl], w[sl]) for sl in _chunks(x)])
 
 
 # --------------------------------------------------------------------------------------------
@@ -1000,10 +1026,7 @@ def color_jitter(
     if ch == 3:
         weights = torch.tensor([0.299, 0.587, 0.114], dtype=images.dtype, device=images.device)
     return torch.cat(
-        [
-            _jitter_impl(images[sl], fb[sl], fc[sl], fs[sl], weights, clip)
-            for sl in _chunks(images)
-        ]
+        [_jitter_impl(images[sl], fb[sl], fc[sl], fs[sl], weights, clip) for sl in _chunks(images)]
     )
 
 
