@@ -10,6 +10,7 @@ the checkpoint by validation 3D Dice; :func:`train_baseline` is stage 3 from ran
 
 from __future__ import annotations
 
+from ._logging import read_metrics
 from .checkpoint import (
     architecture_signature,
     check_architecture,
@@ -31,7 +32,7 @@ from .config import (
     load_config,
     preset,
 )
-from .evaluation import EvaluationResult, Volume, evaluate, predict_volume
+from .evaluation import EvaluationResult, Volume, evaluate, load_volumes, predict_volume
 from .metrics import dice_per_class, hd95_per_class, surface_distances
 from .results import INIT_LABELS, format_results_table, results_to_csv, write_results
 from .stages import (
@@ -69,12 +70,14 @@ __all__ = [
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
+    "load_volumes",
     "load_weights",
     "predict_volume",
     "preset",
     "pretrain_global",
     "pretrain_joint",
     "pretrain_local",
+    "read_metrics",
     "results_to_csv",
     "save_checkpoint",
     "surface_distances",

@@ -48,7 +48,19 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Read a metrics log written by a stage (one dict per line)."""
+    """Read a stage's ``metrics.jsonl`` (one record per line).
+
+    Parameters
+    ----------
+    path : str or Path
+        The log file.
+
+    Returns
+    -------
+    list of dict
+        Training records (``stage``, ``iteration``, ``loss``, ``it_per_s``, ``elapsed_s``) and
+        validation records (``iteration``, ``val_dice``, ...), in order.
+    """
     p = Path(path)
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]
 

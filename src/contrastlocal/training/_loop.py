@@ -139,6 +139,13 @@ def run_loop(spec: LoopSpec) -> LoopResult:
     best_iteration: int | None = None
     last_good: Path | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    best_dirty = False
+    if ckpt_dir is not None and not spec.resume:
+        # a fresh run: stale files of an earlier run must not be resumed from or selected later
+        for _, old in list_checkpoints(ckpt_dir):
+            old.unlink(missing_ok=True)
+        if best_path is not None:
+            best_path.unlink(missing_ok=True)
     if ckpt_dir is not None and spec.resume:
         latest = latest_checkpoint(ckpt_dir)
         if latest is not None:
@@ -183,10 +190,28 @@ def run_loop(spec: LoopSpec) -> LoopResult:
     t_interval = t_start
     spec.model.train()
 
+    def save_best() -> None:
+        nonlocal best_dirty
+        if best_path is None or not best_dirty or best_state is None:
+            return
+        save_checkpoint(
+            best_path,
+            {
+                "stage": spec.name,
+                "iteration": best_iteration,
+                "architecture": export_signature,
+                "model": best_state,
+                "score": best_score,
+                "metric": spec.select_metric,
+            },
+        )
+        best_dirty = False
+
     def save(iteration: int) -> None:
         nonlocal last_good
         if ckpt_dir is None:
             return
+        save_best()
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _numpy_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -259,20 +284,10 @@ def run_loop(spec: LoopSpec) -> LoopResult:
                 score = float(metrics[spec.select_metric])
                 if math.isfinite(score) and (best_score is None or score > best_score + 1e-7):
                     best_score, best_iteration = score, done
-                    if best_path is not None:
-                        save_checkpoint(
-                            best_path,
-                            {
-                                "stage": spec.name,
-                                "iteration": done,
-                                "architecture": export_signature,
-                                "model": export.state_dict(),
-                                "score": score,
-                                "metric": spec.select_metric,
-                            },
-                        )
-                    else:
-                        best_state = {k: v.detach().clone() for k, v in export.state_dict().items()}
+                    # kept in memory; written to best.pt with the next checkpoint, so the file
+                    # on disk always matches the best score stored in the newest checkpoint
+                    best_state = {k: v.detach().clone() for k, v in export.state_dict().items()}
+                    best_dirty = True
                 bar.set_postfix(**{spec.select_metric: f"{score:.3f}"})
             if is_ckpt:
                 save(done)

@@ -10,8 +10,10 @@ for the empty-mask policy.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +25,7 @@ from ..data._records import Case
 from ._loop import autocast_context
 from .metrics import dice_per_class, hd95_per_class
 
-__all__ = ["EvaluationResult", "Volume", "evaluate", "predict_volume"]
+__all__ = ["EvaluationResult", "Volume", "evaluate", "load_volumes", "predict_volume"]
 
 
 @dataclass
@@ -113,6 +115,61 @@ class Volume:
             geometry=geometry,
             native_label=None if case.label is None else np.asarray(case.label),
         )
+
+
+def load_volumes(
+    cache: str | os.PathLike[str],
+    case_ids: Sequence[str] | None = None,
+    *,
+    native_labels: Mapping[str, npt.NDArray[Any]] | None = None,
+) -> list[Volume]:
+    """Read volumes from a pre-processed cache (``contrastlocal.data.cache``) into memory.
+
+    Parameters
+    ----------
+    cache : path
+        The cache folder written by ``contrastlocal.data.prepare``.
+    case_ids : sequence of str, optional
+        Cases to read, in order (default: all).
+    native_labels : mapping of str to ndarray, optional
+        Reference label maps on the native grid per case id (as read from the raw dataset);
+        volumes without one are evaluated on the processed grid.
+
+    Returns
+    -------
+    list of Volume
+        One record per case, with its geometry.
+
+    Raises
+    ------
+    ValueError
+        If the cache does not exist or is incomplete, or a case is not in it.
+    """
+    from ..data.cache import open_cache
+
+    path = Path(cache)
+    if not (path / "index.json").is_file():
+        msg = (
+            f"`cache` {os.fspath(path)!r} is missing or incomplete (no index.json); run "
+            "`contrastlocal prepare` (contrastlocal.data.prepare.prepare_dataset) first."
+        )
+        raise ValueError(msg)
+    data = open_cache(path, in_memory=True)
+    ids = list(data.case_ids) if case_ids is None else [str(c) for c in case_ids]
+    out = []
+    for cid in ids:
+        image, label, geometry = data.volume(cid)
+        native = None if native_labels is None else native_labels.get(cid)
+        out.append(
+            Volume(
+                image=np.asarray(image),
+                label=None if label is None else np.asarray(label),
+                case_id=cid,
+                geometry=geometry if native is not None else None,
+                native_label=native,
+            )
+        )
+    return out
 
 
 def predict_volume(
