@@ -175,3 +175,49 @@ def test_masked_contrastive_loss_mixed_libraries_is_type_error():
     torch = pytest.importorskip("torch")
     with pytest.raises(TypeError, match="negative_mask"):
         masked_contrastive_loss(torch.ones(4, 3), torch.eye(4), np.ones((4, 4), dtype=bool))
+
+
+@pytest.mark.parametrize("dtype_name", ["float64", "float32"])
+@pytest.mark.parametrize(("reduction", "normalizer"), [("mean", None), ("mean", 4.0),
+                                                       ("sum", None)])
+@pytest.mark.parametrize("weight_kind", ["bool", "float"])
+def test_masked_contrastive_loss_torch_fused_path_equals_array_api_path(
+    dtype_name, reduction, normalizer, weight_kind
+):
+    torch = pytest.importorskip("torch")
+    from array_api_compat import array_namespace as namespace
+
+    from contrastlocal.functional._kernel import _masked_contrastive_impl
+
+    dtype = getattr(torch, dtype_name)
+    rng = np.random.default_rng(21)
+    weights, mask = _random_pairing(10, 22)
+    weights[3] = 0.0  # an anchor without positives
+    mask[4] = False  # an anchor without negatives
+    mask[5, 5] = True  # the anchor in its own denominator
+    w = torch.tensor(weights != 0) if weight_kind == "bool" else torch.tensor(weights)
+    z0 = rng.normal(size=(10, 6))
+    z0[7] = 0.0  # an all-zero row
+    grads, values = [], []
+    for fast in (True, False):
+        z = torch.tensor(z0, dtype=dtype, requires_grad=True)
+        out = _masked_contrastive_impl(z, w, torch.tensor(mask), temperature=0.07,
+                                       normalizer=normalizer, reduction=reduction,
+                                       xp=namespace(z), use_fast_path=fast)
+        (out * 1.7).backward()
+        values.append(out.detach())
+        grads.append(z.grad)
+        assert out.dtype == dtype
+    rtol = 1e-10 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(values[0], values[1], rtol=rtol, atol=0)
+    torch.testing.assert_close(grads[0], grads[1], rtol=rtol,
+                               atol=rtol * float(grads[1].abs().max()))
+
+
+def test_masked_contrastive_loss_torch_fused_path_gradcheck():
+    torch = pytest.importorskip("torch")
+    weights, mask = _random_pairing(7, 23)
+    z = torch.tensor(np.random.default_rng(24).normal(size=(7, 3)), requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: masked_contrastive_loss(x, torch.tensor(weights), torch.tensor(mask),
+                                          temperature=0.3), (z,))

@@ -6,7 +6,9 @@ JAX (``jax.grad``), CuPy and array-api-strict, on the input's device.
 
 from __future__ import annotations
 
-from .._array_api import array_namespace, compute_dtype, device, l2_normalize
+from array_api_compat import is_torch_namespace
+
+from .._array_api import array_namespace, compute_dtype, device, eps_for, l2_normalize
 from .._typing import Array, Namespace, Reduction
 from .._validation import check_choice, check_floating, check_ndim, check_positive, shape_of
 
@@ -109,10 +111,31 @@ def _reduce(
 
 def _masked_contrastive_impl(
     embeddings: Array, positive_weights: Array, negative_mask: Array, *, temperature: float,
-    normalizer: float | None, reduction: str, xp: Namespace,
+    normalizer: float | None, reduction: str, xp: Namespace, use_fast_path: bool = True,
 ) -> Array:
-    """Kernel body; inputs validated. Returns in the compute dtype (float32 at least)."""
+    """Kernel body; inputs validated. Returns in the compute dtype (float32 at least).
+
+    With torch tensors and a scalar reduction it runs the fused torch path (same mathematics,
+    analytic backward; see ``_torch_kernel``) unless `use_fast_path` is False.
+    """
     dtype = compute_dtype(embeddings, xp=xp)
+    if use_fast_path and reduction != "none" and is_torch_namespace(xp):
+        from ._torch_kernel import fused_masked_contrastive_sum
+
+        w = positive_weights
+        if w.dtype != xp.bool and w.dtype != dtype:
+            w = xp.astype(w, dtype)
+        if reduction == "sum":
+            scale = xp.ones((), dtype=dtype, device=device(embeddings))
+        elif normalizer is not None:
+            scale = xp.full((), 1.0 / normalizer, dtype=dtype, device=device(embeddings))
+        else:
+            count = xp.count_nonzero(w) if w.dtype == xp.bool else xp.sum(w)
+            scale = 1.0 / xp.astype(count, dtype)
+        return fused_masked_contrastive_sum(
+            xp.astype(embeddings, dtype), w, negative_mask, inv_temperature=1.0 / temperature,
+            scale=scale, eps=eps_for(dtype, xp=xp),
+        )
     z = l2_normalize(xp.astype(embeddings, dtype), xp=xp)
     # 1/τ folded into one operand: an (N, D) multiply instead of an (N, N) one
     logits = xp.matmul(z * (1.0 / temperature), xp.matrix_transpose(z))  # (N, N)

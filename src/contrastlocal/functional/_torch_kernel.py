@@ -1,0 +1,75 @@
+"""A fused PyTorch path of the masked contrastive kernel (private).
+
+Same mathematics as the array-API implementation in ``_kernel.py`` (which the tests compare it
+with), but with an analytic backward that keeps one (N, N) array alive between forward and
+backward and makes about half as many passes over (N, N) data. ``torch`` is imported only when
+this path runs, i.e. when the caller already passed torch tensors.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from .._typing import Array
+
+__all__ = ["fused_masked_contrastive_sum"]
+
+
+@cache
+def _function() -> Any:
+    import torch
+    from torch.autograd.function import once_differentiable
+    from torch.nn import functional
+
+    class _MaskedContrastiveSum(torch.autograd.Function):
+        """``scale * Σ_ap W_ap softplus(LSE_{k: M_ak} s_ak - s_ap)`` with ``s = ẑẑᵀ/τ``."""
+
+        @staticmethod
+        def forward(
+            ctx: Any, z: torch.Tensor, w: torch.Tensor, m: torch.Tensor, inv_tau: float,
+            scale: torch.Tensor, eps: float,
+        ) -> torch.Tensor:
+            sq = (z * z).sum(dim=1, keepdim=True)
+            inv_norm = torch.rsqrt(sq.clamp_min(eps))
+            zn = z * inv_norm
+            logits = (zn * inv_tau) @ zn.T  # (N, N)
+            low = torch.finfo(z.dtype).min
+            neg_lse = torch.logsumexp(logits.masked_fill(~m, low), dim=1, keepdim=True)
+            # x = LSE - s at negative and positive entries; masked entries are never used
+            x = logits.neg_().add_(neg_lse)  # in place: logits are not needed any more
+            total = (functional.softplus(x) * w).sum()
+            ctx.save_for_backward(zn, inv_norm, sq, x, w, m, scale)
+            ctx.inv_tau = inv_tau
+            ctx.eps = eps
+            return total * scale
+
+        @staticmethod
+        @once_differentiable
+        def backward(
+            ctx: Any, grad: torch.Tensor
+        ) -> tuple[torch.Tensor | None, ...]:
+            zn, inv_norm, sq, x, w, m, scale = ctx.saved_tensors
+            # d/ds_ap of softplus(LSE - s_ap) = -σ(x_ap); d/ds_ak through LSE = c_a softmax_k
+            pos = torch.sigmoid(x).mul_(w)  # W_ap σ(x_ap)
+            c = pos.sum(dim=1, keepdim=True)
+            g = torch.exp(x.neg()).mul_(c).masked_fill_(~m, 0.0).sub_(pos)  # dL/ds (unscaled)
+            g = g + g.T
+            g_zn = (g @ zn) * (ctx.inv_tau * grad * scale)
+            inside = sq > ctx.eps  # rows whose norm is not clamped
+            proj = torch.where(inside, (zn * g_zn).sum(dim=1, keepdim=True), 0.0)
+            g_z = (g_zn - zn * proj) * inv_norm
+            return g_z, None, None, None, None, None
+
+    return _MaskedContrastiveSum
+
+
+def fused_masked_contrastive_sum(
+    z: Array, positive_weights: Array, negative_mask: Array, *, inv_temperature: float,
+    scale: Array, eps: float,
+) -> Array:
+    """``scale · Σ W ⊙ ℓ`` for torch tensors `z` (N, D), W (N, N), M bool (N, N); 0-D tensor."""
+    import torch
+
+    with torch.autocast(device_type=z.device.type, enabled=False):
+        return _function().apply(z, positive_weights, negative_mask, inv_temperature, scale, eps)
