@@ -58,7 +58,7 @@ def _colour(i: int) -> str:
 
 
 def _figure(width: float, height: float) -> Any:
-    """A Matplotlib figure on an Agg canvas (no pyplot state)."""
+    """Create a Matplotlib figure on an Agg canvas (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -166,7 +166,9 @@ def plot_loss_curves(
         for j, (label, recs) in enumerate(lines.items()):
             x, y = _series(recs, key)
             if x.size:
-                ax.plot(x, y, color=_colour(j), lw=1.4, label=label, marker="." if x.size < 30 else None)
+                ax.plot(
+                    x, y, color=_colour(j), lw=1.4, label=label, marker="." if x.size < 30 else None
+                )
         ax.set_xlabel("iteration")
         if key == "loss":
             ax.set_ylabel("training loss")
@@ -350,8 +352,17 @@ def plot_results_summary(
             float(row_s[c].std(ddof=1)) if c in row_s and row_s[c].size > 1 else 0.0 for c in cols
         ]
         colour = _colour(j)
-        ax.bar(x, means, width * 0.9, yerr=stds, color=colour, alpha=0.45, capsize=3,
-               label=names.get(key, key), edgecolor=colour)
+        ax.bar(
+            x,
+            means,
+            width * 0.9,
+            yerr=stds,
+            color=colour,
+            alpha=0.45,
+            capsize=3,
+            label=names.get(key, key),
+            edgecolor=colour,
+        )
         for i, c in enumerate(cols):
             if c in row_s:
                 ax.scatter(np.full(row_s[c].size, x[i]), row_s[c], s=12, color=colour, zorder=3)
@@ -383,7 +394,7 @@ def plot_partition_grid(
     names: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Path:
-    """The paper's Figure 1: one slice from each partition (columns) of each volume (rows).
+    """Draw the paper's Figure 1: a slice of each partition (columns) of each volume (rows).
 
     Parameters
     ----------
@@ -467,7 +478,11 @@ def plot_partition_grid(
             if r == 0:
                 ax.set_title(f"partition {c + 1}\n(slices {c}/{s}–{c + 1}/{s} of Z)", fontsize=8)
             ax.text(
-                0.02, 0.03, f"z={z}/{v.shape[0]}", color="yellow", fontsize=6,
+                0.02,
+                0.03,
+                f"z={z}/{v.shape[0]}",
+                color="yellow",
+                fontsize=6,
                 transform=ax.transAxes,
             )
             if c == 0:
@@ -593,8 +608,14 @@ def plot_embedding_projection(
         across = float(sim[~same].mean()) if (~same).any() else float("nan")
         for i, p in enumerate(parts):
             sel = pid == p
-            ax.scatter(coords[sel, 0], coords[sel, 1], s=14, color=_colour(i), alpha=0.8,
-                       label=f"partition {int(p) + 1}")
+            ax.scatter(
+                coords[sel, 0],
+                coords[sel, 1],
+                s=14,
+                color=_colour(i),
+                alpha=0.8,
+                label=f"partition {int(p) + 1}",
+            )
         ax.set_xlabel(f"PC 1 ({100 * explained[0]:.0f}% of variance)")
         ax.set_ylabel(f"PC 2 ({100 * explained[1]:.0f}% of variance)")
         ax.set_title(
