@@ -12,6 +12,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ INIT_LABELS: dict[str, str] = {
     "joint": "L_g + λ_l·L_l",
 }
 
-Results = Mapping[str, Mapping[int | str, Sequence[float]]]
+Results = Mapping[str, Mapping[Any, Sequence[float]]]
 
 
 def _columns(results: Results) -> list[str]:
