@@ -22,6 +22,11 @@ def _function() -> Any:
     from torch.autograd.function import once_differentiable
     from torch.nn import functional
 
+    def _weighted(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        if w.dtype == torch.bool:  # select: no float copy of the mask
+            return torch.where(w, x, 0.0)
+        return x.mul_(w)
+
     class _MaskedContrastiveSum(torch.autograd.Function):
         """``scale * Σ_ap W_ap softplus(LSE_{k: M_ak} s_ak - s_ap)`` with ``s = ẑẑᵀ/τ``."""
 
@@ -38,7 +43,7 @@ def _function() -> Any:
             neg_lse = torch.logsumexp(logits.masked_fill(~m, low), dim=1, keepdim=True)
             # x = LSE - s at negative and positive entries; masked entries are never used
             x = logits.neg_().add_(neg_lse)  # in place: logits are not needed any more
-            total = (functional.softplus(x) * w).sum()
+            total = _weighted(functional.softplus(x), w).sum()
             ctx.save_for_backward(zn, inv_norm, sq, x, w, m, scale)
             ctx.inv_tau = inv_tau
             ctx.eps = eps
@@ -51,11 +56,11 @@ def _function() -> Any:
         ) -> tuple[torch.Tensor | None, ...]:
             zn, inv_norm, sq, x, w, m, scale = ctx.saved_tensors
             # d/ds_ap of softplus(LSE - s_ap) = -σ(x_ap); d/ds_ak through LSE = c_a softmax_k
-            pos = torch.sigmoid(x).mul_(w)  # W_ap σ(x_ap)
+            pos = _weighted(torch.sigmoid(x), w)  # W_ap σ(x_ap)
             c = pos.sum(dim=1, keepdim=True)
             g = torch.exp(x.neg()).mul_(c).masked_fill_(~m, 0.0).sub_(pos)  # dL/ds (unscaled)
-            g = g + g.T
-            g_zn = (g @ zn) * (ctx.inv_tau * grad * scale)
+            # s = ẑẑᵀ/τ: dL/dẑ = (G + Gᵀ) ẑ / τ, as two products (a transposed add is slower)
+            g_zn = torch.addmm(g @ zn, g.T, zn).mul_(ctx.inv_tau * grad * scale)
             inside = sq > ctx.eps  # rows whose norm is not clamped
             proj = torch.where(inside, (zn * g_zn).sum(dim=1, keepdim=True), 0.0)
             g_z = (g_zn - zn * proj) * inv_norm
