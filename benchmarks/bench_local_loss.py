@@ -136,10 +136,14 @@ def main() -> None:
         "--skip-network-above", type=int, default=512,
         help="time the network only up to this many rows (it is slow on CPU)",
     )
+    p.add_argument(
+        "--rows", type=int, nargs="+", default=[80, 512],
+        help="batch rows to time (192x192 inputs, 48x48 maps); ignored with --quick",
+    )
     args = p.parse_args()
     _common.set_threads(args.threads)
     # (rows, input size, map size); --quick: tiny inputs so CI keeps the script working
-    settings = [(8, 64, 16)] if args.quick else [(80, 192, 48), (512, 192, 48)]
+    settings = [(8, 64, 16)] if args.quick else [(n, 192, 48) for n in args.rows]
     repeat = args.repeat or (3 if args.quick else 10)
     rows: list[dict[str, Any]] = []
     for n, image_size, map_size in settings:
