@@ -488,7 +488,7 @@ def demo_plots(
         "stage 1: G^D (encoder + g_1)": {
             f"seed {s}": root / f"seed{s}" / "global" / "metrics.jsonl" for s in seeds
         },
-        "stage 2: L^D (decoder + g_2)": {
+        "stage 2: L^D (decoder + g_2, frozen G^D encoder)": {
             f"seed {s}": root / f"seed{s}" / "local" / "metrics.jsonl" for s in seeds
         },
     }
@@ -697,7 +697,9 @@ def _run_plots(
     ]
     panels: dict[str, dict[str, Path]] = {
         f"stage 1: {INIT_LABELS.get(g_key, g_key)}": {"loss": out / "global" / "metrics.jsonl"},
-        f"stage 2: {INIT_LABELS.get(gl_key, gl_key)}": {"loss": out / "local" / "metrics.jsonl"},
+        f"stage 2: {gl_key.split('+')[1].replace('L', 'L^')} on the stage-1 encoder": {
+            "loss": out / "local" / "metrics.jsonl"
+        },
     }
     n0, combos0 = plan[0]
     panels[f"fine-tuning |X_tr| = {n0}, c{combos0[0]}"] = {

@@ -156,6 +156,8 @@ def plot_loss_curves(
         specs.append((name, lines, "loss"))
         if any(_series(recs, "val_dice")[0].size for recs in lines.values()):
             specs.append((name, lines, "val_dice"))
+    from matplotlib.ticker import MaxNLocator
+
     n = len(specs)
     cols = min(ncols, n)
     rows = math.ceil(n / cols)
@@ -170,6 +172,7 @@ def plot_loss_curves(
                     x, y, color=_colour(j), lw=1.4, label=label, marker="." if x.size < 30 else None
                 )
         ax.set_xlabel("iteration")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if key == "loss":
             ax.set_ylabel("training loss")
             ax.set_title(name, fontsize=10)
@@ -290,7 +293,8 @@ def plot_dice_per_class(
         fontsize=8,
         title_fontsize=8,
         frameon=False,
-        loc="lower left",
+        loc="upper left",
+        bbox_to_anchor=(1.01, 1.0),
     )
     ax.set_title(title or "Dice per class", fontsize=11)
     return _save(fig, out)
@@ -370,7 +374,7 @@ def plot_results_summary(
     ax.set_ylabel(metric)
     ax.set_ylim(0.0, 1.0)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper left")
+    ax.legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "Results: mean ± std, one point per seed / combination", fontsize=10)
     return _save(fig, out)
 
