@@ -1,0 +1,151 @@
+"""Iterations/s of each training stage at the paper's setting, and the losses' share of a step.
+
+Stages are run through the public API (`pretrain_global`, `pretrain_local`, `finetune`) on random
+volumes: 192x192 slices, the paper's UNet, stage-1 batch 10 volumes x 4 partitions x 2 views = 80
+rows, stage-2 batch 3 x 4 x 2 = 24 rows (the original L^D), fine-tuning batch 20 with affine +
+elastic augmentation. The loss share compares the loss's forward+backward alone (on inputs of the
+stage's shapes) with the median step time. ``--device cuda`` uses bf16 autocast and channels-last;
+``--quick`` runs 64x64 slices, a narrow UNet and a few iterations (CI).
+
+    python benchmarks/bench_pipeline.py [--quick] [--device cuda] [--iterations N] [--json P]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+import torch
+from _common import metadata, parser, print_table, set_threads, time_fn, write_json
+
+from contrastlocal.nn import GlobalContrastiveLoss, LocalContrastiveLoss
+from contrastlocal.training import Volume, finetune, preset, pretrain_global, pretrain_local
+
+
+def _volumes(n: int, size: int, rng: np.random.Generator) -> list[Volume]:
+    out = []
+    for i in range(n):
+        z = 12
+        image = rng.random((z, size, size), dtype=np.float32)
+        label = rng.integers(0, 4, (z, size, size)).astype(np.uint8)
+        out.append(Volume(image, label, case_id=f"{i:03d}"))
+    return out
+
+
+def main() -> None:
+    p = parser(__doc__ or "")
+    p.add_argument("--iterations", type=int, default=None, help="iterations per stage")
+    args = p.parse_args()
+    set_threads(args.threads)
+    device = args.device
+    quick = args.quick
+    size = 64 if quick else 192
+    iterations = args.iterations or (3 if quick else (20 if device == "cpu" else 200))
+    model = (
+        {"channels": (8, 16, 32), "image_size": (size, size), "global_hidden_features": 64}
+        if quick
+        else {"image_size": (size, size)}
+    )
+    cfg = preset(
+        "acdc",
+        model=model,
+        global_stage={"iterations": iterations, "log_every": iterations},
+        local_stage={
+            "iterations": iterations,
+            "log_every": iterations,
+            "num_decoder_blocks": 2 if quick else 3,
+        },
+        finetune={"iterations": iterations, "log_every": iterations, "validate_every": 10**6},
+        runtime={
+            "device": device,
+            "amp": "bf16" if device.startswith("cuda") else "none",
+            "progress": False,
+        },
+    )
+    rng = np.random.default_rng(0)
+    vols = _volumes(cfg.global_stage.volumes_per_batch, size, rng)
+    rows = []
+
+    t = time.perf_counter()
+    g = pretrain_global(vols, cfg)
+    rows.append(
+        {
+            "stage": "1 global (G^D)",
+            "rows/batch": 2 * cfg.global_stage.volumes_per_batch * 4,
+            "it/s": g.iterations_per_second,
+            "s/it": 1 / g.iterations_per_second,
+            "wall_s": time.perf_counter() - t,
+        }
+    )
+    t = time.perf_counter()
+    loc = pretrain_local(vols, cfg, encoder=g.network)
+    rows.append(
+        {
+            "stage": "2 local (L^D)",
+            "rows/batch": 2 * cfg.local_stage.volumes_per_batch * 4,
+            "it/s": loc.iterations_per_second,
+            "s/it": 1 / loc.iterations_per_second,
+            "wall_s": time.perf_counter() - t,
+        }
+    )
+    t = time.perf_counter()
+    ft = finetune(vols[:1], [], cfg, init=loc.network)
+    rows.append(
+        {
+            "stage": "3 fine-tune",
+            "rows/batch": cfg.finetune.batch_size,
+            "it/s": ft.iterations_per_second,
+            "s/it": 1 / ft.iterations_per_second,
+            "wall_s": time.perf_counter() - t,
+        }
+    )
+
+    # losses alone (forward + backward) on tensors of the stages' shapes
+    dev = torch.device(device)
+    n_global = 2 * cfg.global_stage.volumes_per_batch * 4
+    emb = torch.randn(n_global, 128, device=dev, requires_grad=True)
+    ids = torch.arange(n_global // 2, device=dev).repeat(2)
+    parts = (ids % 4).to(dev)
+    gloss = GlobalContrastiveLoss(strategy="domain")
+
+    def global_loss() -> None:
+        gloss(emb, ids, parts).backward()
+
+    c, h, w = loc.network.feature_shape(size)
+    n_local = 2 * cfg.local_stage.volumes_per_batch * 4
+    feats = torch.randn(n_local, c, h, w, device=dev, requires_grad=True)
+    lids = torch.arange(n_local // 2, device=dev).repeat(2)
+    lparts = (lids % 4).to(dev)
+    lvols = (lids // 4).to(dev)
+    lloss = LocalContrastiveLoss(strategy="domain", in_channels=c).to(dev)
+
+    def local_loss() -> None:
+        lloss(feats, lids, lparts, lvols).backward()
+
+    repeat = args.repeat or (3 if quick else 10)
+    tg = time_fn(global_loss, repeat=repeat, device=device)["median_s"]
+    tl = time_fn(local_loss, repeat=repeat, device=device)["median_s"]
+    rows[0]["loss_s"] = tg
+    rows[0]["loss_share_%"] = 100 * tg / rows[0]["s/it"]
+    rows[1]["loss_s"] = tl
+    rows[1]["loss_share_%"] = 100 * tl / rows[1]["s/it"]
+    total_h = sum(10_000 * r["s/it"] for r in rows) / 3600
+    print_table(
+        rows,
+        ["stage", "rows/batch", "it/s", "s/it", "loss_s", "loss_share_%", "wall_s"],
+        title=f"Training stages at {size}x{size} on {device} ({iterations} iterations each)",
+    )
+    print(f"\nprojected 3 x 10 000 iterations: {total_h:.2f} h (paper: 8 h on a Titan X)")
+    write_json(
+        args.json,
+        {"meta": metadata(device), "size": size, "iterations": iterations, "rows": rows,
+         "projected_hours": total_h},
+    )
+
+
+if __name__ == "__main__":
+    main()
