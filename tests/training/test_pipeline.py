@@ -33,6 +33,7 @@ def _trainable(net, keys):
     return [k for k in keys if k in names]
 
 
+@pytest.mark.slow
 def test_recipe_end_to_end_hand_overs_and_table(tmp_path):
     cfg = tiny_config()
     data = volumes()
@@ -104,6 +105,7 @@ def test_recipe_end_to_end_hand_overs_and_table(tmp_path):
     assert "±" in format_results_table(results)
 
 
+@pytest.mark.slow
 def test_finetune_rejects_foreign_checkpoint_before_training(tmp_path):
     cfg = tiny_config()
     data = volumes()
