@@ -1,8 +1,9 @@
 """The CPU demo: the whole recipe on synthetic cardiac phantoms, random init vs G^D vs G^D + L^D.
 
-For each seed a fresh synthetic dataset is generated (its own volumes), the encoder is
-pre-trained with G^D and the decoder with L^D on the unlabelled pool (once per seed, shared by
-|X_tr| = 1 and 2), then three initialisations — random, G^D (encoder), G^D + L^D (encoder and l
+The encoder is pre-trained with G^D and the decoder with L^D once, on an unlabelled pool of
+synthetic volumes (shared by all seeds, to fit the CPU budget). For each seed a fresh synthetic
+dataset of labelled, validation and test volumes is generated (disjoint from the pool), then
+three initialisations — random, G^D (encoder), G^D + L^D (encoder and l
 decoder blocks) — are fine-tuned with the *same* budget, batch, augmentation and validation-based
 checkpoint selection on |X_tr| = 1 and 2 labelled volumes and scored on held-out test volumes
 (mean foreground 3D Dice). No seed is selected or dropped.
@@ -71,7 +72,7 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
     >>> from contrastlocal.training.demo import demo_settings
     >>> s = demo_settings()
     >>> s.image_size, s.num_labelled, s.config.finetune.iterations
-    (48, (1, 2), 200)
+    (48, (1, 2), 150)
     """
     if quick:
         size = 32
@@ -101,15 +102,15 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
             "image_size": (size, size),
             "global_hidden_features": 64,
         },
-        global_stage={"iterations": 200, "volumes_per_batch": 4, "log_every": 10},
+        global_stage={"iterations": 150, "volumes_per_batch": 4, "log_every": 10},
         local_stage={
-            "iterations": 200,
+            "iterations": 150,
             "volumes_per_batch": 3,
             "num_decoder_blocks": 2,
             "log_every": 10,
         },
         finetune={
-            "iterations": 200,
+            "iterations": 150,
             "batch_size": 8,
             "validate_every": 20,
             "log_every": 10,
@@ -118,21 +119,23 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
     return DemoSettings(size, 8, 2, 4, (1, 2), cfg)
 
 
-def _volumes(seed: int, settings: DemoSettings) -> dict[str, list[Volume]]:
+def _make(n: int, seed: int, settings: DemoSettings) -> list[Volume]:
     from ..data.preprocess import PreprocessConfig
     from ..data.synthetic import make_synthetic_dataset
 
+    size = settings.image_size
+    cases = make_synthetic_dataset(n, seed=seed, shape=(size, size), spacing=(1.5, 1.5, 8.0))
+    prep = PreprocessConfig(image_size=(size, size))
+    return [Volume.from_case(c, prep) for c in cases]
+
+
+def _volumes(seed: int, settings: DemoSettings) -> dict[str, list[Volume]]:
+    """Labelled, validation and test volumes of one seed (a dataset of their own)."""
     s = settings
-    total = s.num_pretrain + max(s.num_labelled) + s.num_val + s.num_test
-    cases = make_synthetic_dataset(
-        total, seed=10_000 + seed, shape=(s.image_size, s.image_size), spacing=(1.5, 1.5, 8.0)
-    )
-    prep = PreprocessConfig(image_size=(s.image_size, s.image_size))
-    vols = [Volume.from_case(c, prep) for c in cases]
-    a = s.num_pretrain
-    b = a + max(s.num_labelled)
+    vols = _make(max(s.num_labelled) + s.num_val + s.num_test, 20_000 + seed, s)
+    b = max(s.num_labelled)
     c = b + s.num_val
-    return {"pretrain": vols[:a], "labelled": vols[a:b], "val": vols[b:c], "test": vols[c:]}
+    return {"labelled": vols[:b], "val": vols[b:c], "test": vols[c:]}
 
 
 def run_demo(
@@ -172,7 +175,9 @@ def run_demo(
 
     Notes
     -----
-    Pre-training (G^D, then L^D from it) runs once per seed and is shared by |X_tr| = 1 and 2.
+    Pre-training (G^D, then L^D from it) runs once and is shared by all seeds and |X_tr|; the
+    seeds vary the labelled/validation/test volumes, the fresh weights, the batches and the
+    augmentation of fine-tuning.
     All three initialisations use the same fine-tuning settings (iterations, batch, affine +
     elastic augmentation, validation-based checkpoint selection). Wall time on a 2-core CPU is
     a few minutes (see the report written to ``run.json``).
@@ -189,23 +194,21 @@ def run_demo(
     }
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    # pre-training once, on an unlabelled pool disjoint from every seed's labelled/test data
+    cfg0 = settings.config.replace(seed=0, runtime={"progress": progress})
+    pool = _make(settings.num_pretrain, 10_000, settings)
+    pre = None if root is None else root / "pretrain"
+    t = time.perf_counter()
+    g = pretrain_global(pool, cfg0, out=None if pre is None else pre / "global", resume=False)
+    loc = pretrain_local(
+        pool, cfg0, encoder=g.network, out=None if pre is None else pre / "local", resume=False
+    )
+    timings["pretrain_s"] = time.perf_counter() - t
+    say(f"pre-training (G^D then L^D) done in {timings['pretrain_s']:.0f} s")
     for seed in seeds:
         cfg = settings.config.replace(seed=seed, runtime={"progress": progress})
         data = _volumes(seed, settings)
         sub = None if root is None else root / f"seed{seed}"
-        t = time.perf_counter()
-        g = pretrain_global(
-            data["pretrain"], cfg, out=None if sub is None else sub / "global", resume=False
-        )
-        loc = pretrain_local(
-            data["pretrain"],
-            cfg,
-            encoder=g.network,
-            out=None if sub is None else sub / "local",
-            resume=False,
-        )
-        timings[f"seed{seed}/pretrain_s"] = time.perf_counter() - t
-        say(f"seed {seed}: pre-training done in {timings[f'seed{seed}/pretrain_s']:.0f} s")
         inits: dict[str, Any] = {"random": None, "GD": g.network, "GD+LD": loc.network}
         for n in settings.num_labelled:
             for key, init in inits.items():
