@@ -33,6 +33,14 @@ class Case:
         Anything else worth keeping (source paths, frame number, original orientation, ...).
     is_rgb : bool
         True for 2D RGB images (Cityscapes).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.data import Case
+    >>> case = Case("001", np.zeros((4, 4, 2), np.float32), None, (1.5, 1.5, 8.0))
+    >>> case.image.shape, case.label is None, case.affine.shape
+    ((4, 4, 2), True, (4, 4))
     """
 
     case_id: str

@@ -10,10 +10,10 @@ Layout of one cache (one dataset, one split, one pre-processing configuration)::
                        the pre-processing config, its digest, format versions
         parts/         per-case results while the cache is being written (removed at the end)
 
-``<key>`` is :meth:`PreprocessConfig.digest` (combined with any reader options). Every file is
-written to a temporary name and moved into place with :func:`os.replace`, and ``index.json`` is
-written last: a cache with an ``index.json`` is complete. A killed run leaves finished cases in
-``parts/``; the next run skips them.
+``<key>`` is :meth:`~contrastlocal.data.preprocess.PreprocessConfig.digest` (combined with any
+reader options). Every file is written to a temporary name and moved into place with
+:func:`os.replace`, and ``index.json`` is written last: a cache with an ``index.json`` is
+complete. A killed run leaves finished cases in ``parts/``; the next run skips them.
 
 Random single-slice reads from a memory-mapped ``.npy`` are fast (~10^4 per second, DATA.md §3.3);
 small caches can be loaded into RAM (``open_cache(path, in_memory=True)``).
@@ -251,7 +251,7 @@ class CacheWriter:
         )
 
     def done_case_ids(self) -> list[str]:
-        """Cases whose intermediate result is already on disk.
+        """Return the cases whose intermediate result is already on disk.
 
         Returns
         -------
@@ -475,7 +475,20 @@ class CacheData:
 
     Examples
     --------
-    See :class:`CacheWriter`.
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from contrastlocal.data import Case
+    >>> from contrastlocal.data.cache import CacheWriter, open_cache
+    >>> from contrastlocal.data.preprocess import PreprocessConfig, preprocess_case
+    >>> case = Case("a", np.ones((8, 8, 3)), np.zeros((8, 8, 3), np.uint8), (1.0, 1.0, 1.0))
+    >>> cfg = PreprocessConfig(image_size=(8, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     writer = CacheWriter(Path(tmp) / "c", ["a"], config=cfg)
+    ...     _ = writer.write_case("a", *preprocess_case(case, cfg))
+    ...     data = open_cache(writer.finalize(), in_memory=True)
+    >>> data.images.shape, data.case_ids, data.partition.tolist()
+    ((3, 8, 8), ('a',), [0, 1, 2])
     """
 
     path: Path
@@ -640,7 +653,20 @@ def open_cache(path: str | os.PathLike[str], *, in_memory: bool = False) -> Cach
 
     Examples
     --------
-    See :class:`CacheWriter`.
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from contrastlocal.data import Case
+    >>> from contrastlocal.data.cache import CacheWriter, open_cache
+    >>> from contrastlocal.data.preprocess import PreprocessConfig, preprocess_case
+    >>> case = Case("a", np.ones((8, 8, 3)), np.zeros((8, 8, 3), np.uint8), (1.0, 1.0, 1.0))
+    >>> cfg = PreprocessConfig(image_size=(8, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     writer = CacheWriter(Path(tmp) / "c", ["a"], config=cfg)
+    ...     _ = writer.write_case("a", *preprocess_case(case, cfg))
+    ...     data = open_cache(writer.finalize(), in_memory=True)
+    >>> data.images.shape, data.case_ids, data.partition.tolist()
+    ((3, 8, 8), ('a',), [0, 1, 2])
     """
     root = Path(path)
     if not root.is_dir():

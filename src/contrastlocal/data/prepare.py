@@ -44,7 +44,24 @@ DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes")
 
 
 class ReaderLike(Protocol):
-    """What :func:`prepare_cases` needs from a reader: case ids and one case at a time."""
+    """What :func:`prepare_cases` needs from a reader: case ids and one case at a time.
+
+    Every reader of :mod:`contrastlocal.data.readers` satisfies it, and so does any object with
+    a ``case_ids`` sequence and a ``read(case_id)`` method returning a
+    :class:`~contrastlocal.data.Case`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.data import Case
+    >>> class InMemory:
+    ...     case_ids = ["a"]
+    ...     def read(self, case_id):
+    ...         return Case(case_id, np.zeros((4, 4, 2), np.float32), None, (1.0, 1.0, 1.0))
+    >>> reader: ReaderLike = InMemory()
+    >>> reader.read("a").image.shape
+    (4, 4, 2)
+    """
 
     @property
     def case_ids(self) -> Sequence[str]:
@@ -52,7 +69,18 @@ class ReaderLike(Protocol):
         ...
 
     def read(self, case_id: str) -> Case:
-        """Read one case."""
+        """Read one case.
+
+        Parameters
+        ----------
+        case_id : str
+            One of `case_ids`.
+
+        Returns
+        -------
+        Case
+            The case as read from disk, before pre-processing.
+        """
         ...
 
 
@@ -467,6 +495,21 @@ def run_prepare(args: argparse.Namespace) -> int:
     -------
     int
         0 on success (errors are raised: ``ValueError`` / ``FileNotFoundError``).
+
+    Examples
+    --------
+    >>> import argparse, tempfile
+    >>> from contrastlocal.data.fixtures import write_acdc_fixture
+    >>> parser = argparse.ArgumentParser()
+    >>> add_prepare_arguments(parser)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     root = write_acdc_fixture(f"{tmp}/acdc", num_patients=2)
+    ...     args = parser.parse_args(["acdc", "--root", str(root), "--out", f"{tmp}/cache",
+    ...                               "--n4", "none", "--workers", "0", "--no-progress"])
+    ...     status = run_prepare(args)  # doctest: +ELLIPSIS
+    /.../acdc/all-...
+    >>> status
+    0
     """
     config = PREPROCESS_PRESETS[args.dataset]
     if getattr(args, "n4", None) is not None:

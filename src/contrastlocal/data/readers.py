@@ -198,6 +198,20 @@ class DatasetReader:
         Number of label classes, background included.
     class_names : tuple of str
         Name of each label value.
+
+    Examples
+    --------
+    Every reader is a sequence-like collection of cases (here the ACDC reader on a tiny copy of
+    the ACDC layout):
+
+    >>> import tempfile
+    >>> from contrastlocal.data.fixtures import write_acdc_fixture
+    >>> from contrastlocal.data.readers import ACDCReader, DatasetReader
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     reader = ACDCReader(write_acdc_fixture(tmp, num_patients=2))
+    ...     cases = [case.case_id for case in reader]
+    >>> isinstance(reader, DatasetReader), len(reader), cases, reader.num_classes
+    (True, 2, ['001', '002'], 4)
     """
 
     name: ClassVar[str]

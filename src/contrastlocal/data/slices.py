@@ -297,7 +297,8 @@ class SliceDataset(Dataset[dict[str, Any]]):
         Parameters
         ----------
         indices : sequence of int of length B, or of ``(index, position)`` pairs
-            Global slice indices, e.g. one batch of a :class:`PartitionBatchSampler`.
+            Global slice indices, e.g. one batch of a
+            :class:`~contrastlocal.samplers.PartitionBatchSampler`.
 
         Returns
         -------
@@ -336,13 +337,14 @@ class SliceDataset(Dataset[dict[str, Any]]):
         return out
 
     def batch_sampler(self, **kwargs: Any) -> PartitionBatchSampler:
-        """Return a :class:`PartitionBatchSampler` over this dataset's volumes and partitions.
+        """Return a partition batch sampler over this dataset's volumes and partitions.
 
         Parameters
         ----------
         **kwargs
-            Passed to :class:`PartitionBatchSampler` (``volumes_per_batch``, ``seed``,
-            ``num_replicas``, ``rank``, ``drop_last``, ``return_positions``).
+            Passed to :class:`~contrastlocal.samplers.PartitionBatchSampler`
+            (``volumes_per_batch``, ``seed``, ``num_replicas``, ``rank``, ``drop_last``,
+            ``return_positions``).
 
         Returns
         -------

@@ -55,6 +55,8 @@ class DatasetSplits:
         The original's validation list of the pre-training set (unused by its scripts).
     trall : (tuple of str, tuple of str) or None
         The "all labelled" benchmark (train ids, validation ids), where the original has one.
+    notes : mapping of str to str
+        Free-text remarks on the lists (e.g. the original's bugs fixed here).
 
     Examples
     --------
