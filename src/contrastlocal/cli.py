@@ -484,13 +484,17 @@ def demo_plots(
         )
     ]
     first = root / f"seed{seeds[0]}"
+
+    def stage_logs(stage: str) -> dict[str, Path]:
+        # pre-training shared by all seeds (root/pretrain/<stage>) or one per seed
+        shared = root / "pretrain" / stage / "metrics.jsonl"
+        if shared.is_file():
+            return {"shared by all seeds": shared}
+        return {f"seed {s}": root / f"seed{s}" / stage / "metrics.jsonl" for s in seeds}
+
     panels: dict[str, dict[str, Path]] = {
-        "stage 1: G^D (encoder + g_1)": {
-            f"seed {s}": root / f"seed{s}" / "global" / "metrics.jsonl" for s in seeds
-        },
-        "stage 2: L^D (decoder + g_2, frozen G^D encoder)": {
-            f"seed {s}": root / f"seed{s}" / "local" / "metrics.jsonl" for s in seeds
-        },
+        "stage 1: G^D (encoder + g_1)": stage_logs("global"),
+        "stage 2: L^D (decoder + g_2, frozen G^D encoder)": stage_logs("local"),
     }
     for n in settings.num_labelled:
         panels[f"fine-tuning |X_tr| = {n} (seed {seeds[0]})"] = {
@@ -502,20 +506,21 @@ def demo_plots(
         written.append(
             plot_loss_curves(panels, plots / "loss_curves.png", title="Synthetic demo: training")
         )
-    # per-class test Dice of the selected checkpoints, re-evaluated from best.pt
+    # per-class test Dice of the selected checkpoints (best.pt), re-evaluated on each seed's
+    # held-out test volumes, which the demo regenerates deterministically from the seed
     n_max = max(settings.num_labelled)
     scores: dict[str, list[Any]] = {k: [] for k in results}
-    data0 = None
+    test_volumes: list[Any] = []
     for s in seeds:
-        data = _volumes(s, settings)
-        data0 = data0 or data
+        test = _volumes(s, settings)["test"]
+        test_volumes += test
         for key in results:
             best = root / f"seed{s}" / f"finetune_{key}_n{n_max}" / "best.pt"
             if not best.is_file():
                 continue
             net = build_unet(cfg)
             load_weights(net, best)
-            res = evaluate(net, data["test"], num_classes=cfg.model.num_classes, compute_hd95=False)
+            res = evaluate(net, test, num_classes=cfg.model.num_classes, compute_hd95=False)
             scores[key].append(res.dice[:, 1:])
     if all(scores.values()):
         written.append(
@@ -528,11 +533,10 @@ def demo_plots(
                 unit="test volume and seed",
             )
         )
-    if data0 is not None:
-        final = first / "global" / "final.pt"
-        written += _pretrain_plots(
-            cfg, data0["pretrain"], final if final.is_file() else None, plots, "G^D"
-        )
+    finals = [root / "pretrain" / "global" / "final.pt", first / "global" / "final.pt"]
+    final = next((f for f in finals if f.is_file()), None)
+    # partitions and embeddings of held-out volumes (never seen in pre-training)
+    written += _pretrain_plots(cfg, test_volumes, final, plots, "G^D")
     return written
 
 
