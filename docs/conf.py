@@ -109,15 +109,6 @@ nitpick_ignore_regex += [
     ("py:.*", rf"contrastlocal\.{name}(\..*)?") for name in MISSING_SUBPACKAGES
 ]
 
-# TEMPORARY, while the package is being written: references in docstrings of modules still in
-# progress that do not resolve yet (a short name from another module, a function not written
-# yet). Each is fixed in the docstring and removed from here once its module is stable; the
-# goal is an empty list.
-nitpick_ignore = [
-    ("py:meth", "PreprocessConfig.digest"),
-    ("py:data", "PREPROCESS_FORMAT_VERSION"),
-    ("py:class", "PartitionBatchSampler"),
-]
 
 # -- autodoc / autosummary / numpydoc -----------------------------------------------------------
 autosummary_generate = True
