@@ -117,7 +117,22 @@ class GlobalContrastiveLoss(torch.nn.Module):
         image_ids: torch.Tensor,
         partition_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Loss of a batch (see the class docstring for shapes)."""
+        """Compute the loss of a batch of embeddings.
+
+        Parameters
+        ----------
+        embeddings : tensor of shape (N, D)
+            Projected image-level embeddings (g_1's output), one per row.
+        image_ids : int tensor of shape (N,)
+            Rows with equal id are views of one image.
+        partition_ids : int tensor of shape (N,), optional
+            Partition of each row's slice; required unless ``strategy="random"``.
+
+        Returns
+        -------
+        tensor
+            0-D, or (N, N) for ``reduction="none"``; float32 for half/float32 input.
+        """
         if self.gather_distributed:
             self._check_distributed()
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
