@@ -145,6 +145,18 @@ def main() -> None:
     # (rows, input size, map size); --quick: tiny inputs so CI keeps the script working
     settings = [(8, 64, 16)] if args.quick else [(n, 192, 48) for n in args.rows]
     repeat = args.repeat or (3 if args.quick else 10)
+    # memory first: a child's ru_maxrss starts from this process's high-water mark
+    mem_rows: list[dict[str, Any]] = []
+    for n, _, map_size in settings:
+        for case, body in (
+            ("baseline", ""),
+            ("ours/random", "loss(features, images).backward()"),
+        ):
+            code = MEMORY_CODE.format(threads=args.threads, n=n, c=CHANNELS, m=map_size,
+                                      body=body)
+            mem_rows.append({"N": n, "case": case,
+                             "peak_MiB": _common.peak_memory_subprocess(code)})
+
     rows: list[dict[str, Any]] = []
     for n, image_size, map_size in settings:
         cases = ["ours/random", "ours/domain"]
@@ -182,17 +194,6 @@ def main() -> None:
                 "loss/net_cpu_%": 100.0 * r["cpu_s"] / net_cpu if net_cpu and is_loss else None,
             })
         print(f"N={n} done ({time.strftime('%H:%M:%S')})", flush=True)
-
-    mem_rows: list[dict[str, Any]] = []
-    for n, _, map_size in settings:
-        for case, body in (
-            ("baseline", ""),
-            ("ours/random", "loss(features, images).backward()"),
-        ):
-            code = MEMORY_CODE.format(threads=args.threads, n=n, c=CHANNELS, m=map_size,
-                                      body=body)
-            mem_rows.append({"N": n, "case": case,
-                             "peak_MiB": _common.peak_memory_subprocess(code)})
 
     _common.print_table(
         rows,
