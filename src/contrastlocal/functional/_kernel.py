@@ -246,6 +246,11 @@ def masked_contrastive_loss(
     negative finite value, never ``-inf``), so τ = 0.01 does not overflow and an all-zero
     embedding row gives a finite loss and gradient. Memory is O(N²).
 
+    With torch tensors and ``reduction="mean"`` or ``"sum"``, a fused implementation with an
+    analytic backward runs instead (same values to rounding; it keeps one (N, N) array for the
+    backward pass, runs with autocast disabled, and supports first-order gradients only: no
+    double backward). ``reduction="none"`` and every other library use the array-API code.
+
     References
     ----------
     Chaitanya, Erdil, Karani, Konukoglu, "Contrastive learning of global and local features for
