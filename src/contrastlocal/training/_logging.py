@@ -60,6 +60,18 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     list of dict
         Training records (``stage``, ``iteration``, ``loss``, ``it_per_s``, ``elapsed_s``) and
         validation records (``iteration``, ``val_dice``, ...), in order.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from contrastlocal.training import read_metrics
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     log = Path(tmp) / "metrics.jsonl"
+    ...     _ = log.write_text(json.dumps({"stage": "global", "iteration": 50, "loss": 4.2}) + "\\n")
+    ...     records = read_metrics(log)
+    >>> records[0]["iteration"], records[0]["loss"]
+    (50, 4.2)
     """
     p = Path(path)
     return [json.loads(line) for line in p.read_text().splitlines() if line.strip()]

@@ -78,6 +78,18 @@ def check_architecture(signature: Mapping[str, Any], module: nn.Module, source: 
     ------
     ValueError
         Naming the class or the first missing, unexpected or differently shaped tensor.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from contrastlocal.training import architecture_signature, check_architecture
+    >>> signature = architecture_signature(nn.Linear(3, 2))
+    >>> check_architecture(signature, nn.Linear(3, 2), "a.pt")  # same shapes: no error
+    >>> try:
+    ...     check_architecture(signature, nn.Linear(4, 2), "a.pt")
+    ... except ValueError:
+    ...     print("rejected")
+    rejected
     """
     mine = architecture_signature(module)
     if signature.get("class") != mine["class"]:
@@ -171,6 +183,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     ------
     ValueError
         If the file does not exist or cannot be read as a checkpoint.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from contrastlocal.training import load_checkpoint, save_checkpoint
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     path = save_checkpoint(Path(d) / "a.pt", {"iteration": 3, "w": torch.ones(2)})
+    ...     payload = load_checkpoint(path)
+    >>> payload["iteration"], payload["w"].tolist()
+    (3, [1.0, 1.0])
     """
     p = Path(path)
     if not p.is_file():
@@ -199,6 +222,18 @@ def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:
     -------
     list of (int, Path)
         Iteration and file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from contrastlocal.training import list_checkpoints, save_checkpoint
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for it in (20, 10):
+    ...         _ = save_checkpoint(Path(d) / f"iter_{it}.pt", {"iteration": it})
+    ...     found = [(it, p.name) for it, p in list_checkpoints(d)]
+    >>> found
+    [(10, 'iter_10.pt'), (20, 'iter_20.pt')]
     """
     d = Path(directory)
     if not d.is_dir():
@@ -223,6 +258,19 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     -------
     Path or None
         The file with the largest iteration.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from contrastlocal.training import latest_checkpoint, save_checkpoint
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     empty = latest_checkpoint(d)
+    ...     for it in (10, 20):
+    ...         _ = save_checkpoint(Path(d) / f"iter_{it}.pt", {"iteration": it})
+    ...     newest = latest_checkpoint(d).name
+    >>> empty, newest
+    (None, 'iter_20.pt')
     """
     found = list_checkpoints(directory)
     return found[-1][1] if found else None
@@ -247,6 +295,19 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
     ------
     ValueError
         If the file is missing, unreadable, holds no network or comes from another architecture.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> from torch import nn
+    >>> from contrastlocal.training import architecture_signature, load_weights, save_checkpoint
+    >>> source, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    >>> payload = {"model": source.state_dict(), "architecture": architecture_signature(source)}
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     _ = load_weights(target, save_checkpoint(Path(d) / "final.pt", payload))
+    >>> torch.equal(target.weight, source.weight)
+    True
     """
     data = load_checkpoint(path)
     if "model" not in data or "architecture" not in data:

@@ -90,6 +90,12 @@ class ModelConfig:
         Width of g_1's hidden layer (1024 as in the authors' code, 3200 as the supplement says).
     global_out_features : int
         Dimension of the global embeddings (128).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset
+    >>> preset("acdc").model.image_size, preset("mmwhs").model.num_classes
+    ((192, 192), 8)
     """
 
     in_channels: int = 1
@@ -131,7 +137,7 @@ class GlobalStageConfig:
     learning_rate : float
         Adam learning rate (1e-3).
     temperature : float
-        τ (0.1).
+        The temperature τ (0.1).
     volumes_per_batch : int
         Distinct volumes per batch (10); one slice per partition each, two views per slice,
         i.e. 10 × 4 × 2 = 80 rows.
@@ -141,6 +147,13 @@ class GlobalStageConfig:
         Iterations between loss read-outs (the only host synchronisation of the loop).
     checkpoint_every : int
         Iterations between atomic checkpoints.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset
+    >>> stage = preset("acdc").global_stage
+    >>> stage.strategy, stage.volumes_per_batch, stage.num_partitions, stage.temperature
+    ('domain', 10, 4, 0.1)
     """
 
     strategy: Literal["domain", "random", "domain_negatives"] = "domain"
@@ -178,9 +191,9 @@ class LocalStageConfig:
     learning_rate : float
         Adam learning rate (1e-3).
     temperature : float
-        τ (0.1).
+        The temperature τ (0.1).
     num_decoder_blocks : int
-        l, decoder blocks pre-trained and handed over (3; the ablation varies 1…5).
+        The number l of decoder blocks pre-trained and handed over (3; the ablation varies 1…5).
     region_size : int
         K, the side of a local region (3).
     num_regions : int
@@ -195,10 +208,17 @@ class LocalStageConfig:
         How the frozen encoder's batch normalisation behaves: the original normalises with the
         current batch's statistics.
     lambda_local : float
-        λ_l, weight of the local loss in :func:`~contrastlocal.training.pretrain_joint`
+        The weight λ_l of the local loss in :func:`~contrastlocal.training.pretrain_joint`
         (L_g + λ_l·L_l; the seed's Table 7 varies it over 1…1000).
     log_every, checkpoint_every : int
         As in :class:`GlobalStageConfig`.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset
+    >>> stage = preset("acdc").local_stage
+    >>> stage.strategy, stage.num_decoder_blocks, stage.region_size, stage.num_regions
+    ('domain', 3, 3, 13)
     """
 
     strategy: Literal["domain", "random"] = "domain"
@@ -262,6 +282,13 @@ class FinetuneConfig:
         Slices per forward pass when predicting volumes.
     log_every, checkpoint_every : int
         As in :class:`GlobalStageConfig`.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset
+    >>> stage = preset("acdc", **{"finetune.mixup": True}).finetune
+    >>> stage.batch_size, stage.loss, stage.mixup
+    (20, 'dice', True)
     """
 
     iterations: int = 10_000
@@ -309,6 +336,12 @@ class RuntimeConfig:
         Show a progress bar (only when stderr is a terminal).
     num_threads : int or None
         Torch intra-op threads on the CPU (None: leave torch's default).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset
+    >>> preset("acdc", **{"runtime.device": "cuda"}).runtime.device
+    'cuda'
     """
 
     device: str = "cpu"
@@ -616,6 +649,18 @@ def load_config(path: str | Path, /, **overrides: Any) -> ExperimentConfig:
     ------
     ValueError
         If the file does not exist or holds an unknown key or an invalid value.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from contrastlocal.training import load_config
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = Path(tmp) / "short.toml"
+    ...     _ = path.write_text('dataset = "acdc"\\n[global_stage]\\niterations = 2000\\n')
+    ...     config = load_config(path, seed=3)
+    >>> config.dataset, config.global_stage.iterations, config.seed
+    ('acdc', 2000, 3)
     """
     path = Path(path)
     if not path.is_file():

@@ -95,7 +95,7 @@ def _surface(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.bool_]:
 def surface_distances(
     a: Any, b: Any, spacing: Sequence[float]
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    """Distances (mm) from each surface voxel of `a` to the surface of `b`, and back.
+    """Return the distances (mm) from each surface voxel of `a` to the surface of `b`, and back.
 
     Parameters
     ----------

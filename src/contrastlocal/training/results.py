@@ -150,6 +150,16 @@ def write_results(
     -------
     tuple of Path
         The Markdown and CSV files.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from contrastlocal.training import write_results
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     md, csv = write_results({"random": {1: [0.5, 0.7]}}, tmp, title="ACDC")
+    ...     names, first = (md.name, csv.name), md.read_text().splitlines()[0]
+    >>> names, first
+    (('results.md', 'results.csv'), 'ACDC')
     """
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
