@@ -459,6 +459,13 @@ def demo_plots(
     list of Path
         The PNG files written: ``results.png``, ``loss_curves.png``, ``dice_per_class.png``,
         ``partitions.png`` and ``embeddings.png``.
+
+    Examples
+    --------
+    >>> from contrastlocal.training.demo import run_demo
+    >>> results = run_demo("demo_out", quick=True, seeds=(0,))  # doctest: +SKIP
+    >>> [p.name for p in demo_plots("demo_out", results, seeds=[0], quick=True)]  # doctest: +SKIP
+    ['results.png', 'loss_curves.png', 'dice_per_class.png', 'partitions.png', 'embeddings.png']
     """
     import numpy as np
 

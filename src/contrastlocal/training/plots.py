@@ -338,6 +338,14 @@ def plot_results_summary(
     -----
     Bars are means, error bars the sample standard deviation (ddof = 1), and every score is
     drawn as a point, so a mean over three seeds is never shown without its spread.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> res = {"random": {"1": [0.4, 0.5, 0.45]}, "GD+LD": {"1": [0.6, 0.7, 0.65]}}
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_results_summary(res, pathlib.Path(tmp) / "results.png").name
+    'results.png'
     """
     if not results:
         msg = "`results` must hold at least one initialisation; got none."
@@ -431,6 +439,15 @@ def plot_partition_grid(
     The slice shown for a partition is the middle one of its slice range; the column title
     gives the range as a fraction of the volume, the same for every row, which is what makes
     slices of one column correspond across volumes.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> vols = [np.random.default_rng(i).uniform(size=(8, 16, 16)) for i in range(2)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_partition_grid(vols, pathlib.Path(tmp) / "partitions.png").name
+    'partitions.png'
     """
     if len(volumes) == 0:
         msg = "`volumes` must hold at least one volume; got none."
@@ -585,6 +602,16 @@ def plot_embedding_projection(
     together slices of the same partition across volumes, points of one colour gather.
     Each panel also reports the ratio of the mean cosine similarity within partitions to that
     across partitions as a one-number summary.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> import numpy as np
+    >>> pid = np.repeat(np.arange(4), 5)
+    >>> emb = np.random.default_rng(0).normal(size=(20, 8)) + 3 * np.eye(8)[pid]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     plot_embedding_projection({"G^D": emb}, pid, pathlib.Path(tmp) / "emb.png").name
+    'emb.png'
     """
     if not embeddings:
         msg = "`embeddings` must hold at least one array; got none."
