@@ -68,7 +68,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     >>> from contrastlocal.training import read_metrics
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     log = Path(tmp) / "metrics.jsonl"
-    ...     _ = log.write_text(json.dumps({"stage": "global", "iteration": 50, "loss": 4.2}) + "\\n")
+    ...     _ = log.write_text(json.dumps({"stage": "global", "iteration": 50, "loss": 4.2}))
     ...     records = read_metrics(log)
     >>> records[0]["iteration"], records[0]["loss"]
     (50, 4.2)

@@ -623,7 +623,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path, /, **overrides: Any) -> ExperimentConfig:
-    """Read an experiment configuration from a TOML file, then apply keyword overrides.
+    r"""Read an experiment configuration from a TOML file, then apply keyword overrides.
 
     The file may name a ``preset = "acdc"`` (default: ``dataset``'s preset, or ``"synthetic"``)
     and override any setting, sections as TOML tables::
@@ -657,7 +657,7 @@ def load_config(path: str | Path, /, **overrides: Any) -> ExperimentConfig:
     >>> from contrastlocal.training import load_config
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     path = Path(tmp) / "short.toml"
-    ...     _ = path.write_text('dataset = "acdc"\\n[global_stage]\\niterations = 2000\\n')
+    ...     _ = path.write_text('dataset = "acdc"\n[global_stage]\niterations = 2000\n')
     ...     config = load_config(path, seed=3)
     >>> config.dataset, config.global_stage.iterations, config.seed
     ('acdc', 2000, 3)
