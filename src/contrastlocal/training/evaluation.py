@@ -45,6 +45,8 @@ class Volume:
     native_label : ndarray or None
         Reference labels on the native grid, in the layout of ``Case.label`` (``(H, W, Z)``);
         None: `label` is the reference (with ``geometry=None``).
+    meta : dict
+        Anything else worth keeping with the volume (e.g. its spacing, provenance).
 
     Examples
     --------
@@ -144,6 +146,24 @@ def load_volumes(
     ------
     ValueError
         If the cache does not exist or is incomplete, or a case is not in it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from contrastlocal.data import Case
+    >>> from contrastlocal.data.cache import CacheWriter
+    >>> from contrastlocal.data.preprocess import PreprocessConfig, preprocess_case
+    >>> from contrastlocal.training import load_volumes
+    >>> case = Case("a", np.ones((8, 8, 3)), np.zeros((8, 8, 3), np.uint8), (1.0, 1.0, 1.0))
+    >>> cfg = PreprocessConfig(image_size=(8, 8))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     writer = CacheWriter(Path(tmp) / "c", ["a"], config=cfg)
+    ...     _ = writer.write_case("a", *preprocess_case(case, cfg))
+    ...     volumes = load_volumes(writer.finalize())
+    >>> [(v.case_id, v.image.shape) for v in volumes]
+    [('a', (3, 8, 8))]
     """
     from ..data.cache import open_cache
 
@@ -202,6 +222,17 @@ def predict_volume(
     -------
     ndarray of shape (Z, K, H, W), float32
         Class probabilities.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from contrastlocal.models import UNet
+    >>> from contrastlocal.training import predict_volume
+    >>> _ = torch.manual_seed(0)
+    >>> net = UNet(out_channels=3, channels=(4, 8))
+    >>> probabilities = predict_volume(net, np.zeros((5, 16, 16), np.float32))
+    >>> probabilities.shape, bool(np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5))
+    ((5, 3, 16, 16), True)
     """
     dev = torch.device(device)
     x_all = np.asarray(image, dtype=np.float32)
@@ -235,6 +266,14 @@ class EvaluationResult:
         3D Dice of class k of volume v (background at k = 0).
     hd95 : ndarray of shape (V, K) or None
         HD95 in mm (background NaN); None when not computed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import EvaluationResult
+    >>> result = EvaluationResult(["001", "002"], np.array([[1.0, 0.8, 0.6], [1.0, 0.6, 0.4]]))
+    >>> result.volume_dice.tolist(), round(result.mean_dice, 3)
+    ([0.7, 0.5], 0.6)
     """
 
     case_ids: list[str]
