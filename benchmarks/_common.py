@@ -76,11 +76,16 @@ def time_fn(
 
 
 def peak_memory_subprocess(code: str) -> float:
-    """Peak resident memory (MiB) of a fresh Python process running ``code``."""
+    """Peak resident memory (MiB) of a fresh Python process running ``code``.
+
+    Reads the child's own ``VmHWM`` from ``/proc/self/status``: ``ru_maxrss`` is inherited from
+    the parent on Linux and would report the parent's high-water mark.
+    """
     wrapper = (
-        "import resource, sys\n"
-        + code
-        + "\nprint(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)\n"
+        code
+        + "\nimport re\n"
+        + "print(int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))"
+        + " / 1024.0)\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", wrapper], capture_output=True, text=True, check=True,
