@@ -82,6 +82,14 @@ class StageResult:
         Output folder of the stage.
     copied_keys : list of str
         State-dict keys of `network` initialised from the previous stage (the hand-over).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> from contrastlocal.training import StageResult
+    >>> result = StageResult(nn.Linear(2, 2), iterations=100, seconds=4.0)
+    >>> result.iterations_per_second
+    25.0
     """
 
     network: nn.Module
@@ -389,6 +397,23 @@ def pretrain_global(
     ----------
     Chaitanya et al., "Contrastive learning of global and local features for medical image
     segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, preset, pretrain_global
+    >>> rng = np.random.default_rng(0)
+    >>> volumes = [Volume(rng.random((8, 32, 32), dtype=np.float32),
+    ...                   rng.integers(0, 4, (8, 32, 32)).astype(np.uint8), case_id=str(i))
+    ...            for i in range(4)]
+    >>> config = preset("synthetic", **{"model.image_size": (32, 32),
+    ...                                 "model.channels": (4, 8, 8, 8, 8, 8),
+    ...                                 "global_stage.volumes_per_batch": 2,
+    ...                                 "local_stage.volumes_per_batch": 2,
+    ...                                 "runtime.progress": False})
+    >>> result = pretrain_global(volumes, config, iterations=2)
+    >>> type(result.network).__name__, result.iterations
+    ('GlobalPretrainNetwork', 2)
     """
     cfg = _with_overrides(config, "global_stage", overrides)
     st = cfg.global_stage
@@ -496,7 +521,7 @@ def pretrain_local(
     encoder : torch.nn.Module or path, optional
         Where the encoder comes from: the stage-1 network (or any UNet / stage network), or the
         path of a stage checkpoint (``final.pt``); None keeps a random encoder.
-    out, resume, progress, callback
+    out, resume, progress, callback : path, bool, bool, callable, optional
         As in :func:`pretrain_global`.
     **overrides : Any
         Settings of ``config.local_stage`` to change.
@@ -524,6 +549,23 @@ def pretrain_local(
     ----------
     Chaitanya et al., "Contrastive learning of global and local features for medical image
     segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, preset, pretrain_local
+    >>> rng = np.random.default_rng(0)
+    >>> volumes = [Volume(rng.random((8, 32, 32), dtype=np.float32),
+    ...                   rng.integers(0, 4, (8, 32, 32)).astype(np.uint8), case_id=str(i))
+    ...            for i in range(4)]
+    >>> config = preset("synthetic", **{"model.image_size": (32, 32),
+    ...                                 "model.channels": (4, 8, 8, 8, 8, 8),
+    ...                                 "global_stage.volumes_per_batch": 2,
+    ...                                 "local_stage.volumes_per_batch": 2,
+    ...                                 "runtime.progress": False})
+    >>> result = pretrain_local(volumes, config, iterations=2)  # random encoder here
+    >>> type(result.network).__name__, result.iterations
+    ('LocalPretrainNetwork', 2)
     """
     cfg = _with_overrides(config, "local_stage", overrides)
     st = cfg.local_stage
@@ -628,7 +670,7 @@ def pretrain_joint(
     config : ExperimentConfig, optional
         Settings: ``global_stage`` gives the iterations, learning rate, batch and global loss,
         ``local_stage`` the local loss, l and ``lambda_local``.
-    out, resume, progress, callback
+    out, resume, progress, callback : path, bool, bool, callable, optional
         As in :func:`pretrain_global`.
     **overrides : Any
         Settings of ``config.local_stage`` to change (e.g. ``lambda_local=10.0``).
@@ -651,6 +693,24 @@ def pretrain_joint(
     Every batch is embedded twice: global views (crop + intensity) through the encoder and g_1
     for L_g, intensity-only views through the encoder, l decoder blocks and g_2 for L_l. Nothing
     is frozen.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, preset, pretrain_joint
+    >>> rng = np.random.default_rng(0)
+    >>> volumes = [Volume(rng.random((8, 32, 32), dtype=np.float32),
+    ...                   rng.integers(0, 4, (8, 32, 32)).astype(np.uint8), case_id=str(i))
+    ...            for i in range(4)]
+    >>> config = preset("synthetic", **{"model.image_size": (32, 32),
+    ...                                 "model.channels": (4, 8, 8, 8, 8, 8),
+    ...                                 "global_stage.volumes_per_batch": 2,
+    ...                                 "local_stage.volumes_per_batch": 2,
+    ...                                 "runtime.progress": False})
+    >>> config = config.replace(global_stage={"iterations": 2})
+    >>> result = pretrain_joint(volumes, config)
+    >>> type(result.network).__name__, result.iterations
+    ('LocalPretrainNetwork', 2)
     """
     cfg = _with_overrides(config, "local_stage", overrides)
     gs, ls = cfg.global_stage, cfg.local_stage
@@ -803,7 +863,7 @@ def finetune(
         copied), a stage-1 ``GlobalPretrainNetwork`` (encoder only), a ``UNet`` (everything), a
         stage checkpoint path, or None (random: the baseline). Remaining blocks and the head
         keep their fresh initialisation.
-    out, resume, progress, callback
+    out, resume, progress, callback : path, bool, bool, callable, optional
         As in :func:`pretrain_global`.
     **overrides : Any
         Settings of ``config.finetune`` to change.
@@ -833,6 +893,24 @@ def finetune(
     ----------
     Chaitanya et al., "Contrastive learning of global and local features for medical image
     segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, preset, finetune
+    >>> rng = np.random.default_rng(0)
+    >>> volumes = [Volume(rng.random((8, 32, 32), dtype=np.float32),
+    ...                   rng.integers(0, 4, (8, 32, 32)).astype(np.uint8), case_id=str(i))
+    ...            for i in range(4)]
+    >>> config = preset("synthetic", **{"model.image_size": (32, 32),
+    ...                                 "model.channels": (4, 8, 8, 8, 8, 8),
+    ...                                 "global_stage.volumes_per_batch": 2,
+    ...                                 "local_stage.volumes_per_batch": 2,
+    ...                                 "runtime.progress": False})
+    >>> result = finetune(volumes[:1], volumes[1:2], config, iterations=2, batch_size=4,
+    ...                   validate_every=1)
+    >>> type(result.network).__name__, result.best_iteration in (1, 2)
+    ('UNet', True)
     """
     cfg = _with_overrides(config, "finetune", overrides)
     st = cfg.finetune
@@ -935,7 +1013,7 @@ def train_baseline(
     config : ExperimentConfig, optional
         Settings; ``config.finetune`` drives the run (``augment`` is forced on, as the original
         baseline always augments).
-    out, resume, progress, callback
+    out, resume, progress, callback : path, bool, bool, callable, optional
         As in :func:`finetune`.
     **overrides : Any
         Settings of ``config.finetune`` to change.
@@ -949,6 +1027,24 @@ def train_baseline(
     ------
     ValueError
         As :func:`finetune`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, preset, train_baseline
+    >>> rng = np.random.default_rng(0)
+    >>> volumes = [Volume(rng.random((8, 32, 32), dtype=np.float32),
+    ...                   rng.integers(0, 4, (8, 32, 32)).astype(np.uint8), case_id=str(i))
+    ...            for i in range(4)]
+    >>> config = preset("synthetic", **{"model.image_size": (32, 32),
+    ...                                 "model.channels": (4, 8, 8, 8, 8, 8),
+    ...                                 "global_stage.volumes_per_batch": 2,
+    ...                                 "local_stage.volumes_per_batch": 2,
+    ...                                 "runtime.progress": False})
+    >>> result = train_baseline(volumes[:1], volumes[1:2], config, iterations=2, batch_size=4,
+    ...                         validate_every=1)
+    >>> type(result.network).__name__, len(result.validation) > 0
+    ('UNet', True)
     """
     return finetune(
         train,
