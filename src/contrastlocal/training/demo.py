@@ -44,6 +44,13 @@ class DemoSettings:
         |X_tr| values compared.
     config : ExperimentConfig
         Network and stage settings.
+
+    Examples
+    --------
+    >>> from contrastlocal.training.demo import demo_settings
+    >>> settings = demo_settings()
+    >>> settings.image_size, settings.num_labelled, settings.config.global_stage.iterations
+    (48, (1, 2), 150)
     """
 
     image_size: int
@@ -181,6 +188,16 @@ def run_demo(
     All three initialisations use the same fine-tuning settings (iterations, batch, affine +
     elastic augmentation, validation-based checkpoint selection). Wall time on a 2-core CPU is
     a few minutes (see the report written to ``run.json``).
+
+    Examples
+    --------
+    A full run takes minutes on a CPU (``quick=True``: about a minute), so it is not executed
+    here; ``contrastlocal demo`` calls it:
+
+    >>> from contrastlocal.training.demo import run_demo
+    >>> results = run_demo("demo_out", seeds=(0,), quick=True, log=print)  # doctest: +SKIP
+    >>> sorted(results), sorted(results["GD+LD"])  # doctest: +SKIP
+    (['GD', 'GD+LD', 'random'], ['1', '2'])
     """
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
