@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .._array_api import device
+from .._array_api import compute_dtype, device
 from .._typing import Array, Namespace, Reduction
 from .._validation import check_choice, check_integer_ids, check_positive
 from ._kernel import (
     _REDUCTIONS,
+    RowGather,
     _check_embeddings,
     _has_nonzero,
+    _masked_contrastive_block_impl,
     _masked_contrastive_impl,
     _namespace,
     _on_device_of,
@@ -224,5 +226,74 @@ def global_contrastive_loss(
         raise ValueError(msg)
     return _masked_contrastive_impl(
         embeddings, positives, negatives, temperature=temperature, normalizer=None,
+        reduction=reduction, xp=xp,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# sharded (multi-process) form, private: used by GlobalContrastiveLoss(gather_distributed=True)
+# --------------------------------------------------------------------------------------------
+
+
+def _rank_tagged_ids(ids_all: Array, world_size: int, num_rows: int, *, xp: Namespace) -> Array:
+    """Image ids made unique across processes: ``id · K + rank of the row``.
+
+    Two rows share a tagged id iff they share an id AND come from the same process (the map is
+    injective on the integers, negative ids included, for 0 <= rank < K); ids must stay within
+    ±2^63 / K to not overflow int64.
+    """
+    if world_size == 1:
+        return ids_all
+    rows = xp.arange(int(ids_all.shape[0]), dtype=ids_all.dtype, device=device(ids_all))
+    return ids_all * world_size + rows // num_rows
+
+
+def _global_loss_sharded(
+    embeddings: Array,
+    *,
+    image_ids: Array,
+    partition_ids: Array | None,
+    strategy: str,
+    temperature: float,
+    reduction: str,
+    gather: RowGather,
+) -> Array:
+    """Compute this process's share of the global loss of the batch gathered from all processes.
+
+    The local rows are this process's anchors; the candidates (positives and negatives) are the
+    rows of every process, gathered with `gather` (the embeddings with gradient, the ids
+    without). Image ids are tagged with the process (views of one image never span processes);
+    partition ids are positions within a volume and compared as they are. The result is the
+    anchors' terms of the global pairing divided by the GLOBAL normaliser (``"mean"``: the
+    number of positive pairs of the whole batch), so the shares of the K processes add up to the
+    single-process loss of the concatenated batch, for ``"mean"`` and ``"sum"``.
+    """
+    xp = _namespace(embeddings=embeddings, image_ids=image_ids, partition_ids=partition_ids)
+    n = _check_embeddings(embeddings, xp=xp)
+    _check_ids(image_ids, partition_ids, n, strategy, xp=xp)
+    temperature = check_positive(temperature, "temperature")
+    check_choice(reduction, ("mean", "sum"), "reduction")
+    image_ids = _on_device_of(image_ids, embeddings, xp=xp)
+    z_all = gather(embeddings, differentiable=True)  # (K·n, D); checks that all n agree
+    ids_all = _rank_tagged_ids(
+        gather(image_ids, differentiable=False), gather.world_size, n, xp=xp
+    )
+    parts_all = None
+    if partition_ids is not None:
+        partition_ids = _on_device_of(partition_ids, embeddings, xp=xp)
+        parts_all = gather(partition_ids, differentiable=False)
+    positives, negatives = _global_pairing_impl(ids_all, parts_all, strategy=strategy, xp=xp)
+    if _has_nonzero(positives, xp=xp) is False:  # same answer on every process
+        msg = (f"The batch gathered from {gather.world_size} processes has no positive pair for "
+               f"strategy={strategy!r}: {_NO_PAIR[strategy]}; got N = {int(z_all.shape[0])} "
+               "rows.")
+        raise ValueError(msg)
+    start = gather.rank * n
+    normalizer = None
+    if reduction == "mean":
+        normalizer = xp.astype(xp.count_nonzero(positives), compute_dtype(z_all, xp=xp))
+    return _masked_contrastive_block_impl(
+        z_all, positives[start : start + n, ...], negatives[start : start + n, ...],
+        anchor_start=start, temperature=temperature, normalizer=normalizer,
         reduction=reduction, xp=xp,
     )

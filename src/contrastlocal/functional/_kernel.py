@@ -6,6 +6,8 @@ JAX (``jax.grad``), CuPy and array-api-strict, on the input's device.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from array_api_compat import is_torch_namespace
 
 from .._array_api import array_namespace, compute_dtype, device, eps_for, l2_normalize
@@ -95,9 +97,39 @@ def negative_logsumexp(logits: Array, negative_mask: Array, *, xp: Namespace) ->
     return xp.log(total) + m
 
 
+class RowGather(Protocol):
+    """Concatenates an array's rows over the processes of a group (private protocol).
+
+    The sharded losses (``_global_loss_sharded``, ``_local_loss_sharded``) take one so that the
+    framework-agnostic core never imports a distributed library: ``contrastlocal.nn`` passes a
+    :mod:`torch.distributed` implementation, the tests a simulated one. Every process holds the
+    same number of rows n; process ``rank`` owns rows ``[rank * n, (rank + 1) * n)`` of every
+    gathered array.
+    """
+
+    @property
+    def rank(self) -> int:
+        """Index of this process in the group."""
+        ...
+
+    @property
+    def world_size(self) -> int:
+        """Number of processes K."""
+        ...
+
+    def __call__(self, x: Array, *, differentiable: bool) -> Array:
+        """(K·n, ...) concatenation of every process's (n, ...) `x`, in rank order.
+
+        With `differentiable`, the gradient reaching the result must flow back to each
+        process's own `x` (summed over the processes); otherwise the result is a constant.
+        Raises ValueError when the processes' shapes differ.
+        """
+        ...
+
+
 def _reduce(
-    terms: Array, weights_sum: Array | None, *, normalizer: float | None, reduction: str,
-    xp: Namespace,
+    terms: Array, weights_sum: Array | None, *, normalizer: float | Array | None,
+    reduction: str, xp: Namespace,
 ) -> Array:
     if reduction == "none":
         return terms
@@ -136,11 +168,37 @@ def _masked_contrastive_impl(
             xp.astype(embeddings, dtype), w, negative_mask, inv_temperature=1.0 / temperature,
             scale=scale, eps=eps_for(dtype, xp=xp),
         )
+    return _masked_contrastive_block_impl(
+        embeddings, positive_weights, negative_mask, anchor_start=0, temperature=temperature,
+        normalizer=normalizer, reduction=reduction, xp=xp,
+    )
+
+
+def _masked_contrastive_block_impl(
+    embeddings: Array, positive_weights: Array, negative_mask: Array, *, anchor_start: int,
+    temperature: float, normalizer: float | Array | None, reduction: str, xp: Namespace,
+) -> Array:
+    """Compute the terms of a block of anchor rows against every row (array-API path).
+
+    `embeddings` (N, D) holds every row (the candidates); the anchors are the n rows
+    ``[anchor_start, anchor_start + n)`` of it, where n is the number of rows of
+    `positive_weights` and `negative_mask` (n, N), i.e. the anchors' rows of the full (N, N)
+    pairing. The anchors are sliced from the candidates after normalisation, so the result is
+    differentiable through `embeddings` only. ``"mean"`` divides by `normalizer` (a number or a
+    0-D array, e.g. the positive-weight sum of the FULL pairing, so that the blocks of a
+    partition of the rows add up to the full loss) or, if None, by the block's own weight sum.
+    With ``anchor_start=0`` and n = N this is the whole loss.
+    """
+    dtype = compute_dtype(embeddings, xp=xp)
     z = l2_normalize(xp.astype(embeddings, dtype), xp=xp)
-    # 1/τ folded into one operand: an (N, D) multiply instead of an (N, N) one
-    logits = xp.matmul(z * (1.0 / temperature), xp.matrix_transpose(z))  # (N, N)
-    neg_lse = negative_logsumexp(logits, negative_mask, xp=xp)  # (N, 1)
-    nll = explicit_positive_nll(logits, neg_lse, xp=xp)  # (N, N)
+    num_anchors = int(positive_weights.shape[0])
+    anchors = z
+    if anchor_start != 0 or num_anchors != int(z.shape[0]):
+        anchors = z[anchor_start : anchor_start + num_anchors, ...]
+    # 1/τ folded into one operand: an (n, D) multiply instead of an (n, N) one
+    logits = xp.matmul(anchors * (1.0 / temperature), xp.matrix_transpose(z))  # (n, N)
+    neg_lse = negative_logsumexp(logits, negative_mask, xp=xp)  # (n, 1)
+    nll = explicit_positive_nll(logits, neg_lse, xp=xp)  # (n, N)
     w = positive_weights
     if w.dtype == xp.bool:  # a pair mask: select instead of converting and multiplying
         terms = xp.where(w, nll, xp.zeros((), dtype=dtype, device=device(nll)))
@@ -150,7 +208,7 @@ def _masked_contrastive_impl(
     else:
         if w.dtype != dtype:
             w = xp.astype(w, dtype)
-        terms = w * nll  # (N, N), 0 where no pair
+        terms = w * nll  # (n, N), 0 where no pair
         weights_sum = xp.sum(w) if (reduction == "mean" and normalizer is None) else None
     return _reduce(terms, weights_sum, normalizer=normalizer, reduction=reduction, xp=xp)
 

@@ -8,7 +8,7 @@ the positive's map. Everything is written against the array API standard.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -22,7 +22,15 @@ from .._validation import (
     check_positive,
     shape_of,
 )
-from ._kernel import _has_nonzero, _namespace, _on_device_of, _reduce, explicit_positive_nll
+from ._global import _rank_tagged_ids
+from ._kernel import (
+    RowGather,
+    _has_nonzero,
+    _namespace,
+    _on_device_of,
+    _reduce,
+    explicit_positive_nll,
+)
 from ._regions import (
     _as_positions,
     _check_bounds,
@@ -110,43 +118,88 @@ def _local_impl(
     xp: Namespace,
 ) -> Array:
     """Loss body; inputs validated. Returns in the compute dtype (float32 at least)."""
+    z = _local_region_embeddings(features, plan, projection, region_size=region_size, xp=xp)
+    if normalizer is None and reduction == "mean":
+        normalizer = xp.sum(weights) * float(num_regions)
+    return _local_block_terms(
+        z, weights, plan, anchor_start=0, num_regions=num_regions, num_negatives=num_negatives,
+        temperature=temperature, normalizer=normalizer, reduction=reduction, xp=xp,
+    )
+
+
+def _local_region_embeddings(
+    features: Array,
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    projection: Array | None,
+    *,
+    region_size: int,
+    xp: Namespace,
+) -> Array:
+    """(N, U, D) projected, L2-normalised embeddings of the U distinct regions of the plan."""
     dtype = compute_dtype(features, xp=xp)
     if features.dtype != dtype:
         features = xp.astype(features, dtype)
-    n = int(features.shape[0])
-    r, j = num_regions, num_negatives
-    indices, num_unique, positive_index, negative_index = plan
+    indices, num_unique, _, _ = plan
     # One gather of the U distinct regions, projected and normalised once each.
     regions = _gather_regions(features, indices, num_unique, region_size, xp=xp)
     if projection is not None:
         if projection.dtype != dtype:
             projection = xp.astype(projection, dtype)
         regions = xp.matmul(regions, projection)
-    z = l2_normalize(regions, xp=xp)  # (N, U, D)
+    return l2_normalize(regions, xp=xp)  # (N, U, D)
+
+
+def _local_block_terms(
+    z: Array,
+    weights: Array,
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    *,
+    anchor_start: int,
+    num_regions: int,
+    num_negatives: int,
+    temperature: float,
+    normalizer: float | Array | None,
+    reduction: str,
+    xp: Namespace,
+) -> Array:
+    """Terms of the anchor rows ``[anchor_start, anchor_start + n)`` against every row.
+
+    `z` (N, U, D) holds the region embeddings of every row, `weights` (n, N) the anchors' rows
+    of the positive weights. ``"mean"`` divides by `normalizer`, which the caller sets (R · the
+    weight sum of the FULL pairing, so that the blocks of a partition of the rows add up to the
+    full loss). ``"none"`` gives (n, N, R).
+    """
+    n = int(weights.shape[0])
+    n_all = int(z.shape[0])
+    r, j = num_regions, num_negatives
+    _, _, positive_index, negative_index = plan
     d = int(z.shape[-1])
-    dev = device(features)
+    dev = device(z)
     u = xp.take(z, xp.asarray(positive_index.tolist(), device=dev), axis=1)  # (N, R, D)
     v = xp.take(z, xp.asarray(negative_index.tolist(), device=dev), axis=1)  # (N, R*J, D)
-    v = xp.reshape(v, (n, r, j, d))  # (N, R, J, D)
-    # 1/τ is folded into the anchors (R·N·D multiplies instead of N²·R·J)
-    u_anchor = u * (1.0 / temperature)
+    v = xp.reshape(v, (n_all, r, j, d))  # (N, R, J, D)
+    u_a, v_a = u, v
+    if anchor_start != 0 or n != n_all:
+        u_a = u[anchor_start : anchor_start + n, ...]  # (n, R, D)
+        v_a = v[anchor_start : anchor_start + n, ...]  # (n, R, J, D)
+    # 1/τ is folded into the anchors (R·n·D multiplies instead of n·N·R·J)
+    u_anchor = u_a * (1.0 / temperature)
 
     u_r = xp.permute_dims(u, (1, 0, 2))  # (R, N, D)
-    a_r = xp.permute_dims(u_anchor, (1, 0, 2))  # (R, N, D), scaled by 1/τ
-    # s(u_ar, u_pr): (R, N_a, N_p)
+    a_r = xp.permute_dims(u_anchor, (1, 0, 2))  # (R, n, D), scaled by 1/τ
+    # s(u_ar, u_pr): (R, n_a, N_p)
     s_pos = xp.matmul(a_r, xp.matrix_transpose(u_r))
-    # s(u_ar, u_a,n_rj): (N, R, J) -> log-sum-exp over j -> (R, N_a, 1)
-    s_own = xp.sum(xp.expand_dims(u_anchor, axis=2) * v, axis=-1)
+    # s(u_ar, u_a,n_rj): (n, R, J) -> log-sum-exp over j -> (R, n_a, 1)
+    s_own = xp.sum(xp.expand_dims(u_anchor, axis=2) * v_a, axis=-1)
     lse_own = xp.expand_dims(xp.permute_dims(logsumexp(s_own, axis=-1, xp=xp), (1, 0)), axis=2)
-    # s(u_ar, u_p,n_rj): (R, N_a, N_p*J) -> (R, N_a, N_p, J) -> log-sum-exp over j
-    v_r = xp.reshape(xp.permute_dims(v, (1, 3, 0, 2)), (r, d, n * j))
-    s_cross = xp.reshape(xp.matmul(a_r, v_r), (r, n, n, j))
-    lse_cross = logsumexp(s_cross, axis=-1, xp=xp)  # (R, N_a, N_p)
+    # s(u_ar, u_p,n_rj): (R, n_a, N_p*J) -> (R, n_a, N_p, J) -> log-sum-exp over j
+    v_r = xp.reshape(xp.permute_dims(v, (1, 3, 0, 2)), (r, d, n_all * j))
+    s_cross = xp.reshape(xp.matmul(a_r, v_r), (r, n, n_all, j))
+    lse_cross = logsumexp(s_cross, axis=-1, xp=xp)  # (R, n_a, N_p)
     negative_lse = xp.logaddexp(lse_own, lse_cross)
-    terms = explicit_positive_nll(s_pos, negative_lse, xp=xp)  # (R, N_a, N_p)
-    terms = xp.permute_dims(terms, (1, 2, 0)) * xp.expand_dims(weights, axis=2)  # (N, N, R)
-    weights_sum = xp.sum(weights) * float(r) if reduction == "mean" and normalizer is None else None
-    return _reduce(terms, weights_sum, normalizer=normalizer, reduction=reduction, xp=xp)
+    terms = explicit_positive_nll(s_pos, negative_lse, xp=xp)  # (R, n_a, N_p)
+    terms = xp.permute_dims(terms, (1, 2, 0)) * xp.expand_dims(weights, axis=2)  # (n, N, R)
+    return _reduce(terms, None, normalizer=normalizer, reduction=reduction, xp=xp)
 
 
 def _resolve_positions(
@@ -332,10 +385,91 @@ def local_contrastive_loss(
         projection=projection,
         positive_weights=None if numpy_weights else positive_weights,
     )
+    setup = _check_local_inputs(
+        features, image_ids, partition_ids, volume_ids, strategy=strategy,
+        region_size=region_size, positions=positions, negative_positions=negative_positions,
+        projection=projection, temperature=temperature, normalizer=normalizer,
+        reduction=reduction, reductions=_REDUCTIONS, xp=xp,
+    )
+    n = setup.n
+    dtype = compute_dtype(features, xp=xp)
+    if positive_weights is not None:
+        weights = _check_weights(positive_weights, n, features, xp=xp)
+        weights = _on_device_of(weights, features, xp=xp)
+        weights = xp.astype(weights, dtype)
+    else:
+        image_ids, partition_ids, volume_ids = _strategy_ids(
+            features, image_ids, partition_ids, volume_ids, strategy, xp=xp
+        )
+        weights = _pair_mask_weights(
+            image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
+        )
+    if _has_nonzero(weights, xp=xp) is False:
+        if positive_weights is not None:
+            msg = (
+                "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
+                "the loss is undefined."
+            )
+        else:
+            msg = _no_pair_message(strategy)
+        raise ValueError(msg)
+
+    return _local_impl(
+        features,
+        weights,
+        setup.plan,
+        setup.projection,
+        num_regions=setup.num_regions,
+        num_negatives=setup.num_negatives,
+        region_size=setup.region_size,
+        temperature=setup.temperature,
+        normalizer=setup.normalizer,
+        reduction=reduction,
+        xp=xp,
+    )
+
+
+class _LocalSetup(NamedTuple):
+    n: int
+    region_size: int
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray]
+    num_regions: int
+    num_negatives: int
+    projection: Array | None
+    temperature: float
+    normalizer: float | None
+
+
+def _no_pair_message(strategy: str, where: str = "") -> str:
+    how = " or a partition across volumes" if strategy == "domain" else ""
+    return (
+        f"`image_ids` gives no positive pair{where}: no two rows share an image{how}, so the "
+        "loss is undefined."
+    )
+
+
+def _check_local_inputs(
+    features: Array,
+    image_ids: Array | None,
+    partition_ids: Array | None,
+    volume_ids: Array | None,
+    *,
+    strategy: str,
+    region_size: int,
+    positions: Any,
+    negative_positions: Any,
+    projection: Array | None,
+    temperature: float,
+    normalizer: float | None,
+    reduction: str,
+    reductions: tuple[str, ...],
+    xp: Namespace,
+) -> _LocalSetup:
+    """Validate everything but the pairing; resolve the region tables and the gather plan."""
     n, c, h, w = _check_feature_maps(features, "features", xp=xp)
     k = _check_region_size(region_size)
     check_choice(strategy, _STRATEGIES, "strategy")
-    check_choice(reduction, _REDUCTIONS, "reduction")
+    check_choice(reduction, reductions, "reduction")
     temperature = check_positive(temperature, "temperature")
     if normalizer is not None:
         normalizer = check_positive(normalizer, "normalizer")
@@ -346,35 +480,6 @@ def local_contrastive_loss(
     ):
         if ids is not None:
             check_integer_ids(ids, n, name, xp=xp)
-
-    dtype = compute_dtype(features, xp=xp)
-    if positive_weights is not None:
-        weights = _check_weights(positive_weights, n, features, xp=xp)
-        weights = _on_device_of(weights, features, xp=xp)
-        weights = xp.astype(weights, dtype)
-    else:
-        if image_ids is None:
-            msg = "`image_ids` must be an int array of shape (N,) unless `positive_weights` "
-            msg += "is given; got None."
-            raise ValueError(msg)
-        if strategy == "domain" and (partition_ids is None or volume_ids is None):
-            missing = [
-                f"`{name}`"
-                for name, ids in (("partition_ids", partition_ids), ("volume_ids", volume_ids))
-                if ids is None
-            ]
-            msg = (
-                f'strategy="domain" needs `partition_ids` and `volume_ids` (integer arrays of '
-                f"shape (N,)); got None for {' and '.join(missing)}."
-            )
-            raise ValueError(msg)
-        image_ids = _on_device_of(image_ids, features, xp=xp)
-        if strategy == "domain":
-            partition_ids = _on_device_of(partition_ids, features, xp=xp)
-            volume_ids = _on_device_of(volume_ids, features, xp=xp)
-        weights = _pair_mask_weights(
-            image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
-        )
 
     pos, neg = _resolve_positions(positions, negative_positions, h, w, k)
     _check_bounds(pos, h, w, k, "positions")
@@ -394,33 +499,112 @@ def local_contrastive_loss(
             )
             raise ValueError(msg)
         projection = _on_device_of(projection, features, xp=xp)
+    return _LocalSetup(
+        n, k, _region_plan(pos, neg, w, k), num_regions, num_negatives, projection, temperature,
+        normalizer,
+    )
 
-    if _has_nonzero(weights, xp=xp) is False:
-        if positive_weights is not None:
-            msg = (
-                "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
-                "the loss is undefined."
-            )
-        else:
-            how = " or a partition across volumes" if strategy == "domain" else ""
-            msg = (
-                f"`image_ids` gives no positive pair: no two rows share an image{how}, so the "
-                "loss is undefined."
-            )
+
+def _strategy_ids(
+    features: Array,
+    image_ids: Array | None,
+    partition_ids: Array | None,
+    volume_ids: Array | None,
+    strategy: str,
+    *,
+    xp: Namespace,
+) -> tuple[Array, Array | None, Array | None]:
+    """Check the ids a strategy needs are given; move them to the device of `features`."""
+    if image_ids is None:
+        msg = "`image_ids` must be an int array of shape (N,) unless `positive_weights` "
+        msg += "is given; got None."
         raise ValueError(msg)
+    if strategy == "domain" and (partition_ids is None or volume_ids is None):
+        missing = [
+            f"`{name}`"
+            for name, ids in (("partition_ids", partition_ids), ("volume_ids", volume_ids))
+            if ids is None
+        ]
+        msg = (
+            f'strategy="domain" needs `partition_ids` and `volume_ids` (integer arrays of '
+            f"shape (N,)); got None for {' and '.join(missing)}."
+        )
+        raise ValueError(msg)
+    image_ids = _on_device_of(image_ids, features, xp=xp)
+    if strategy == "domain":
+        partition_ids = _on_device_of(partition_ids, features, xp=xp)
+        volume_ids = _on_device_of(volume_ids, features, xp=xp)
+    return image_ids, partition_ids, volume_ids
 
-    return _local_impl(
-        features,
-        weights,
-        _region_plan(pos, neg, w, k),
-        projection,
-        num_regions=num_regions,
-        num_negatives=num_negatives,
-        region_size=k,
-        temperature=temperature,
-        normalizer=normalizer,
-        reduction=reduction,
-        xp=xp,
+
+def _local_loss_sharded(
+    features: Array,
+    *,
+    image_ids: Array,
+    partition_ids: Array | None,
+    volume_ids: Array | None,
+    strategy: str,
+    region_size: int,
+    positions: Any,
+    negative_positions: Any,
+    projection: Array | None,
+    temperature: float,
+    reduction: str,
+    gather: RowGather,
+) -> Array:
+    """Compute this process's share of the local loss of the batch gathered from all processes.
+
+    Each process embeds the regions of its own maps (projection and normalisation, (n, U, D));
+    only these region embeddings are gathered (with gradient; never the feature maps), and the
+    ids (without). The local rows are the anchors; positives and the positives' negative regions
+    come from every process. Image ids are tagged with the process (views of one image never
+    span processes); partition and volume ids are compared as they are, i.e. they must be
+    global (dataset volume ids, as a sharded sampler yields). The result is the anchors' terms
+    divided by the GLOBAL normaliser (``"mean"``: R · the number of positive pairs of the whole
+    batch), so the K shares add up to the single-process loss of the concatenated batch.
+    """
+    xp = _namespace(
+        features=features,
+        image_ids=image_ids,
+        partition_ids=partition_ids,
+        volume_ids=volume_ids,
+        projection=projection,
+    )
+    setup = _check_local_inputs(
+        features, image_ids, partition_ids, volume_ids, strategy=strategy,
+        region_size=region_size, positions=positions, negative_positions=negative_positions,
+        projection=projection, temperature=temperature, normalizer=None, reduction=reduction,
+        reductions=("mean", "sum"), xp=xp,
+    )
+    image_ids, partition_ids, volume_ids = _strategy_ids(
+        features, image_ids, partition_ids, volume_ids, strategy, xp=xp
+    )
+    n = setup.n
+    z = _local_region_embeddings(
+        features, setup.plan, setup.projection, region_size=setup.region_size, xp=xp
+    )
+    z_all = gather(z, differentiable=True)  # (K·n, U, D); checks that all n agree
+    image_all = _rank_tagged_ids(
+        gather(image_ids, differentiable=False), gather.world_size, n, xp=xp
+    )
+    partition_all = volume_all = None
+    if strategy == "domain":
+        partition_all = gather(partition_ids, differentiable=False)
+        volume_all = gather(volume_ids, differentiable=False)
+    weights = _pair_mask_weights(
+        image_all, partition_all, volume_all, strategy=strategy, dtype=z_all.dtype, xp=xp
+    )
+    if _has_nonzero(weights, xp=xp) is False:  # same answer on every process
+        raise ValueError(_no_pair_message(strategy, f" in the batch of {gather.world_size} "
+                                                    "processes"))
+    normalizer = None
+    if reduction == "mean":
+        normalizer = xp.sum(weights) * float(setup.num_regions)
+    start = gather.rank * n
+    return _local_block_terms(
+        z_all, weights[start : start + n, ...], setup.plan, anchor_start=start,
+        num_regions=setup.num_regions, num_negatives=setup.num_negatives,
+        temperature=setup.temperature, normalizer=normalizer, reduction=reduction, xp=xp,
     )
 
 

@@ -7,14 +7,15 @@ import torch
 from .._typing import Reduction
 from .._validation import check_choice, check_positive
 from ..functional import global_contrastive_loss
-from ..functional._global import _STRATEGIES, GlobalStrategy
+from ..functional._global import _STRATEGIES, GlobalStrategy, _global_loss_sharded
 from ..functional._kernel import _REDUCTIONS
+from ._distributed import _check_same_shape, _combine_shares, _TorchRowGather, _world_size
 
 __all__ = ["GlobalContrastiveLoss"]
 
 
 class GlobalContrastiveLoss(torch.nn.Module):
-    """Global contrastive loss (the paper's G^R, G^{D−} or G^D) for a PyTorch training loop.
+    r"""Global contrastive loss (the paper's G^R, G^{D−} or G^D) for a PyTorch training loop.
 
     Holds the settings; ``forward`` calls
     :func:`contrastlocal.functional.global_contrastive_loss`, which documents the strategies.
@@ -30,16 +31,21 @@ class GlobalContrastiveLoss(torch.nn.Module):
     reduction : {"mean", "sum", "none"}, default "mean"
         Mean over all (anchor, positive) terms, their sum, or the dense (N, N) terms.
     gather_distributed : bool, default False
-        Gather the embeddings of all processes before computing the loss. Needs an initialised
-        :mod:`torch.distributed` process group; with one process it changes nothing. The
-        multi-process gather is not implemented yet (it raises ``NotImplementedError``).
+        Contrast each process's rows against the rows of ALL processes (data-parallel
+        training): the embeddings are gathered with a gradient-carrying all_gather
+        (:func:`all_gather_with_grad`), the ids without gradient. The returned value is, on
+        every process, the single-process loss of the batch concatenated over the processes in
+        rank order, and after DDP's gradient averaging the parameters receive that loss's
+        gradient (see Notes). Needs an initialised :mod:`torch.distributed` process group and
+        ``reduction="mean"`` or ``"sum"``; with one process it changes nothing.
 
     Raises
     ------
     TypeError
         If `temperature` is not a number or `gather_distributed` not a bool.
     ValueError
-        If a setting is out of range or unknown.
+        If a setting is out of range or unknown, or ``reduction="none"`` is combined with
+        ``gather_distributed=True``.
 
     See Also
     --------
@@ -52,6 +58,21 @@ class GlobalContrastiveLoss(torch.nn.Module):
     ``reduction="none"``). It runs with autocast disabled: float16/bfloat16 embeddings (e.g.
     under :func:`torch.autocast`) are computed in float32 and the loss is float32; float64 stays
     float64.
+
+    With ``gather_distributed=True`` and K processes of n rows each (equal n is required; a
+    mismatch raises the same ValueError on every process), process q's anchors are its own
+    rows and the candidates are all K·n rows. Image ids are made unique across processes
+    (internally ``id · K + q``; the views of an image are on one process), so per-process ids
+    such as ``arange(n)`` are fine; partition ids are compared as they are. Process q computes
+    its share :math:`L_q` (its anchors' terms over the GLOBAL normaliser, so
+    :math:`L = \sum_q L_q` is the single-process loss) and returns
+    :math:`K L_q - \mathrm{stop}(K L_q) + \mathrm{stop}(L)`: the value is :math:`L`, the
+    gradient that of :math:`K L_q`. The gather's backward sums the processes' gradients
+    (process q's rows receive :math:`K\,\partial L / \partial z_q`), and DDP's average over
+    the K processes of :math:`K (\partial z_q/\partial\theta)^\top \partial L/\partial z_q`
+    is :math:`\partial L / \partial \theta`. Every process must call ``backward``. Without
+    DDP's averaging (gradients summed by hand), divide by K. The multi-process path uses the
+    array-API implementation of the kernel (autograd), not the fused single-process one.
 
     References
     ----------
@@ -92,6 +113,11 @@ class GlobalContrastiveLoss(torch.nn.Module):
             msg = ("`gather_distributed=True` needs torch.distributed, which this torch build "
                    "does not provide; got gather_distributed=True.")
             raise ValueError(msg)
+        if gather_distributed and self.reduction == "none":
+            msg = ("`reduction` must be 'mean' or 'sum' with gather_distributed=True (the "
+                   "per-term array of a global batch is not split across processes); got "
+                   "reduction='none'.")
+            raise ValueError(msg)
         self.gather_distributed = gather_distributed
 
     def extra_repr(self) -> str:
@@ -100,16 +126,6 @@ class GlobalContrastiveLoss(torch.nn.Module):
         if self.gather_distributed:
             text += ", gather_distributed=True"
         return text
-
-    def _check_distributed(self) -> None:
-        if not torch.distributed.is_initialized():
-            msg = ("`gather_distributed=True` needs an initialised torch.distributed process "
-                   "group (call torch.distributed.init_process_group first), or set "
-                   "gather_distributed=False.")
-            raise RuntimeError(msg)
-        if torch.distributed.get_world_size() > 1:
-            msg = "`gather_distributed=True` with more than one process is not implemented yet."
-            raise NotImplementedError(msg)
 
     def forward(
         self,
@@ -133,11 +149,28 @@ class GlobalContrastiveLoss(torch.nn.Module):
         tensor
             0-D, or (N, N) for ``reduction="none"``; float32 for half/float32 input.
         """
-        if self.gather_distributed:
-            self._check_distributed()
+        if self.gather_distributed and _world_size() > 1:
+            return self._forward_distributed(embeddings, image_ids, partition_ids)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             loss: torch.Tensor = global_contrastive_loss(
                 embeddings, image_ids=image_ids, partition_ids=partition_ids,
                 strategy=self.strategy, temperature=self.temperature, reduction=self.reduction,
             )
         return loss
+
+    def _forward_distributed(
+        self,
+        embeddings: torch.Tensor,
+        image_ids: torch.Tensor,
+        partition_ids: torch.Tensor | None,
+    ) -> torch.Tensor:
+        gather = _TorchRowGather()
+        if embeddings.ndim == 2:
+            _check_same_shape(embeddings, "embeddings")
+        with torch.autocast(device_type=embeddings.device.type, enabled=False):
+            share: torch.Tensor = _global_loss_sharded(
+                embeddings, image_ids=image_ids, partition_ids=partition_ids,
+                strategy=self.strategy, temperature=self.temperature, reduction=self.reduction,
+                gather=gather,
+            )
+        return _combine_shares(share, gather.world_size)

@@ -11,8 +11,9 @@ from torch.nn.parameter import UninitializedParameter
 from .._typing import Reduction
 from .._validation import check_choice, check_int_in_range, check_positive
 from ..functional import local_contrastive_loss, local_region_positions
-from ..functional._local import _REDUCTIONS, _STRATEGIES
+from ..functional._local import _REDUCTIONS, _STRATEGIES, _local_loss_sharded
 from ..functional._regions import _as_positions, _check_region_size
+from ._distributed import _check_same_shape, _combine_shares, _TorchRowGather, _world_size
 
 __all__ = ["LocalContrastiveLoss"]
 
@@ -52,6 +53,15 @@ class LocalContrastiveLoss(torch.nn.Module):
         Temperature τ > 0.
     reduction : {"mean", "sum", "none"}, default "mean"
         Mean over (anchor, positive, region) terms, their sum, or the dense (N, N, R) terms.
+    gather_distributed : bool, default False
+        Contrast each process's rows against the rows of ALL processes (data-parallel
+        training). Each process projects and normalises the regions of its own maps; only
+        these region embeddings are gathered, with a gradient-carrying all_gather
+        (:func:`all_gather_with_grad`), and the ids without gradient. The value is the
+        single-process loss of the batch concatenated over the processes, and after DDP's
+        averaging the gradients are that loss's (see Notes). Needs an initialised
+        :mod:`torch.distributed` process group and ``reduction="mean"`` or ``"sum"``; with one
+        process it changes nothing.
 
     Attributes
     ----------
@@ -63,8 +73,9 @@ class LocalContrastiveLoss(torch.nn.Module):
     TypeError
         If a setting has the wrong type.
     ValueError
-        If a setting is out of range or unknown, or only one of `positions` and
-        `negative_positions` is given.
+        If a setting is out of range or unknown, only one of `positions` and
+        `negative_positions` is given, or ``reduction="none"`` is combined with
+        ``gather_distributed=True``.
 
     See Also
     --------
@@ -77,6 +88,18 @@ class LocalContrastiveLoss(torch.nn.Module):
     shape (N, C, H, W) and integer id tensors of shape (N,), and returns a 0-D float tensor
     (shape (N, N, R) for ``reduction="none"``). It runs with autocast disabled: half-precision
     features are computed in float32; float64 stays float64.
+
+    With ``gather_distributed=True`` and K processes of n rows each (equal n and map sizes are
+    required; a mismatch raises the same ValueError on every process), process q's anchors are
+    its own rows; positives and their negative regions come from all K·n rows. Image ids are
+    made unique across processes (internally ``id · K + q``; an image's views are on one
+    process); partition and volume ids are compared as they are, so volume ids must be global
+    (e.g. dataset volume ids, as :class:`~contrastlocal.samplers.PartitionBatchSampler` with
+    `num_replicas` shards them). Process q returns :math:`K L_q - \mathrm{stop}(K L_q) +
+    \mathrm{stop}(L)`, where :math:`L_q` is its anchors' share over the GLOBAL normaliser and
+    :math:`L = \sum_q L_q`; see :class:`GlobalContrastiveLoss` for why DDP's averaged gradient
+    is then the single-process one. The projection must be a parameter that DDP synchronises
+    (wrap the loss module together with the network), or the processes' copies drift apart.
 
     References
     ----------
@@ -116,6 +139,7 @@ class LocalContrastiveLoss(torch.nn.Module):
         use_projection: bool = True,
         temperature: float = 0.1,
         reduction: Reduction = "mean",
+        gather_distributed: bool = False,
     ) -> None:
         super().__init__()
         self.strategy: str = check_choice(strategy, _STRATEGIES, "strategy")
@@ -123,6 +147,19 @@ class LocalContrastiveLoss(torch.nn.Module):
         self.num_regions: int = check_choice(num_regions, (13, 9), "num_regions")
         self.temperature = check_positive(temperature, "temperature")
         self.reduction: Reduction = check_choice(reduction, _REDUCTIONS, "reduction")
+        if not isinstance(gather_distributed, bool):
+            msg = f"`gather_distributed` must be a bool; got {gather_distributed!r}."
+            raise TypeError(msg)
+        if gather_distributed and self.reduction == "none":
+            msg = ("`reduction` must be 'mean' or 'sum' with gather_distributed=True (the "
+                   "per-term array of a global batch is not split across processes); got "
+                   "reduction='none'.")
+            raise ValueError(msg)
+        if gather_distributed and not torch.distributed.is_available():
+            msg = ("`gather_distributed=True` needs torch.distributed, which this torch build "
+                   "does not provide; got gather_distributed=True.")
+            raise ValueError(msg)
+        self.gather_distributed = gather_distributed
         if not isinstance(use_projection, bool):
             msg = f"`use_projection` must be a bool; got {use_projection!r}."
             raise TypeError(msg)
@@ -176,7 +213,10 @@ class LocalContrastiveLoss(torch.nn.Module):
             text += f"positions=({r}, 2), negative_positions=({r}, {j}, 2), "
         if self.use_projection:
             text += f"in_channels={self.in_channels}, projection_dim={self.projection_dim}, "
-        return text + f"temperature={self.temperature}, reduction={self.reduction!r}"
+        text += f"temperature={self.temperature}, reduction={self.reduction!r}"
+        if self.gather_distributed:
+            text += ", gather_distributed=True"
+        return text
 
     def region_tables(self, map_size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """Return the positions (R, 2) and negative positions (R, J, 2) for (H, W) maps.
@@ -270,6 +310,26 @@ class LocalContrastiveLoss(torch.nn.Module):
         positions, negatives = (None, None)
         if features.ndim == 4:
             positions, negatives = self.region_tables((features.shape[-2], features.shape[-1]))
+        if self.gather_distributed and _world_size() > 1:
+            if features.ndim == 4:
+                _check_same_shape(features, "features")
+            gather = _TorchRowGather()
+            with torch.autocast(device_type=features.device.type, enabled=False):
+                share: torch.Tensor = _local_loss_sharded(
+                    features,
+                    image_ids=image_ids,
+                    partition_ids=partition_ids,
+                    volume_ids=volume_ids,
+                    strategy=self.strategy,
+                    region_size=self.region_size,
+                    positions=positions,
+                    negative_positions=negatives,
+                    projection=self.projection,
+                    temperature=self.temperature,
+                    reduction=self.reduction,
+                    gather=gather,
+                )
+            return _combine_shares(share, gather.world_size)
         with torch.autocast(device_type=features.device.type, enabled=False):
             loss: torch.Tensor = local_contrastive_loss(
                 features,
