@@ -601,7 +601,18 @@ def _run_recipe(
             f"{cfg.dataset!r} (the paper's splits)",
         )
     t0 = time.perf_counter()
+    # under torchrun: the process group first; rank 0 prepares the cache, the others reuse it,
+    # and only rank 0 evaluates and writes files (the stages write on rank 0 only)
+    from contrastlocal.training import _distributed
+    from contrastlocal.training.stages import _resolve_device
+
+    _distributed.setup(_resolve_device(cfg.runtime.device))
+    main = _distributed.is_main()
+    if not main:
+        _distributed.barrier()
     data = _prepare(args, cfg, args.num_labelled)
+    if main:
+        _distributed.barrier()
     plan = _check_labelled(
         {k: sorted(v) for k, v in data.splits.finetune.items()},
         args.num_labelled,
@@ -609,8 +620,9 @@ def _run_recipe(
         f"{cfg.dataset!r} ({args.splits} splits of {os.fspath(data.root)!r})",
     )
     log(f"cache ready: {data.cache} ({time.perf_counter() - t0:.0f} s)")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(config_to_dict(cfg), indent=2) + "\n")
     pretrain = data.volumes(data.splits.pretrain, native=False)
     test = data.volumes(data.splits.test, native=True)
     g_key, gl_key = _init_keys(cfg)
@@ -648,6 +660,8 @@ def _run_recipe(
                 else:
                     init = g.network if key == g_key else loc.network
                     res = finetune(train, val, run_cfg, init=init, out=folder, resume=resume)
+                if not main:
+                    continue
                 ev = evaluate(
                     res.network,
                     test,
@@ -666,6 +680,8 @@ def _run_recipe(
                     f"|X_tr| = {n}, c{c}, {INIT_LABELS.get(key, key)}: test Dice "
                     f"{ev.mean_dice:.3f} ({time.perf_counter() - t:.0f} s)"
                 )
+    if not main:
+        return results  # empty: rank 0 reports
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "evaluation.json").write_text(json.dumps(per_volume, indent=2) + "\n")
     title = f"{cfg.dataset}: test Dice (mean ± std over combinations)"

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _distributed
 from ._logging import MetricsLog, Progress
 from .checkpoint import (
     architecture_signature,
@@ -140,7 +141,7 @@ def run_loop(spec: LoopSpec) -> LoopResult:
     last_good: Path | None = None
     best_state: dict[str, torch.Tensor] | None = None
     best_dirty = False
-    if ckpt_dir is not None and not spec.resume:
+    if ckpt_dir is not None and not spec.resume and _distributed.is_main():
         # a fresh run: stale files of an earlier run must not be resumed from or selected later
         for _, old in list_checkpoints(ckpt_dir):
             old.unlink(missing_ok=True)
@@ -173,14 +174,18 @@ def run_loop(spec: LoopSpec) -> LoopResult:
             best_score = data.get("best_score")
             best_iteration = data.get("best_iteration")
             last_good = latest
+    # several processes: start from rank 0's weights; only rank 0 logs, evaluates and writes
+    _distributed.broadcast_module(spec.model)
+    main = _distributed.is_main()
+    params = [p for group in spec.optimizer.param_groups for p in group["params"]]
 
     log = MetricsLog(
-        None if spec.stage_dir is None else spec.stage_dir / "metrics.jsonl",
+        None if spec.stage_dir is None or not main else spec.stage_dir / "metrics.jsonl",
         resume_iteration=start if start > 0 else None,
     )
     history: list[dict[str, Any]] = []
     validation: list[dict[str, Any]] = []
-    bar = Progress(spec.iterations, start, spec.name, spec.progress)
+    bar = Progress(spec.iterations, start, spec.name, spec.progress and main)
     # on the CPU a host read is free: check every step; on CUDA only at log/checkpoint times
     check_every = 1 if spec.device.type == "cpu" else spec.log_every
     running = torch.zeros((), device=spec.device)
@@ -211,6 +216,9 @@ def run_loop(spec: LoopSpec) -> LoopResult:
         nonlocal last_good
         if ckpt_dir is None:
             return
+        if not main:
+            _distributed.barrier()  # rank 0 writes
+            return
         save_best()
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _numpy_state()}
         if torch.cuda.is_available():
@@ -232,6 +240,7 @@ def run_loop(spec: LoopSpec) -> LoopResult:
         last_good = save_checkpoint(ckpt_dir / f"iter_{iteration:07d}.pt", payload)
         for _, old in list_checkpoints(ckpt_dir)[:-_KEEP]:
             old.unlink(missing_ok=True)
+        _distributed.barrier()
 
     try:
         for it in range(start, spec.iterations):
@@ -240,10 +249,12 @@ def run_loop(spec: LoopSpec) -> LoopResult:
             loss = spec.step(it)
             if spec.scaler is not None:
                 spec.scaler.scale(loss).backward()
+                _distributed.average_gradients(params)  # those no DDP wrapper averaged
                 spec.scaler.step(spec.optimizer)
                 spec.scaler.update()
             else:
                 loss.backward()  # type: ignore[no-untyped-call]
+                _distributed.average_gradients(params)
                 spec.optimizer.step()
             value = loss.detach().float()
             running = running + value
@@ -251,7 +262,7 @@ def run_loop(spec: LoopSpec) -> LoopResult:
             count += 1
             bar.update()
             is_log = done % spec.log_every == 0 or done == spec.iterations
-            is_val = spec.validate is not None and (
+            is_val = main and spec.validate is not None and (
                 done % spec.validate_every == 0 or done == spec.iterations
             )
             is_ckpt = done % spec.checkpoint_every == 0 or done == spec.iterations
@@ -295,8 +306,17 @@ def run_loop(spec: LoopSpec) -> LoopResult:
                 spec.callback(done, record)
     finally:
         bar.close()
+    # identical weights and buffers everywhere (BN statistics differ per process without DDP's
+    # buffer broadcast); rank 0's selection of the best checkpoint
+    _distributed.broadcast_module(spec.model)
+    best_state, best_iteration, best_score = _distributed.broadcast_object(
+        (best_state, best_iteration, best_score)
+    )
     final = None
-    if spec.stage_dir is not None:
+    if spec.stage_dir is not None and not main:
+        _distributed.barrier()  # wait for rank 0's final.pt
+        final = spec.stage_dir / "final.pt"
+    elif spec.stage_dir is not None:
         final = save_checkpoint(
             spec.stage_dir / "final.pt",
             {
@@ -307,6 +327,7 @@ def run_loop(spec: LoopSpec) -> LoopResult:
                 "settings": spec.settings,
             },
         )
+        _distributed.barrier()
     return LoopResult(
         iterations=spec.iterations,
         resumed_from=start,

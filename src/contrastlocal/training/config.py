@@ -336,6 +336,10 @@ class RuntimeConfig:
         Show a progress bar (only when stderr is a terminal).
     num_threads : int or None
         Torch intra-op threads on the CPU (None: leave torch's default).
+    sync_batchnorm : bool
+        Under ``torchrun`` with several processes, convert the networks' batch norms to
+        :class:`torch.nn.SyncBatchNorm` (statistics over the global batch). Ignored with one
+        process.
 
     Examples
     --------
@@ -350,8 +354,11 @@ class RuntimeConfig:
     compile: bool = False
     progress: bool = True
     num_threads: int | None = None
+    sync_batchnorm: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.sync_batchnorm, bool):
+            _fail(f"`runtime.sync_batchnorm` must be a bool; got {self.sync_batchnorm!r}.")
         if not isinstance(self.device, str) or not (
             self.device in ("cpu", "auto") or self.device.startswith(("cuda", "mps"))
         ):

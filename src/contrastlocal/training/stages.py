@@ -37,6 +37,7 @@ from ..models import (
 )
 from ..nn import GlobalContrastiveLoss
 from ..samplers import PartitionBatchSampler
+from . import _distributed
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
 from .checkpoint import load_checkpoint, load_weights
 from .config import ExperimentConfig, config_to_dict, preset
@@ -129,11 +130,13 @@ class _Runtime:
     compile: bool
     progress: bool
     scaler: Any
+    sync_batchnorm: bool = False
 
 
 def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
     rt = config.runtime
-    device = _resolve_device(rt.device)
+    device = _distributed.setup(_resolve_device(rt.device))  # torchrun: process group, rank's GPU
+    _distributed._DDP_MANAGED.clear()
     if rt.num_threads is not None:
         torch.set_num_threads(rt.num_threads)
     amp = rt.amp if device.type == "cuda" else "none"
@@ -149,8 +152,9 @@ def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
         amp=amp,
         channels_last=bool(channels_last),
         compile=rt.compile,
-        progress=rt.progress if progress is None else progress,
+        progress=(rt.progress if progress is None else progress) and _distributed.is_main(),
         scaler=scaler,
+        sync_batchnorm=rt.sync_batchnorm,
     )
 
 
@@ -263,7 +267,7 @@ class _SamplerStream:
 
 def _generator(device: torch.device, *parts: int) -> torch.Generator:
     gen = torch.Generator(device=device)
-    gen.manual_seed(derive_seed(*parts))
+    gen.manual_seed(derive_seed(*parts, *_distributed.seed_suffix()))
     return gen
 
 
@@ -274,8 +278,13 @@ def _prepare_module(net: nn.Module, rt: _Runtime) -> nn.Module:
     return net
 
 
-def _forward_fn(net: nn.Module, rt: _Runtime) -> Callable[[torch.Tensor], torch.Tensor]:
-    fn: Callable[[torch.Tensor], torch.Tensor] = net
+def _forward_fn(
+    net: nn.Module, rt: _Runtime, *, ddp: bool = True
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    # several processes: DDP (ddp=False: the loop averages the gradients instead)
+    fn: Callable[[torch.Tensor], torch.Tensor] = (
+        _distributed.wrap(net, rt.device, sync_batchnorm=rt.sync_batchnorm) if ddp else net
+    )
     if rt.compile:
         fn = torch.compile(net)  # type: ignore[assignment]
     return fn
@@ -426,6 +435,8 @@ def pretrain_global(
             num_partitions=st.num_partitions,
             volumes_per_batch=st.volumes_per_batch,
             seed=derive_seed(cfg.seed, _GLOBAL) % (2**31),
+            num_replicas=_distributed.world_size(),
+            rank=_distributed.rank(),
         )
     )
     torch.manual_seed(derive_seed(cfg.seed, _GLOBAL, 0))
@@ -437,7 +448,9 @@ def pretrain_global(
     )
     _prepare_module(net, rt)
     forward = _forward_fn(net, rt)
-    criterion = GlobalContrastiveLoss(strategy=st.strategy, temperature=st.temperature)
+    criterion = GlobalContrastiveLoss(
+        strategy=st.strategy, temperature=st.temperature, gather_distributed=_distributed.active()
+    )
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
 
@@ -579,6 +592,8 @@ def pretrain_local(
             num_partitions=st.num_partitions,
             volumes_per_batch=st.volumes_per_batch,
             seed=derive_seed(cfg.seed, _LOCAL) % (2**31),
+            num_replicas=_distributed.world_size(),
+            rank=_distributed.rank(),
         )
     )
     torch.manual_seed(derive_seed(cfg.seed, _LOCAL, 0))
@@ -593,6 +608,7 @@ def pretrain_local(
         in_channels=channels,
         projection_dim=st.projection_dim,
         temperature=st.temperature,
+        gather_distributed=_distributed.active(),
     )
     holder = _LocalStage(net, criterion)
     _prepare_module(holder, rt)
@@ -723,6 +739,8 @@ def pretrain_joint(
             num_partitions=gs.num_partitions,
             volumes_per_batch=gs.volumes_per_batch,
             seed=derive_seed(cfg.seed, _JOINT) % (2**31),
+            num_replicas=_distributed.world_size(),
+            rank=_distributed.rank(),
         )
     )
     torch.manual_seed(derive_seed(cfg.seed, _JOINT, 0))
@@ -741,12 +759,16 @@ def pretrain_joint(
         in_channels=local_net.feature_shape(cfg.model.image_size)[0],
         projection_dim=ls.projection_dim,
         temperature=ls.temperature,
+        gather_distributed=_distributed.active(),
     )
     holder = _JointStage(global_net, local_net, local_criterion)
     _prepare_module(holder, rt)
-    global_forward = _forward_fn(global_net, rt)
-    local_forward = _forward_fn(local_net, rt)
-    global_criterion = GlobalContrastiveLoss(strategy=gs.strategy, temperature=gs.temperature)
+    # two forward passes through one UNet per step: no DDP wrapper, averaged by the loop
+    global_forward = _forward_fn(global_net, rt, ddp=False)
+    local_forward = _forward_fn(local_net, rt, ddp=False)
+    global_criterion = GlobalContrastiveLoss(
+        strategy=gs.strategy, temperature=gs.temperature, gather_distributed=_distributed.active()
+    )
     optimizer = torch.optim.Adam(holder.parameters(), lr=gs.learning_rate)
     weight = ls.lambda_local
 
@@ -932,7 +954,7 @@ def finetune(
     optimizer = torch.optim.Adam(unet.parameters(), lr=st.learning_rate)
 
     def step(it: int) -> torch.Tensor:
-        rng = np.random.default_rng([cfg.seed, _FINETUNE, it])
+        rng = np.random.default_rng([cfg.seed, _FINETUNE, it, *_distributed.seed_suffix()])
         batch = bank.batch(rng.integers(0, total, size=st.batch_size))
         gen = _generator(rt.device, cfg.seed, _FINETUNE, it)
         images, labels = batch["images"], batch["labels"]

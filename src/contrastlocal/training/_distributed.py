@@ -1,0 +1,121 @@
+"""Data-parallel plumbing of the pipeline: process group from torchrun, DDP, rank-0 I/O (private).
+
+Under ``torchrun --nproc_per_node=K -m contrastlocal run ...`` the environment holds
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; the first stage that resolves its runtime calls
+:func:`setup` and every stage then
+
+- shards its partition sampler over the K processes (``num_replicas``/``rank``) and makes the
+  per-iteration random draws depend on the rank too;
+- forwards its network through :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the
+  CPU, NCCL on CUDA; ``find_unused_parameters=True``: the stage-1 network's decoder and head get
+  no gradient), optionally with SyncBatchNorm;
+- averages, in the loop, the gradients of the optimised parameters that no DDP wrapper covers
+  (the local loss's projection, the joint stage whose two forward passes share one UNet);
+- writes metrics, checkpoints and evaluation on rank 0 only, with barriers around them.
+
+With one process (no ``WORLD_SIZE`` > 1 and no initialised group) everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+__all__: list[str] = []
+
+# parameters whose gradients a DDP wrapper averages (by id); the loop averages the others
+_DDP_MANAGED: set[int] = set()
+
+
+def active() -> bool:
+    """Whether a process group with more than one process is in use."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def setup(device: torch.device) -> torch.device:
+    """Start the process group from torchrun's environment (once); return this rank's device."""
+    wanted = int(os.environ.get("WORLD_SIZE", "1"))
+    if wanted > 1 and dist.is_available() and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend)
+    if active() and device.type == "cuda" and device.index is None:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+    return device
+
+
+def seed_suffix() -> tuple[int, ...]:
+    """Extra seed part so that the ranks draw different augmentations (empty with one process)."""
+    return (rank(),) if active() else ()
+
+
+def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool) -> Any:
+    """`net` for the forward pass: itself, or a DDP wrapper around it (several processes)."""
+    if not active():
+        return net
+    if sync_batchnorm:
+        # converts in place where the BN modules are children (the UNet's levels are)
+        for name, child in list(net.named_children()):
+            setattr(net, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))  # type: ignore[no-untyped-call]
+    ids = [device.index] if device.type == "cuda" else None
+    wrapped = nn.parallel.DistributedDataParallel(
+        net, device_ids=ids, find_unused_parameters=True
+    )
+    _DDP_MANAGED.update(id(p) for p in net.parameters())
+    return wrapped
+
+
+def average_gradients(params: list[torch.Tensor]) -> None:
+    """All-reduce (mean) the gradients of the parameters no DDP wrapper covers."""
+    if not active():
+        return
+    grads = [p.grad for p in params if id(p) not in _DDP_MANAGED and p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def broadcast_module(module: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every process."""
+    if not active():
+        return
+    with torch.no_grad():
+        for t in [*module.parameters(), *module.buffers()]:
+            dist.broadcast(t.data, src=0)
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's `obj` on every process."""
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

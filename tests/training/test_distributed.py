@@ -1,0 +1,66 @@
+"""The pipeline under 2 processes (gloo, CPU), started as torchrun starts it (env variables)."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+dist = pytest.importorskip("torch.distributed")
+
+from . import _distributed_pipeline_worker as w  # noqa: E402
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
+                       reason="needs torch.distributed+gloo"),
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict[str, Any]]]:
+    out = tmp_path_factory.mktemp("ddp_pipeline")
+    torch.multiprocessing.spawn(w.worker, args=(str(out), _free_port()), nprocs=w.WORLD_SIZE,
+                                join=True)
+    return out, [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+def test_pipeline_two_processes_hold_identical_weights(runs):
+    _, ranks = runs
+    assert ranks[0]["world_size"] == ranks[1]["world_size"] == 2
+    for stage in ("global", "local", "joint", "finetune", "resumed"):
+        theirs = ranks[1][stage]
+        assert ranks[0][stage].keys() == theirs.keys()
+        for key, value in ranks[0][stage].items():
+            assert torch.equal(value, theirs[key]), (stage, key)
+    assert ranks[0]["finetune_best"] == ranks[1]["finetune_best"]
+
+
+def test_pipeline_two_processes_only_rank_zero_writes(runs):
+    out, ranks = runs
+    assert ranks[1]["writes"] == []
+    assert any("final.pt" in entry for entry in ranks[0]["writes"])  # the hook sees writes
+    run = out / "run"
+    for stage in ("global", "local", "joint", "finetune", "resumed"):
+        assert (run / stage / "final.pt").is_file()
+        assert (run / stage / "metrics.jsonl").is_file()
+    assert (run / "finetune" / "best.pt").is_file()
+    lines = (run / "global" / "metrics.jsonl").read_text().splitlines()
+    assert len([ln for ln in lines if '"loss"' in ln]) == 4  # one writer: no duplicated records
+
+
+def test_pipeline_two_processes_resume_after_interruption_equals_uninterrupted(runs):
+    _, ranks = runs
+    for rank in ranks:
+        assert rank["resumed_from"] == 2
+        for key, value in rank["global"].items():
+            torch.testing.assert_close(rank["resumed"][key], value, rtol=0, atol=0)
