@@ -64,3 +64,40 @@ def test_pipeline_two_processes_resume_after_interruption_equals_uninterrupted(r
         assert rank["resumed_from"] == 2
         for key, value in rank["global"].items():
             torch.testing.assert_close(rank["resumed"][key], value, rtol=0, atol=0)
+
+
+def test_cli_run_under_torchrun_two_processes(tmp_path):
+    """``torchrun --nproc_per_node=2 -m contrastlocal run ...`` completes; rank 0 reports."""
+    import os
+    import subprocess
+    import sys
+
+    from contrastlocal.data.fixtures import write_acdc_fixture
+
+    data = write_acdc_fixture(tmp_path / "raw", num_patients=6, num_testing=0)
+    sets = [
+        "model.image_size=[32, 32]", "model.channels=[4, 8, 16]",
+        "model.global_hidden_features=16", "global_stage.iterations=2",
+        "global_stage.volumes_per_batch=1", "local_stage.iterations=2",
+        "local_stage.volumes_per_batch=1", "local_stage.num_decoder_blocks=1",
+        "finetune.iterations=2", "finetune.batch_size=2", "finetune.validate_every=1",
+        "runtime.num_threads=1",
+    ]
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "contrastlocal", "run", "--dataset", "acdc", "--data", str(data), "--out",
+            str(out), "--splits", "auto", "--n4", "none", "--workers", "0", "--no-progress",
+            "--no-plots"]
+    for item in sets:
+        argv += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env,
+                          cwd=tmp_path, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = (out / "results.json").read_text()
+    assert "random" in results
+    import json
+
+    records = [json.loads(ln) for ln in (out / "global" / "metrics.jsonl").read_text().splitlines()]
+    iterations = [r["iteration"] for r in records]
+    assert iterations == [2]  # rank 0 alone writes the log (final iteration, no duplicate)

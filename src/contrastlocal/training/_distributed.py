@@ -7,8 +7,8 @@ Under ``torchrun --nproc_per_node=K -m contrastlocal run ...`` the environment h
 - shards its partition sampler over the K processes (``num_replicas``/``rank``) and makes the
   per-iteration random draws depend on the rank too;
 - forwards its network through :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the
-  CPU, NCCL on CUDA; ``find_unused_parameters=True``: the stage-1 network's decoder and head get
-  no gradient), optionally with SyncBatchNorm;
+  CPU, NCCL on CUDA; ``find_unused_parameters=True`` in stages 1 and 2, where the UNet's
+  decoder and head, or its later decoder blocks and head, get no gradient), optionally with SyncBatchNorm;
 - averages, in the loop, the gradients of the optimised parameters that no DDP wrapper covers
   (the local loss's projection, the joint stage whose two forward passes share one UNet);
 - writes metrics, checkpoints and evaluation on rank 0 only, with barriers around them.
@@ -71,7 +71,7 @@ def seed_suffix() -> tuple[int, ...]:
     return (rank(),) if active() else ()
 
 
-def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool) -> Any:
+def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool, find_unused: bool) -> Any:
     """`net` for the forward pass: itself, or a DDP wrapper around it (several processes)."""
     if not active():
         return net
@@ -81,7 +81,7 @@ def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool) -> Any:
             setattr(net, name, nn.SyncBatchNorm.convert_sync_batchnorm(child))  # type: ignore[no-untyped-call]
     ids = [device.index] if device.type == "cuda" else None
     wrapped = nn.parallel.DistributedDataParallel(
-        net, device_ids=ids, find_unused_parameters=True
+        net, device_ids=ids, find_unused_parameters=find_unused
     )
     _DDP_MANAGED.update(id(p) for p in net.parameters())
     return wrapped

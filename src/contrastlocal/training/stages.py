@@ -279,11 +279,15 @@ def _prepare_module(net: nn.Module, rt: _Runtime) -> nn.Module:
 
 
 def _forward_fn(
-    net: nn.Module, rt: _Runtime, *, ddp: bool = True
+    net: nn.Module, rt: _Runtime, *, ddp: bool = True, find_unused: bool = False
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     # several processes: DDP (ddp=False: the loop averages the gradients instead)
     fn: Callable[[torch.Tensor], torch.Tensor] = (
-        _distributed.wrap(net, rt.device, sync_batchnorm=rt.sync_batchnorm) if ddp else net
+        _distributed.wrap(
+            net, rt.device, sync_batchnorm=rt.sync_batchnorm, find_unused=find_unused
+        )
+        if ddp
+        else net
     )
     if rt.compile:
         fn = torch.compile(net)  # type: ignore[assignment]
@@ -447,7 +451,7 @@ def pretrain_global(
         cfg.model.global_out_features,
     )
     _prepare_module(net, rt)
-    forward = _forward_fn(net, rt)
+    forward = _forward_fn(net, rt, find_unused=True)  # the UNet's decoder and head are unused
     criterion = GlobalContrastiveLoss(
         strategy=st.strategy, temperature=st.temperature, gather_distributed=_distributed.active()
     )
@@ -612,7 +616,7 @@ def pretrain_local(
     )
     holder = _LocalStage(net, criterion)
     _prepare_module(holder, rt)
-    forward = _forward_fn(net, rt)
+    forward = _forward_fn(net, rt, find_unused=True)  # the later decoder blocks, head: unused
     params = [p for p in holder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
 
