@@ -8,7 +8,8 @@ Under ``torchrun --nproc_per_node=K -m contrastlocal run ...`` the environment h
   per-iteration random draws depend on the rank too;
 - forwards its network through :class:`~torch.nn.parallel.DistributedDataParallel` (gloo on the
   CPU, NCCL on CUDA; ``find_unused_parameters=True`` in stages 1 and 2, where the UNet's
-  decoder and head, or its later decoder blocks and head, get no gradient), optionally with SyncBatchNorm;
+  decoder and head, or its later decoder blocks and head, get no gradient), optionally with
+  SyncBatchNorm (CUDA only);
 - averages, in the loop, the gradients of the optimised parameters that no DDP wrapper covers
   (the local loss's projection, the joint stage whose two forward passes share one UNet);
 - writes metrics, checkpoints and evaluation on rank 0 only, with barriers around them.
@@ -75,6 +76,10 @@ def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool, find_unu
     """`net` for the forward pass: itself, or a DDP wrapper around it (several processes)."""
     if not active():
         return net
+    if sync_batchnorm and device.type == "cpu":
+        msg = ("`runtime.sync_batchnorm` needs GPUs (torch's SyncBatchNorm does not run on the "
+               f"CPU); got runtime.sync_batchnorm=True with device {device}.")
+        raise ValueError(msg)
     if sync_batchnorm:
         # converts in place where the BN modules are children (the UNet's levels are)
         for name, child in list(net.named_children()):

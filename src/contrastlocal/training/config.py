@@ -338,8 +338,8 @@ class RuntimeConfig:
         Torch intra-op threads on the CPU (None: leave torch's default).
     sync_batchnorm : bool
         Under ``torchrun`` with several processes, convert the networks' batch norms to
-        :class:`torch.nn.SyncBatchNorm` (statistics over the global batch). Ignored with one
-        process.
+        :class:`torch.nn.SyncBatchNorm` (statistics over the global batch; CUDA only). Ignored
+        with one process.
 
     Examples
     --------
