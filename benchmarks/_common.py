@@ -9,6 +9,7 @@ working; real figures are produced by hand on a named machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -123,10 +124,8 @@ def metadata(device: str = "cpu") -> dict[str, Any]:
             meta["device"] = "cpu"
     except ImportError:
         pass
-    try:
+    with contextlib.suppress(OSError):
         meta["loadavg"] = os.getloadavg()
-    except OSError:
-        pass
     return meta
 
 
@@ -136,10 +135,10 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: s
         print(f"\n{title}")
     cells = [[_fmt(r.get(c)) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |")
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells:
-        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths)) + " |")
+        print("| " + " | ".join(v.rjust(w) for v, w in zip(row, widths, strict=True)) + " |")
 
 
 def _fmt(v: Any) -> str:

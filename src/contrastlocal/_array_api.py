@@ -44,7 +44,7 @@ def compute_dtype(x: Array, *, xp: Namespace) -> Any:
 
 
 def eps_for(dtype: Any, *, xp: Namespace) -> float:
-    """A dtype-aware epsilon for the squared norm (tiny enough never to change a real norm)."""
+    """Return a dtype-aware epsilon for the squared norm (too tiny to change a real norm)."""
     return float(xp.finfo(dtype).eps) ** 2
 
 
