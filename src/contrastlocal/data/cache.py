@@ -15,7 +15,7 @@ reader options). Every file is written to a temporary name and moved into place 
 :func:`os.replace`, and ``index.json`` is written last: a cache with an ``index.json`` is
 complete. A killed run leaves finished cases in ``parts/``; the next run skips them.
 
-Random single-slice reads from a memory-mapped ``.npy`` are fast (~10^4 per second, DATA.md §3.3);
+Random single-slice reads from a memory-mapped ``.npy`` are fast (~10^4 per second);
 small caches can be loaded into RAM (``open_cache(path, in_memory=True)``).
 """
 

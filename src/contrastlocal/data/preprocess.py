@@ -1,7 +1,7 @@
 """Pre-processing of one case into fixed-size 2D slices, and the inverse mapping to native space.
 
-The steps follow the original pipeline (Chaitanya et al., NeurIPS 2020; REFERENCE.md §5.1,
-DATA.md §2), each one an explicit function that can be used on its own:
+The steps follow the authors' pipeline (Chaitanya et al., NeurIPS 2020), each one an explicit
+function that can be used on its own:
 
 1. :func:`n4_bias_correction` (optional, SimpleITK) on the native 3D volume;
 2. :func:`normalize_percentiles` per volume, ``(x - p1) / (p99 - p1)`` over all voxels, no clipping
@@ -211,7 +211,7 @@ def _pair(value: Any, name: str, kind: type) -> tuple[Any, Any]:
     return a, b
 
 
-#: Per-dataset defaults (REFERENCE.md §5.1). N4 is on for ACDC (the original corrected ACDC; its
+#: Per-dataset defaults (the authors' code). N4 is on for ACDC (the original corrected ACDC; its
 #: prostate and MM-WHS paths are not bias-corrected). Cityscapes images arrive from the reader
 #: already downscaled to 256x512 RGB: no resampling, intensities divided by 255.
 PREPROCESS_PRESETS: dict[str, PreprocessConfig] = {
@@ -360,7 +360,7 @@ def n4_bias_correction(
     Notes
     -----
     On an ACDC-sized volume the default takes a few CPU seconds and the legacy setting a few CPU
-    minutes with the same correction quality on a phantom (DATA.md §3.1). The N4 filter runs on
+    minutes with the same correction quality on a phantom. The N4 filter runs on
     one thread: its result depends slightly on the thread count, and a cached result must not
     depend on the machine (parallelism comes from processing cases in parallel). SimpleITK is
     imported here only.
@@ -814,7 +814,7 @@ def to_native(prediction: npt.ArrayLike, geometry: Geometry) -> _LabelArray:
 
     Notes
     -----
-    As the original evaluation (REFERENCE.md §5.4): paste into a zero canvas of the resampled
+    As the original evaluation (the authors' code): paste into a zero canvas of the resampled
     size (undoing the crop/pad; cropped-away regions become background), resize in-plane to the
     native size — linearly on probabilities followed by an argmax over ``C``, or by nearest
     neighbour on labels — with the same pixel-centre mapping as :func:`resample_inplane`.

@@ -1,6 +1,6 @@
 """Readers of the real datasets in the layouts their users download.
 
-Each reader takes the dataset folder as distributed (DATA.md §1), lists its cases in
+Each reader takes the dataset folder as distributed, lists its cases in
 ``case_ids`` (sorted) and returns one :class:`~contrastlocal.data._records.Case` per
 ``read(case_id)``: the image, the label map already in the class convention of the paper, the
 voxel spacing from the header zooms (never the affine diagonal), the affine and provenance in

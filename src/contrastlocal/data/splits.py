@@ -1,4 +1,4 @@
-"""The data splits of the original experiments, as data (REFERENCE.md §5.2).
+"""The data splits of the original experiments, as data (the authors' code).
 
 For ACDC, the Medical Segmentation Decathlon prostate task and MM-WHS (MR) the lists are the
 original's (``experiment_init/data_cfg_*.py`` of the authors' code), with ids in the form the

@@ -35,7 +35,7 @@ DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes", "synthet
 
 
 def _labelled_sets(dataset: str) -> dict[int, tuple[int, ...]]:
-    """|X_tr| values and combination numbers of the paper's splits (REFERENCE.md §5.2)."""
+    """|X_tr| values and combination numbers of the paper's splits (the authors' code)."""
     from ..data.splits import SPLITS
 
     if dataset not in SPLITS:
@@ -74,7 +74,7 @@ def _check_choice(value: Any, choices: tuple[Any, ...], name: str) -> None:
 
 @dataclass
 class ModelConfig:
-    """The segmentation network (the paper's UNet by default, REFERENCE.md §3).
+    """The segmentation network (the paper's UNet by default, the authors' code).
 
     Parameters
     ----------
@@ -126,7 +126,7 @@ class ModelConfig:
 
 @dataclass
 class GlobalStageConfig:
-    """Stage 1: encoder + g_1 trained with a global contrastive loss (REFERENCE.md §4.1).
+    """Stage 1: encoder + g_1 trained with a global contrastive loss (the authors' code).
 
     Parameters
     ----------
@@ -180,7 +180,7 @@ class GlobalStageConfig:
 
 @dataclass
 class LocalStageConfig:
-    """Stage 2: frozen encoder + l decoder blocks + g_2 with a local loss (REFERENCE.md §4.2).
+    """Stage 2: frozen encoder + l decoder blocks + g_2 with a local loss (the authors' code).
 
     Parameters
     ----------
@@ -257,7 +257,7 @@ class LocalStageConfig:
 
 @dataclass
 class FinetuneConfig:
-    """Stage 3 and the baseline: the whole UNet on |X_tr| labelled volumes (REFERENCE.md §4.3).
+    """Stage 3 and the baseline: the whole UNet on |X_tr| labelled volumes (the authors' code).
 
     Parameters
     ----------
@@ -385,7 +385,7 @@ class ExperimentConfig:
     num_labelled : int
         |X_tr|, labelled training volumes (1, 2 or 8 for the medical datasets).
     combination : int
-        Which split c1 … c5 of REFERENCE.md §5.2 (1-based).
+        Which split c1 … c5 of the authors' code (1-based).
     seed : int
         Seeds every stage (weights, sampling, augmentation).
     model, global_stage, local_stage, finetune, runtime : sections

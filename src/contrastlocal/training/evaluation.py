@@ -1,6 +1,6 @@
 """Volume records, slice-wise prediction and the paper's evaluation at native resolution.
 
-:func:`evaluate` follows REFERENCE.md §5.4 without its label-shift quirk: every volume is
+:func:`evaluate` follows the authors' code without its label-shift quirk: every volume is
 predicted slice by slice at the processed resolution, the softmax probabilities are mapped back
 to the native grid (:func:`contrastlocal.data.preprocess.to_native`: undo the crop/pad, resize
 linearly, argmax), and per-class 3D Dice (and HD95 in mm with the native spacing) are computed
