@@ -98,7 +98,7 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
                 "log_every": 1,
             },
             finetune={"iterations": 1, "batch_size": 2, "validate_every": 1, "log_every": 1},
-            runtime={"progress": False},
+            runtime={"progress": False, "num_threads": 1},
         )
         return DemoSettings(size, 2, 1, 1, (1, 2), cfg)
     size = 48
@@ -122,6 +122,9 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
             "validate_every": 20,
             "log_every": 10,
         },
+        # One intra-op thread: these tensors are tiny, and on a shared 2-core CPU torch's
+        # thread pool spends more time synchronising than computing (measured ~8x slower wall).
+        runtime={"num_threads": 1},
     )
     return DemoSettings(size, 8, 2, 4, (1, 2), cfg)
 
@@ -186,8 +189,9 @@ def run_demo(
     seeds vary the labelled/validation/test volumes, the fresh weights, the batches and the
     augmentation of fine-tuning.
     All three initialisations use the same fine-tuning settings (iterations, batch, affine +
-    elastic augmentation, validation-based checkpoint selection). Wall time on a 2-core CPU is
-    a few minutes (see the report written to ``run.json``).
+    elastic augmentation, validation-based checkpoint selection). The stages run with one torch
+    thread (tiny tensors: more threads only add synchronisation); wall and CPU seconds and the
+    load average are written to ``run.json``.
 
     Examples
     --------
@@ -203,6 +207,30 @@ def run_demo(
     if not seeds:
         msg = "`seeds` must hold at least one seed; got an empty sequence."
         raise ValueError(msg)
+    import torch
+
+    threads = torch.get_num_threads()  # the stages set the demo's thread count; restore it after
+    try:
+        return _run_demo(out, seeds=seeds, quick=quick, progress=progress, log=log)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not available on every platform
+        return None
+
+
+def _run_demo(
+    out: str | os.PathLike[str] | None,
+    *,
+    seeds: tuple[int, ...],
+    quick: bool,
+    progress: bool,
+    log: Callable[[str], None] | None,
+) -> dict[str, dict[str, list[float]]]:
     settings = demo_settings(quick=quick)
     say = log if log is not None else (lambda _msg: None)
     root = None if out is None else Path(out)
@@ -211,17 +239,23 @@ def run_demo(
     }
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU seconds (user + system) of this process
+    load_start = _load_average()
     # pre-training once, on an unlabelled pool disjoint from every seed's labelled/test data
     cfg0 = settings.config.replace(seed=0, runtime={"progress": progress})
     pool = _make(settings.num_pretrain, 10_000, settings)
     pre = None if root is None else root / "pretrain"
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     g = pretrain_global(pool, cfg0, out=None if pre is None else pre / "global", resume=False)
     loc = pretrain_local(
         pool, cfg0, encoder=g.network, out=None if pre is None else pre / "local", resume=False
     )
     timings["pretrain_s"] = time.perf_counter() - t
-    say(f"pre-training (G^D then L^D) done in {timings['pretrain_s']:.0f} s")
+    timings["pretrain_cpu_s"] = time.process_time() - c
+    say(
+        f"pre-training (G^D then L^D) done in {timings['pretrain_s']:.0f} s wall, "
+        f"{timings['pretrain_cpu_s']:.0f} s CPU"
+    )
     for seed in seeds:
         cfg = settings.config.replace(seed=seed, runtime={"progress": progress})
         data = _volumes(seed, settings)
@@ -229,7 +263,7 @@ def run_demo(
         inits: dict[str, Any] = {"random": None, "GD": g.network, "GD+LD": loc.network}
         for n in settings.num_labelled:
             for key, init in inits.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 ft_dir = None if sub is None else sub / f"finetune_{key}_n{n}"
                 res = finetune(
                     data["labelled"][:n], data["val"], cfg, init=init, out=ft_dir, resume=False
@@ -242,8 +276,11 @@ def run_demo(
                 ).mean_dice
                 results[key][str(n)].append(score)
                 timings[f"seed{seed}/{key}/n{n}_s"] = time.perf_counter() - t
+                timings[f"seed{seed}/{key}/n{n}_cpu_s"] = time.process_time() - c
                 say(f"seed {seed}: {key:6s} |X_tr| = {n}: test Dice {score:.3f}")
     timings["total_s"] = time.perf_counter() - t0
+    timings["total_cpu_s"] = time.process_time() - c0
+    load = {"start": load_start, "end": _load_average()}
     if root is not None:
         root.mkdir(parents=True, exist_ok=True)
         (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -258,6 +295,8 @@ def run_demo(
                     "seeds": list(seeds),
                     "quick": quick,
                     "timings": timings,
+                    "load_average_1min": load,
+                    "torch_threads": settings.config.runtime.num_threads,
                     "image_size": settings.image_size,
                     "num_pretrain": settings.num_pretrain,
                     "num_val": settings.num_val,
@@ -268,5 +307,8 @@ def run_demo(
             + "\n"
         )
     say(format_results_table(results))
-    say(f"total {timings['total_s']:.0f} s")
+    say(
+        f"total {timings['total_s']:.0f} s wall, {timings['total_cpu_s']:.0f} s CPU"
+        + ("" if load["end"] is None else f" (1-min load average at the end {load['end']:.1f})")
+    )
     return results
