@@ -172,7 +172,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 def test_demo_quick_writes_results(tmp_path):
     from contrastlocal.training.demo import run_demo
 
-    res = run_demo(tmp_path, seeds=(0, 1), quick=True, progress=False)
+    threads = torch.get_num_threads()
+    other = 3  # a caller's setting that differs from the demo's one thread
+    torch.set_num_threads(other)
+    try:
+        res = run_demo(tmp_path, seeds=(0, 1), quick=True, progress=False)
+        assert torch.get_num_threads() == other  # the demo restores the caller's thread count
+    finally:
+        torch.set_num_threads(threads)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == res
     assert sorted(res) == ["GD", "GD+LD", "random"]
@@ -180,3 +187,7 @@ def test_demo_quick_writes_results(tmp_path):
         assert sorted(row) == ["1", "2"]
         assert all(len(v) == 2 and all(0.0 <= x <= 1.0 for x in v) for v in row.values())
     assert (tmp_path / "results.md").read_text().count("|X_tr| =") == 2
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["torch_threads"] == 1
+    assert run["timings"]["total_cpu_s"] > 0.0
+    assert set(run["load_average_1min"]) == {"start", "end"}
