@@ -378,12 +378,15 @@ def _pretrain_plots(
     global_final: Path | None,
     plots: Path,
     label: str,
+    names: Sequence[str] | None = None,
 ) -> list[Path]:
     """Partition grid of the pre-training volumes and embeddings before/after stage 1."""
     from contrastlocal.training.plots import plot_embedding_projection, plot_partition_grid
 
     s = cfg.global_stage.num_partitions
-    shown = [v for v in volumes if v.num_slices >= s][:6]
+    keep = [i for i, v in enumerate(volumes) if v.num_slices >= s][:6]
+    shown = [volumes[i] for i in keep]
+    rows = [f"volume {v.case_id}" for v in shown] if names is None else [names[i] for i in keep]
     written = []
     if shown and s > 1:
         written.append(
@@ -392,7 +395,8 @@ def _pretrain_plots(
                 plots / "partitions.png",
                 num_partitions=s,
                 labels=[v.label for v in shown],
-                names=[f"volume {v.case_id}" for v in shown],
+                names=rows,
+                class_names=_class_names(cfg.dataset, cfg.model.num_classes),
             )
         )
     if global_final is not None and sum(v.num_slices for v in volumes) >= 2:
@@ -518,9 +522,11 @@ def demo_plots(
     n_max = max(settings.num_labelled)
     scores: dict[str, list[Any]] = {k: [] for k in results}
     test_volumes: list[Any] = []
+    test_names: list[str] = []
     for s in seeds:
         test = _volumes(s, settings)["test"]
         test_volumes += test
+        test_names += [f"seed {s}, test {i + 1}" for i in range(len(test))]
         for key in results:
             best = root / f"seed{s}" / f"finetune_{key}_n{n_max}" / "best.pt"
             if not best.is_file():
@@ -543,7 +549,7 @@ def demo_plots(
     finals = [root / "pretrain" / "global" / "final.pt", first / "global" / "final.pt"]
     final = next((f for f in finals if f.is_file()), None)
     # partitions and embeddings of held-out volumes (never seen in pre-training)
-    written += _pretrain_plots(cfg, test_volumes, final, plots, "G^D")
+    written += _pretrain_plots(cfg, test_volumes, final, plots, "G^D", names=test_names)
     return written
 
 

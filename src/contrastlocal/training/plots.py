@@ -405,6 +405,7 @@ def plot_partition_grid(
     labels: Sequence[npt.ArrayLike | None] | None = None,
     names: Sequence[str] | None = None,
     title: str | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Draw the paper's Figure 1: a slice of each partition (columns) of each volume (rows).
 
@@ -422,6 +423,8 @@ def plot_partition_grid(
         Row titles (default ``volume 1`` …).
     title : str, optional
         Figure title.
+    class_names : sequence of str, optional
+        Names of the foreground classes 1, 2, ... for the legend of the label contours.
 
     Returns
     -------
@@ -508,6 +511,32 @@ def plot_partition_grid(
             )
             if c == 0:
                 ax.set_ylabel(rows_names[r], fontsize=8)
+    if any(lab is not None for lab in labs):
+        from matplotlib.lines import Line2D
+
+        present = sorted(
+            {int(k) for lab in labs if lab is not None for k in np.unique(np.asarray(lab))} - {0}
+        )
+        cname = list(class_names) if class_names is not None else []
+        handles = [
+            Line2D(
+                [0],
+                [0],
+                color=_colour(k),
+                lw=1.5,
+                label=cname[k - 1] if k - 1 < len(cname) else f"class {k}",
+            )
+            for k in present
+        ]
+        fig.legend(
+            handles=handles,
+            loc="outside lower center",
+            ncols=max(1, len(handles)),
+            fontsize=8,
+            frameon=False,
+            title="label contours",
+            title_fontsize=8,
+        )
     fig.suptitle(
         title or "Partitions: rows = volumes, columns = partitions (middle slice of each)",
         fontsize=10,
@@ -654,7 +683,7 @@ def plot_embedding_projection(
             fontsize=9,
         )
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7, frameon=False)
+    axes[-1].legend(fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(
         title or f"Global embeddings of {n} slices (PCA of L2-normalised g_1 outputs)",
         fontsize=10,
