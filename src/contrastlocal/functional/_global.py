@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from .._array_api import compute_dtype, device
+from array_api_compat import is_torch_namespace
+
+from .._array_api import compute_dtype, device, eps_for
 from .._typing import Array, Namespace, Reduction
 from .._validation import check_choice, check_integer_ids, check_positive
 from ._kernel import (
@@ -62,6 +64,46 @@ def _global_pairing_impl(
     if strategy == "random" or partition_ids is None:
         return positives, xp.logical_not(same_image)
     return positives, partition_ids[:, None] != partition_ids[None, :]
+
+
+def _raise_no_pair(strategy: str, n: int) -> None:
+    msg = (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
+           f"got N = {n} rows.")
+    raise ValueError(msg)
+
+
+def _global_loss_fused(
+    embeddings: Array, image_ids: Array, partition_ids: Array | None, *, n: int, strategy: str,
+    temperature: float, reduction: str, xp: Namespace,
+) -> Array:
+    """Torch path of the scalar reductions: one id comparison, masks derived inside the kernel.
+
+    The positives are the rows sharing the group id (image, or partition for ``"domain"``) but
+    the anchor; the kernel gets only that comparison (and, for ``"domain_negatives"``, the
+    partition mask), and the number of positive pairs is counted from it.
+    """
+    from ._torch_kernel import fused_global_contrastive_sum
+
+    group = partition_ids if strategy == "domain" else image_ids
+    assert group is not None  # validated by the caller
+    same = group[:, None] == group[None, :]
+    negatives = None
+    if strategy == "domain_negatives":
+        assert partition_ids is not None
+        negatives = partition_ids[:, None] != partition_ids[None, :]
+    count = xp.count_nonzero(same) - n  # ordered positive pairs: the diagonal is not one
+    if _has_nonzero(count, xp=xp) is False:
+        _raise_no_pair(strategy, n)
+    dtype = compute_dtype(embeddings, xp=xp)
+    if reduction == "sum":
+        scale = xp.ones((), dtype=dtype, device=device(embeddings))
+    else:
+        scale = 1.0 / xp.astype(count, dtype)
+    result: Array = fused_global_contrastive_sum(
+        xp.astype(embeddings, dtype), same, negatives, inv_temperature=1.0 / temperature,
+        scale=scale, eps=eps_for(dtype, xp=xp),
+    )
+    return result
 
 
 def global_pairing(
@@ -219,11 +261,14 @@ def global_contrastive_loss(
     image_ids = _on_device_of(image_ids, embeddings, xp=xp)
     if partition_ids is not None:
         partition_ids = _on_device_of(partition_ids, embeddings, xp=xp)
+    if reduction != "none" and is_torch_namespace(xp):
+        return _global_loss_fused(
+            embeddings, image_ids, partition_ids, n=n, strategy=strategy,
+            temperature=temperature, reduction=reduction, xp=xp,
+        )
     positives, negatives = _global_pairing_impl(image_ids, partition_ids, strategy=strategy, xp=xp)
     if _has_nonzero(positives, xp=xp) is False:
-        msg = (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
-               f"got N = {n} rows.")
-        raise ValueError(msg)
+        _raise_no_pair(strategy, n)
     return _masked_contrastive_impl(
         embeddings, positives, negatives, temperature=temperature, normalizer=None,
         reduction=reduction, xp=xp,
