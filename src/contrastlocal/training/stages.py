@@ -265,6 +265,24 @@ class _SamplerStream:
         return {"epoch": epoch, "position": position, "batches_per_epoch": len(self.sampler)}
 
 
+def _partition_stream(
+    bank: _SliceBank, num_partitions: int, volumes_per_batch: int, seed: int, tag: int
+) -> _SamplerStream:
+    """Build the stage's sharded partition-batch stream and seed torch for the stage's init."""
+    stream = _SamplerStream(
+        PartitionBatchSampler(
+            bank.dataset.slices_per_volume,
+            num_partitions=num_partitions,
+            volumes_per_batch=volumes_per_batch,
+            seed=derive_seed(seed, tag) % (2**31),
+            num_replicas=_distributed.world_size(),
+            rank=_distributed.rank(),
+        )
+    )
+    torch.manual_seed(derive_seed(seed, tag, 0))
+    return stream
+
+
 def _generator(device: torch.device, *parts: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(*parts, *_distributed.seed_suffix()))
@@ -433,17 +451,9 @@ def pretrain_global(
     _check_volumes(volumes, "volumes", cfg)
     rt = _runtime(cfg, progress)
     bank = _SliceBank(volumes, st.num_partitions, rt.device)
-    stream = _SamplerStream(
-        PartitionBatchSampler(
-            bank.dataset.slices_per_volume,
-            num_partitions=st.num_partitions,
-            volumes_per_batch=st.volumes_per_batch,
-            seed=derive_seed(cfg.seed, _GLOBAL) % (2**31),
-            num_replicas=_distributed.world_size(),
-            rank=_distributed.rank(),
-        )
+    stream = _partition_stream(
+        bank, st.num_partitions, st.volumes_per_batch, cfg.seed, _GLOBAL
     )
-    torch.manual_seed(derive_seed(cfg.seed, _GLOBAL, 0))
     net = GlobalPretrainNetwork(
         build_unet(cfg),
         cfg.model.image_size,
@@ -590,17 +600,9 @@ def pretrain_local(
     rt = _runtime(cfg, progress)
     source = _encoder_source(encoder, cfg)
     bank = _SliceBank(volumes, st.num_partitions, rt.device)
-    stream = _SamplerStream(
-        PartitionBatchSampler(
-            bank.dataset.slices_per_volume,
-            num_partitions=st.num_partitions,
-            volumes_per_batch=st.volumes_per_batch,
-            seed=derive_seed(cfg.seed, _LOCAL) % (2**31),
-            num_replicas=_distributed.world_size(),
-            rank=_distributed.rank(),
-        )
+    stream = _partition_stream(
+        bank, st.num_partitions, st.volumes_per_batch, cfg.seed, _LOCAL
     )
-    torch.manual_seed(derive_seed(cfg.seed, _LOCAL, 0))
     net = LocalPretrainNetwork(build_unet(cfg), st.num_decoder_blocks)
     copied = [] if source is None else transfer_encoder(source, net)
     freeze_encoder(net, batchnorm=st.encoder_batchnorm)
@@ -737,17 +739,9 @@ def pretrain_joint(
     _check_volumes(volumes, "volumes", cfg)
     rt = _runtime(cfg, progress)
     bank = _SliceBank(volumes, gs.num_partitions, rt.device)
-    stream = _SamplerStream(
-        PartitionBatchSampler(
-            bank.dataset.slices_per_volume,
-            num_partitions=gs.num_partitions,
-            volumes_per_batch=gs.volumes_per_batch,
-            seed=derive_seed(cfg.seed, _JOINT) % (2**31),
-            num_replicas=_distributed.world_size(),
-            rank=_distributed.rank(),
-        )
+    stream = _partition_stream(
+        bank, gs.num_partitions, gs.volumes_per_batch, cfg.seed, _JOINT
     )
-    torch.manual_seed(derive_seed(cfg.seed, _JOINT, 0))
     unet = build_unet(cfg)
     global_net = GlobalPretrainNetwork(
         unet,
