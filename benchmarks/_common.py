@@ -95,6 +95,22 @@ def peak_memory_subprocess(code: str) -> float:
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def cuda_peak_mib(fn: Callable[[], Any]) -> float:
+    """Peak CUDA memory (MiB) that one call of ``fn()`` allocates above what was allocated before.
+
+    Measured in-process with the caching allocator's statistics (the CUDA analogue of the fresh
+    subprocess's resident-set peak used on the CPU).
+    """
+    import torch
+
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return (torch.cuda.max_memory_allocated() - before) / 2**20
+
+
 def metadata(device: str = "cpu") -> dict[str, Any]:
     meta: dict[str, Any] = {
         "python": platform.python_version(),

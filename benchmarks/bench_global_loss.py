@@ -9,9 +9,12 @@ Cases, all float32 torch on the chosen device, D = 128, two views per image, S =
   / partition ids, where its (pairs x pairs) intermediate fits in memory.
 
 Peak memory (resident set, MiB) of one forward + backward is measured in a fresh subprocess;
-``baseline`` is the same process doing nothing but the imports and the input tensors.
+``baseline`` is the same process doing nothing but the imports and the input tensors. With
+``--device cuda`` the tensors live on the GPU, N goes up to 32768, and the peak is the CUDA memory
+one forward + backward allocates above its inputs (``above_baseline_MiB``).
 
-Usage: ``python benchmarks/bench_global_loss.py [--quick] [--json PATH] [--threads 2]``.
+Usage: ``python benchmarks/bench_global_loss.py [--quick] [--json PATH] [--threads 2]
+[--device cuda]``.
 """
 
 from __future__ import annotations
@@ -97,20 +100,20 @@ def pml_bytes(case: str, n: int) -> float:
     return 4.0 * pos * neg
 
 
-def build(case: str, n: int, threads: int) -> Any:
+def build(case: str, n: int, threads: int, device: str = "cpu") -> Any:
     """A zero-argument callable doing one forward + backward of `case`."""
     import torch
 
     torch.manual_seed(0)
-    images = torch.arange(n) % (n // 2)
+    images = (torch.arange(n) % (n // 2)).to(device)
     partitions = images % 4
-    z = torch.randn(n, D, requires_grad=True)
+    z = torch.randn(n, D).to(device).requires_grad_(True)
 
     if case == "floor":
         from torch.nn import functional
 
-        eye = torch.eye(n) * 1e9
-        target = (torch.arange(n) + n // 2) % n
+        eye = torch.eye(n, device=device) * 1e9
+        target = ((torch.arange(n) + n // 2) % n).to(device)
 
         def floor() -> None:
             zn = functional.normalize(z, dim=1)
@@ -132,8 +135,9 @@ def build(case: str, n: int, threads: int) -> Any:
     if case.startswith("loop/"):
         from tests import _reference as ref
 
-        zn = z.detach().double().numpy()
+        zn = z.detach().double().cpu().numpy()
         strategy = case.split("/")[1]
+        images, partitions = images.cpu(), partitions.cpu()
         return lambda: ref.global_loss_and_grad(zn, images.numpy(), partitions.numpy(),
                                                 strategy, TEMPERATURE)
     raise KeyError(case)
@@ -142,9 +146,11 @@ def build(case: str, n: int, threads: int) -> Any:
 def main() -> None:
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
     _common.set_threads(args.threads)
-    sizes = [80, 256] if args.quick else [80, 512, 2048, 8192]
+    cuda = args.device.startswith("cuda")
+    sizes = [80, 256] if args.quick else [80, 512, 2048, 8192] + ([32768] if cuda else [])
     repeat = args.repeat or (3 if args.quick else 10)
     rows: list[dict[str, Any]] = []
+    mem_rows: list[dict[str, Any]] = []
     for n in sizes:
         cases = ["floor", "ours/random", "ours/domain"]
         if n <= 80:
@@ -153,12 +159,15 @@ def main() -> None:
         cases += [c for c in ("pml/random", "pml/domain") if pml_bytes(c, n) < limit]
         results: dict[str, dict[str, float]] = {}
         for case in cases:
-            fn = build(case, n, args.threads)
+            fn = build(case, n, args.threads, "cpu" if case.startswith("loop/") else args.device)
             slow = case.startswith("loop/")
-            few = n >= 8192 or (case.startswith("pml/") and n >= 512)
+            few = not cuda and (n >= 8192 or (case.startswith("pml/") and n >= 512))
             reps = 1 if slow else (max(3, repeat // 3) if few else repeat)
-            results[case] = _common.time_fn(fn, repeat=reps,
-                                            warmup=0 if slow else 2, min_time=0.0)
+            results[case] = _common.time_fn(fn, repeat=reps, warmup=0 if slow else 2,
+                                            min_time=0.0, device=args.device)
+            if cuda and not slow:
+                mem_rows.append({"N": n, "case": case, "peak_MiB": None,
+                                 "above_baseline_MiB": _common.cuda_peak_mib(fn)})
         floor = results["floor"]["median_s"]
         for case, r in results.items():
             rows.append({
@@ -170,8 +179,7 @@ def main() -> None:
         print(f"N={n} done ({time.strftime('%H:%M:%S')})", flush=True)
 
     # peak memory, one fresh process per (case, N) — skipped in --quick mode except one case
-    mem_rows: list[dict[str, Any]] = []
-    mem_sizes = [80] if args.quick else sizes
+    mem_sizes = [] if cuda else ([80] if args.quick else sizes)
     mem_cases = (("baseline", "ours/domain") if args.quick else
                  ("baseline", "floor", "ours/random", "ours/domain", "pml/random", "pml/domain"))
     for n in mem_sizes:
@@ -187,10 +195,12 @@ def main() -> None:
                              peak - base})
 
     _common.print_table(rows, ["N", "case", "median_ms", "iqr_ms", "x_floor", "x_ours_same"],
-                        title="forward + backward, float32, D = 128 "
+                        title=f"forward + backward, float32, D = 128, {args.device} "
                               f"({args.threads} threads; x_ours_same = time / ours, same strategy)")
     _common.print_table(mem_rows, ["N", "case", "peak_MiB", "above_baseline_MiB"],
-                        title="peak resident memory of one forward + backward (fresh process)")
+                        title=("peak CUDA memory of one forward + backward above its inputs"
+                               if cuda else
+                               "peak resident memory of one forward + backward (fresh process)"))
     _common.write_json(args.json, {"meta": _common.metadata(args.device), "timing": rows,
                                    "memory": mem_rows})
 

@@ -2,7 +2,8 @@
 
 The paper's stage-2 setting: 40 images x 2 views = 80 rows, 192x192 inputs, feature maps of the
 third decoder block after g_2 (C = 64, 48x48), R = 13 regions, K = 3 with the learned 9·C -> 128
-projection, J = 5 negatives (L^R), and the same at 512 rows. Cases, float32 torch on CPU:
+projection, J = 5 negatives (L^R), and the same at 512 rows. Cases, float32 torch on the CPU (or
+the GPU with ``--device cuda``, where memory is the CUDA peak above the inputs):
 
 - ``ours/random``, ``ours/domain``: :class:`contrastlocal.LocalContrastiveLoss` (public API),
   forward + backward into the feature maps and the projection;
@@ -17,7 +18,8 @@ contract (median, IQR); the process CPU time of each call (all threads) is print
 because on a shared, oversubscribed machine it is the steadier of the two. Peak resident memory
 of one loss forward + backward is measured in a fresh process.
 
-Usage: ``python benchmarks/bench_local_loss.py [--quick] [--json PATH] [--threads 2]``.
+Usage: ``python benchmarks/bench_local_loss.py [--quick] [--json PATH] [--threads 2]
+[--device cuda] [--rows 80 512]``.
 """
 
 from __future__ import annotations
@@ -71,19 +73,21 @@ def with_cpu_clock(fn: Any) -> tuple[Any, list[float]]:
     return wrapped, samples
 
 
-def build(case: str, n: int, image_size: int, map_size: int) -> Any:
+def build(case: str, n: int, image_size: int, map_size: int, device: str = "cpu") -> Any:
     """A zero-argument callable doing one forward + backward of `case`."""
     import torch
 
     torch.manual_seed(0)
-    images, partitions, volumes = _ids(n)
-    features = torch.randn(n, CHANNELS, map_size, map_size, requires_grad=True)
+    if case == "loop/random":
+        device = "cpu"  # the NumPy oracle
+    images, partitions, volumes = (t.to(device) for t in _ids(n))
+    features = torch.randn(n, CHANNELS, map_size, map_size).to(device).requires_grad_(True)
     if case.startswith("ours/"):
         from contrastlocal import LocalContrastiveLoss
 
         criterion = LocalContrastiveLoss(
             case.split("/")[1], in_channels=CHANNELS, temperature=TEMPERATURE
-        )
+        ).to(device)
 
         def ours() -> None:
             features.grad = None
@@ -115,9 +119,11 @@ def build(case: str, n: int, image_size: int, map_size: int) -> Any:
 
         net = LocalPretrainNetwork(UNet(in_channels=1, out_channels=4), num_decoder_blocks=3)
         freeze_encoder(net)
-        net.train()
-        x = torch.randn(n, 1, image_size, image_size)
-        criterion = LocalContrastiveLoss("random", in_channels=CHANNELS, temperature=TEMPERATURE)
+        net.train().to(device)
+        x = torch.randn(n, 1, image_size, image_size).to(device)
+        criterion = LocalContrastiveLoss(
+            "random", in_channels=CHANNELS, temperature=TEMPERATURE
+        ).to(device)
         with_loss = case == "network+ours"
 
         def step() -> None:
@@ -145,9 +151,10 @@ def main() -> None:
     # (rows, input size, map size); --quick: tiny inputs so CI keeps the script working
     settings = [(8, 64, 16)] if args.quick else [(n, 192, 48) for n in args.rows]
     repeat = args.repeat or (3 if args.quick else 10)
+    cuda = args.device.startswith("cuda")
     # memory first: a child's ru_maxrss starts from this process's high-water mark
     mem_rows: list[dict[str, Any]] = []
-    for n, _, map_size in settings:
+    for n, _, map_size in [] if cuda else settings:
         for case, body in (
             ("baseline", ""),
             ("ours/random", "loss(features, images).backward()"),
@@ -166,13 +173,17 @@ def main() -> None:
             cases += ["network", "network+ours"]
         results: dict[str, dict[str, float]] = {}
         for case in cases:
-            fn, cpu_samples = with_cpu_clock(build(case, n, image_size, map_size))
-            slow = case.startswith(("loop", "network")) and not args.quick
+            raw = build(case, n, image_size, map_size, args.device)
+            fn, cpu_samples = with_cpu_clock(raw)
+            slow = case.startswith(("loop", "network")) and not args.quick and not cuda
             big = n > 80 and slow
             warmup = 0 if (big or case.startswith("loop")) else 1
             results[case] = _common.time_fn(
-                fn, repeat=1 if big else (2 if slow else repeat), warmup=warmup
+                fn, repeat=1 if big else (2 if slow else repeat), warmup=warmup,
+                device="cpu" if case.startswith("loop") else args.device,
             )
+            if cuda and case.startswith("ours/"):
+                mem_rows.append({"N": n, "case": case, "peak_MiB": _common.cuda_peak_mib(raw)})
             results[case]["cpu_s"] = statistics.median(cpu_samples[warmup:])
             print(f"  N={n} {case}: {results[case]['median_s']:.4f} s wall, "
                   f"{results[case]['cpu_s']:.4f} s cpu", flush=True)
@@ -200,13 +211,16 @@ def main() -> None:
         ["N", "map", "case", "median_ms", "iqr_ms", "cpu_ms", "runs", "x_ours", "loss/net_%",
          "loss/net_cpu_%"],
         title=(
-            f"forward + backward, float32, R = 13, K = 3, J = 5 ({args.threads} threads; "
+            f"forward + backward, float32, R = 13, K = 3, J = 5, {args.device} "
+            f"({args.threads} threads; "
             "x_ours = time / ours/random; loss/net_% = loss time / network step time, wall "
             "and process CPU time)"
         ),
     )
     _common.print_table(mem_rows, ["N", "case", "peak_MiB"],
-                        title="peak resident memory of one loss forward + backward (fresh process)")
+                        title=("peak CUDA memory of one loss forward + backward above its inputs"
+                               if cuda else "peak resident memory of one loss forward + backward "
+                               "(fresh process)"))
     _common.write_json(args.json, {"meta": _common.metadata(args.device), "timing": rows,
                                    "memory": mem_rows})
 
