@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -179,25 +179,48 @@ def adjust_intensity(
         raise ValueError(msg)
     d = shift.to(images).reshape(n, 1, 1, 1)
     c = factor.to(images).reshape(n, 1, 1, 1)
-    return torch.cat(
-        [_adjust_intensity_impl(images[sl], d[sl], c[sl], clip) for sl in _chunks(images)]
-    )
+    # the mean of x + d is mean(x) + d: one reduction over the input, then the output written
+    # once and updated in place (no batch-sized temporary, so no chunking)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    return _scale_shift_clip(torch.mul(images, c), None, d + (1.0 - c) * mean, clip)
 
 
-def _adjust_intensity_impl(
-    images: torch.Tensor,
+def _empty_batch(images: torch.Tensor) -> torch.Tensor:
+    """Allocate a contiguous batch of `images`' shape, dtype and device (filled by the caller)."""
+    return torch.empty(images.shape, dtype=images.dtype, device=images.device)
+
+
+def _scale_shift_clip(
+    out: torch.Tensor,
+    scale: torch.Tensor | None,
+    bias: torch.Tensor,
+    clip: tuple[float, float] | None,
+) -> torch.Tensor:
+    """``out = clip(out * scale + bias)`` in place; `scale`, `bias` broadcast per image.
+
+    Separate in-place passes (each with one broadcast operand) on a cache-resident chunk: a fused
+    ``addcmul`` with two broadcast operands misses the vectorised CPU kernel and is ~4x slower.
+    """
+    if scale is not None:
+        out.mul_(scale)
+    out.add_(bias)
+    if clip is not None:
+        out.clamp_(clip[0], clip[1])
+    return out
+
+
+def _adjust_intensity_inplace(
+    out: torch.Tensor,
     shift: torch.Tensor,
     factor: torch.Tensor,
     clip: tuple[float, float] | None,
 ) -> torch.Tensor:
-    """:func:`adjust_intensity` on one chunk; `shift`, `factor` (n, 1, 1, 1) in images' dtype."""
-    shifted = images + shift
-    mean = shifted.mean(dim=(1, 2, 3), keepdim=True)
-    # c * shifted + (1 - c) * mean, in one pass
-    out = torch.addcmul((1.0 - factor) * mean, factor, shifted)
-    if clip is not None:
-        out = out.clamp_(clip[0], clip[1])  # in place on our own temporary
-    return out
+    """:func:`adjust_intensity` of one chunk in place; `shift`, `factor` (n, 1, 1, 1).
+
+    ``c (x + d) + (1 - c) mean(x + d) = c x + d + (1 - c) mean(x)``.
+    """
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return _scale_shift_clip(out, factor, shift + (1.0 - factor) * mean, clip)
 
 
 def _sampling_grid(
@@ -358,7 +381,11 @@ def crop_resize(images: torch.Tensor, corners: torch.Tensor, crop_fraction: floa
         msg = f"`crop_fraction` must be in (0, 1]; got {crop_fraction!r}."
         raise ValueError(msg)
     c = corners.to(device=images.device, dtype=_coord_dtype(images))
-    return torch.cat([_crop_resize_impl(images[sl], c[sl], f) for sl in _chunks(images)])
+    taps = _crop_resize_taps(c, images.shape[2], images.shape[3], f, images.dtype)
+    out = _empty_batch(images)
+    for sl in _chunks(images):
+        _crop_resize_into(out[sl], images[sl], taps, sl)
+    return out
 
 
 def _coord_dtype(images: torch.Tensor) -> torch.dtype:
@@ -380,23 +407,70 @@ def _linear_taps(
     return lo, (lo + 1).clamp(max=size - 1), u - lo_f
 
 
-def _crop_resize_impl(images: torch.Tensor, corners: torch.Tensor, f: float) -> torch.Tensor:
-    """Separable bilinear crop-and-resize of one chunk: gather rows, blend, gather columns, blend.
+class _CropTaps(NamedTuple):
+    """Per-image taps of a crop-and-resize (:func:`_crop_resize_taps`), all (n, ...) tensors."""
 
-    Two taps per output pixel and axis, so O(H W) work per image rather than the O(H W (H + W))
-    of interpolation matrices, and no (N, H, W, 2) sampling grid.
+    window: int  # L source rows per image hold every row tap
+    row_start: torch.Tensor  # (n,) first source row of each image's window
+    y_lo: torch.Tensor  # (n, H) row taps, relative to the window
+    y_hi: torch.Tensor
+    wy: torch.Tensor  # (n, H) weight of y_hi, images' dtype
+    x_lo: torch.Tensor  # (n, W) column taps
+    x_hi: torch.Tensor
+    wx: torch.Tensor  # (n, W) weight of x_hi, images' dtype
+
+
+def _crop_resize_taps(
+    corners: torch.Tensor, h: int, w: int, f: float, dtype: torch.dtype
+) -> _CropTaps:
+    """Taps of :func:`crop_resize` for the whole batch (computed once, sliced per chunk).
+
+    The row taps of one image span ``(H - 1) f`` pixels plus the two-tap footprint, so they all
+    lie in a window of ``L = min(H, floor((H - 1) f) + 3)`` source rows starting at
+    ``min(y_lo[0], H - L)``: only those rows are resampled along x.
     """
-    n, c, h, w = images.shape
     y_lo, y_hi, wy = _linear_taps(corners[:, 1], h, f)
     x_lo, x_hi, wx = _linear_taps(corners[:, 0], w, f)
+    window = min(h, math.floor((h - 1) * f) + 3)
+    start = y_lo[:, 0].clamp(max=h - window)
+    return _CropTaps(
+        window,
+        start,
+        y_lo - start[:, None],
+        y_hi - start[:, None],
+        wy.to(dtype),
+        x_lo,
+        x_hi,
+        wx.to(dtype),
+    )
+
+
+def _crop_resize_into(
+    out: torch.Tensor, images: torch.Tensor, taps: _CropTaps, sl: slice
+) -> torch.Tensor:
+    """Separable bilinear crop-and-resize of one chunk (rows `sl` of `taps`) into `out`.
+
+    Gather the window of source rows (row copies), resample it along x (two element gathers and
+    a blend on ``L`` rows instead of ``H``), then along y (two row gathers and a blend). Two taps
+    per output pixel and axis: O(H W) work per image rather than the O(H W (H + W)) of
+    interpolation matrices, and no (N, H, W, 2) sampling grid.
+    """
+    n, c, h, w = images.shape
+    lw = taps.window
+    dev = images.device
     rows = images.reshape(n * c * h, w)
-    base = (torch.arange(n * c, device=images.device) * h).reshape(n, c, 1)
-    top = rows.index_select(0, (base + y_lo[:, None]).reshape(-1)).reshape(n, c, h, w)
-    bottom = rows.index_select(0, (base + y_hi[:, None]).reshape(-1)).reshape(n, c, h, w)
-    blended = torch.lerp(top, bottom, wy.to(images.dtype).reshape(n, 1, h, 1))
-    left = torch.gather(blended, 3, x_lo.reshape(n, 1, 1, w).expand(n, c, h, w))
-    right = torch.gather(blended, 3, x_hi.reshape(n, 1, 1, w).expand(n, c, h, w))
-    return torch.lerp(left, right, wx.to(images.dtype).reshape(n, 1, 1, w))
+    base = (torch.arange(n * c, device=dev) * h).reshape(n, c, 1)
+    local = torch.arange(lw, device=dev)
+    src = (base + (taps.row_start[sl, None, None] + local)).reshape(-1)
+    win = rows.index_select(0, src).reshape(n, c, lw, w)
+    shape = (n, c, lw, w)
+    left = torch.gather(win, 3, taps.x_lo[sl].reshape(n, 1, 1, w).expand(shape))
+    right = torch.gather(win, 3, taps.x_hi[sl].reshape(n, 1, 1, w).expand(shape))
+    cols = torch.lerp(left, right, taps.wx[sl].reshape(n, 1, 1, w)).reshape(n * c * lw, w)
+    base_w = (torch.arange(n * c, device=dev) * lw).reshape(n, c, 1)
+    top = cols.index_select(0, (base_w + taps.y_lo[sl, None]).reshape(-1)).reshape(n, c, h, w)
+    bottom = cols.index_select(0, (base_w + taps.y_hi[sl, None]).reshape(-1)).reshape(n, c, h, w)
+    return torch.lerp(top, bottom, taps.wy[sl].reshape(n, 1, h, 1), out=out)
 
 
 # --------------------------------------------------------------------------------------------
@@ -552,15 +626,15 @@ def global_views(
     shift, factor = _intensity_params(images, generator, brightness, contrast)
     _check_clip(clip)
     c = corners.to(device=images.device, dtype=_coord_dtype(images))
+    taps = _crop_resize_taps(c, images.shape[2], images.shape[3], f, images.dtype)
     d = shift.reshape(n, 1, 1, 1)
     k = factor.reshape(n, 1, 1, 1)
     # crop_resize then adjust_intensity, fused chunk by chunk (same draws, same values)
-    return torch.cat(
-        [
-            _adjust_intensity_impl(_crop_resize_impl(images[sl], c[sl], f), d[sl], k[sl], clip)
-            for sl in _chunks(images)
-        ]
-    )
+    out = _empty_batch(images)
+    for sl in _chunks(images):
+        view = _crop_resize_into(out[sl], images[sl], taps, sl)
+        _adjust_intensity_inplace(view, d[sl], k[sl], clip)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
