@@ -7,7 +7,8 @@ elastic augmentation. The loss share compares the loss's forward+backward alone 
 stage's shapes) with the median step time. ``--device cuda`` uses bf16 autocast and channels-last;
 ``--quick`` runs 64x64 slices, a narrow UNet and a few iterations (CI).
 
-    python benchmarks/bench_pipeline.py [--quick] [--device cuda] [--iterations N] [--json P]
+    python benchmarks/bench_pipeline.py [--quick] [--device cuda] [--iterations N] [--compile]
+        [--json P]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def _volumes(n: int, size: int, rng: np.random.Generator) -> list[Volume]:
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--iterations", type=int, default=None, help="iterations per stage")
+    p.add_argument("--compile", action="store_true", help="runtime.compile=True (torch.compile)")
     args = p.parse_args()
     set_threads(args.threads)
     device = args.device
@@ -64,6 +66,7 @@ def main() -> None:
             "device": device,
             "amp": "bf16" if device.startswith("cuda") else "none",
             "progress": False,
+            "compile": args.compile,
         },
     )
     rng = np.random.default_rng(0)
@@ -137,7 +140,8 @@ def main() -> None:
     print_table(
         rows,
         ["stage", "rows/batch", "it/s", "s/it", "loss_s", "loss_share_%", "wall_s"],
-        title=f"Training stages at {size}x{size} on {device} ({iterations} iterations each)",
+        title=f"Training stages at {size}x{size} on {device} ({iterations} iterations each"
+        + (", torch.compile)" if args.compile else ")"),
     )
     print(f"\nprojected 3 x 10 000 iterations: {total_h:.2f} h (paper: 8 h on a Titan X)")
     write_json(

@@ -104,6 +104,7 @@ def main() -> None:
             step = make_step(net, x, channels_last=channels_last, bf16=bf16, device=device)
             t = _common.time_fn(step, repeat=repeat, warmup=warmup, device=device)
             ips = batch / t["median_s"]
+            print(f"  {stage}, {name}: {t['median_s'] * 1e3:.1f} ms/step", flush=True)
             if baseline is None:
                 baseline = ips
             rows.append(

@@ -4,6 +4,7 @@
 # and the whole script a deadline (BUDGET_S), so a slow step cannot eat the rest.
 #
 #   OUT=/tmp/gpu BUDGET_S=420 bash benchmarks/gpu_session.sh
+#   STEPS="tests unet" bash benchmarks/gpu_session.sh     # some steps only
 #
 # Logs and JSON go to $OUT (session.log holds every step's output). Packages the GPU machine lacks
 # can be put as wheels in .whl/ (ignored by git); they are installed to /tmp/site first.
@@ -11,6 +12,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/contrastlocal_gpu}
 BUDGET_S=${BUDGET_S:-420}
+STEPS=${STEPS:-"tests pipeline global_loss local_loss unet data acdc_smoke pipeline_compile"}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
 START=$(date +%s)
@@ -24,6 +26,7 @@ export PYTHONPATH="$PWD/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2 left
   shift 2
+  case " $STEPS " in *" $name "*) ;; *) return ;; esac
   left=$((BUDGET_S - ($(date +%s) - START)))
   if [ "$left" -lt 20 ]; then
     echo "== $name: skipped (${left} s of the budget left)" | tee -a "$LOG"
@@ -55,4 +58,6 @@ step local_loss 60 python3 benchmarks/bench_local_loss.py --device cuda --rows 8
 step unet 60 python3 benchmarks/bench_unet.py --device cuda --repeat 10 --json "$OUT/unet.json"
 step data 60 python3 benchmarks/bench_data.py --device cuda --json "$OUT/data.json"
 step acdc_smoke 90 python3 examples/acdc_full.py --smoke --device cuda
+step pipeline_compile 180 python3 benchmarks/bench_pipeline.py --device cuda --iterations 200 \
+  --compile --json "$OUT/pipeline_compile.json"
 echo "total $(( $(date +%s) - START )) s" | tee -a "$LOG"

@@ -55,7 +55,7 @@ def _numpy_state() -> dict[str, Any]:
 
 
 def _set_numpy_state(state: Mapping[str, Any]) -> None:
-    key = state["key"].numpy().astype(np.uint32)
+    key = state["key"].cpu().numpy().astype(np.uint32)  # the checkpoint may be mapped to a GPU
     np.random.set_state(  # noqa: NPY002
         (state["name"], key, int(state["pos"]), int(state["has_gauss"]), float(state["cached"]))
     )
