@@ -9,6 +9,16 @@ the one-hot labels, as the original did). The loader (PartitionBatchSampler + Sl
 Adam, 2 × 40 rows) on the same device: the loader keeps up when its time per batch is below the
 step's.
 
+Both sides produce a batch: the RGB baseline stacks its crops (the batched path copies the
+windows into one tensor; slicing alone would be a view). "copy floor" is one copy of the path's
+input tensors (read every input byte once, write as many): no out-of-place transform of those
+inputs can cost less, so ``per-sample / copy floor`` bounds the speed-up any batched
+implementation could reach on this machine. On glibc the process's malloc is set to keep freed
+memory (no trimming, no per-allocation mmap) before timing: otherwise multi-MB temporaries and
+outputs are re-faulted from the kernel on every call, at a cost that depends on the process's
+allocation history (it inflated the per-sample mixup/RGB baselines up to 3x); ``--system-malloc``
+keeps the default.
+
     python benchmarks/bench_data.py            # CPU, 2 threads, batch 40 at 192x192
     python benchmarks/bench_data.py --quick    # seconds (CI)
     python benchmarks/bench_data.py --json results/data.json
@@ -113,6 +123,29 @@ def np_rgb(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, size: int) ->
     return out[:, oy : oy + size, ox : ox + size], y[oy : oy + size, ox : ox + size]
 
 
+def collate(samples: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack per-sample (image, label) pairs into one batch, as a data loader's collate does."""
+    return np.stack([s[0] for s in samples]), np.stack([s[1] for s in samples])
+
+
+def steady_malloc() -> bool:
+    """Make glibc malloc keep freed memory (no trim, no mmap per allocation); False elsewhere."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        m_trim_threshold, m_mmap_threshold = -1, -3
+        return bool(libc.mallopt(m_trim_threshold, 1 << 30)) and bool(
+            libc.mallopt(m_mmap_threshold, 1 << 30)
+        )
+    except (OSError, AttributeError):
+        return False
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -120,7 +153,11 @@ def main() -> None:
     p = _common.parser(__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=None, help="slices per batch (default 40)")
     p.add_argument("--size", type=int, default=None, help="image size (default 192)")
+    p.add_argument(
+        "--system-malloc", action="store_true", help="keep the default malloc (see the docstring)"
+    )
     args = p.parse_args()
+    malloc_tuned = False if args.system_malloc else steady_malloc()
     _common.set_threads(args.threads)
     import torch
 
@@ -144,56 +181,83 @@ def main() -> None:
     rgb = torch.from_numpy(rgb_np).to(device)
     crop = size * 3 // 4
 
-    cases: list[tuple[str, Callable[[], Any], Callable[[], Any]]] = [
+    y1h_np = np.eye(num_classes, dtype=np.float32)[y_np]
+
+    def copy(*tensors: Any) -> Callable[[], Any]:
+        return lambda: [t.clone() for t in tensors]
+
+    cases: list[tuple[str, Callable[[], Any], Callable[[], Any], Callable[[], Any]]] = [
         (
             "global view (crop+resize+intensity)",
             lambda: A.global_views(x, g),
             lambda: [np_global_view(x_np[i], rng) for i in range(n)],
+            copy(x),
         ),
         (
             "local view (intensity only)",
             lambda: A.intensity_views(x, g),
             lambda: [np_intensity(x_np[i], rng) for i in range(n)],
+            copy(x),
         ),
         (
             "geometric, labels nearest",
             lambda: A.geometric_augment(x, y, g),
             lambda: [np_geometric(x_np[i], y_np[i], rng, num_classes) for i in range(n)],
+            copy(x, y),
         ),
         (
             "geometric, labels one-hot (as original)",
             lambda: A.geometric_augment(x, y, g, label_mode="onehot", num_classes=num_classes),
             lambda: [np_geometric(x_np[i], y_np[i], rng, num_classes) for i in range(n)],
+            copy(x, y),
         ),
         (
             "mixup",
             lambda: A.mixup(x, y1h, g),
-            lambda: np_mixup(x_np, np.eye(num_classes, dtype=np.float32)[y_np], rng),
+            lambda: np_mixup(x_np, y1h_np, rng),
+            copy(x, y1h),
         ),
         (
             "RGB colour jitter + random crop",
             lambda: A.random_crop(A.color_jitter(rgb, g), y, g, size=(crop, crop)),
-            lambda: [np_rgb(rgb_np[i], y_np[i], rng, crop) for i in range(n)],
+            lambda: collate([np_rgb(rgb_np[i], y_np[i], rng, crop) for i in range(n)]),
+            copy(rgb, y),
         ),
     ]
     rows: list[dict[str, Any]] = []
-    for name, fast, slow in cases:
+    for name, fast, slow, floor in cases:
         tf = _common.time_fn(fast, repeat=repeat, device=device)
         ts = _common.time_fn(slow, repeat=max(2, repeat // 2), warmup=1)
+        tc = _common.time_fn(floor, repeat=repeat, device=device)
         rows.append(
             {
                 "path": name,
-                "batched slices/s": n / tf["median_s"],
+                "batched ms": 1e3 * tf["median_s"],
                 "batched IQR ms": 1e3 * tf["iqr_s"],
+                "copy floor ms": 1e3 * tc["median_s"],
+                "per-sample ms": 1e3 * ts["median_s"],
+                "batched slices/s": n / tf["median_s"],
                 "per-sample slices/s": n / ts["median_s"],
                 "speed-up": ts["median_s"] / tf["median_s"],
+                "per-sample / copy floor": ts["median_s"] / tc["median_s"],
             }
         )
     _common.print_table(
         rows,
-        ["path", "batched slices/s", "batched IQR ms", "per-sample slices/s", "speed-up"],
-        title=f"Augmentation, batch {n} x {size}x{size}, {device}, {args.threads} threads "
-        "(speed-up = per-sample NumPy/SciPy time / batched torch time)",
+        [
+            "path",
+            "batched ms",
+            "batched IQR ms",
+            "copy floor ms",
+            "per-sample ms",
+            "batched slices/s",
+            "speed-up",
+            "per-sample / copy floor",
+        ],
+        title=f"Augmentation, batch {n} x {size}x{size}, {device}, {args.threads} threads, "
+        f"malloc {'steady' if malloc_tuned else 'system default'} "
+        "(speed-up = per-sample NumPy/SciPy time / batched torch time; copy floor = one copy "
+        "of the inputs)",
     )
 
     # ------------------------------------------------------------------ loader vs stage-1 step
@@ -281,7 +345,7 @@ def main() -> None:
     _common.write_json(
         args.json,
         {
-            "metadata": _common.metadata(device),
+            "metadata": {**_common.metadata(device), "malloc_steady": malloc_tuned},
             "batch": n,
             "size": size,
             "augmentation": rows,
