@@ -40,7 +40,15 @@ from ..samplers import PartitionBatchSampler
 from . import _distributed
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
 from .checkpoint import load_checkpoint, load_weights
-from .config import ExperimentConfig, config_to_dict, preset
+from .config import (
+    ExperimentConfig,
+    FinetuneConfig,
+    GlobalStageConfig,
+    LocalStageConfig,
+    ModelConfig,
+    config_to_dict,
+    preset,
+)
 from .evaluation import Volume, evaluate
 
 __all__ = [
@@ -266,21 +274,26 @@ class _SamplerStream:
 
 
 def _partition_stream(
-    bank: _SliceBank, num_partitions: int, volumes_per_batch: int, seed: int, tag: int
-) -> _SamplerStream:
-    """Build the stage's sharded partition-batch stream and seed torch for the stage's init."""
+    volumes: Sequence[Volume],
+    section: GlobalStageConfig | LocalStageConfig,
+    device: torch.device,
+    seed: int,
+    tag: int,
+) -> tuple[_SliceBank, _SamplerStream]:
+    """Build a pre-training stage's slice bank and sharded partition-batch stream; seed torch."""
+    bank = _SliceBank(volumes, section.num_partitions, device)
     stream = _SamplerStream(
         PartitionBatchSampler(
             bank.dataset.slices_per_volume,
-            num_partitions=num_partitions,
-            volumes_per_batch=volumes_per_batch,
+            num_partitions=section.num_partitions,
+            volumes_per_batch=section.volumes_per_batch,
             seed=derive_seed(seed, tag) % (2**31),
             num_replicas=_distributed.world_size(),
             rank=_distributed.rank(),
         )
     )
     torch.manual_seed(derive_seed(seed, tag, 0))
-    return stream
+    return bank, stream
 
 
 def _generator(device: torch.device, *parts: int) -> torch.Generator:
@@ -329,8 +342,29 @@ def _settings(
     }
 
 
+def _loop_options(
+    section: GlobalStageConfig | LocalStageConfig | FinetuneConfig,
+    rt: _Runtime,
+    out: str | os.PathLike[str] | None,
+    resume: bool,
+    callback: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
+    """Return the ``LoopSpec`` fields every stage fills alike: schedule, runtime and output."""
+    return {
+        "iterations": section.iterations,
+        "log_every": section.log_every,
+        "checkpoint_every": section.checkpoint_every,
+        "device": rt.device,
+        "stage_dir": _stage_dir(out),
+        "resume": resume,
+        "progress": rt.progress,
+        "scaler": rt.scaler,
+        "callback": callback,
+    }
+
+
 def _result(
-    net: nn.Module, loop: LoopResult, stage_dir: Path | None, copied: list[str]
+    net: nn.Module, loop: LoopResult, out: str | os.PathLike[str] | None, copied: list[str]
 ) -> StageResult:
     return StageResult(
         network=net,
@@ -341,8 +375,23 @@ def _result(
         seconds=loop.seconds,
         iterations=loop.iterations,
         resumed_from=loop.resumed_from,
-        stage_dir=stage_dir,
+        stage_dir=_stage_dir(out),
         copied_keys=copied,
+    )
+
+
+def _global_network(unet: UNet, model: ModelConfig) -> GlobalPretrainNetwork:
+    """Build the stage-1 network (encoder + g_1) around `unet`, sized by the ``model`` settings."""
+    return GlobalPretrainNetwork(
+        unet, model.image_size, model.global_hidden_features, model.global_out_features
+    )
+
+
+def _global_criterion(section: GlobalStageConfig) -> GlobalContrastiveLoss:
+    return GlobalContrastiveLoss(
+        strategy=section.strategy,
+        temperature=section.temperature,
+        gather_distributed=_distributed.active(),
     )
 
 
@@ -354,12 +403,7 @@ def _network_from_checkpoint(path: str | Path, config: ExperimentConfig) -> nn.M
     unet = build_unet(config)
     net: nn.Module
     if cls == "GlobalPretrainNetwork":
-        net = GlobalPretrainNetwork(
-            unet,
-            config.model.image_size,
-            config.model.global_hidden_features,
-            config.model.global_out_features,
-        )
+        net = _global_network(unet, config.model)
     elif cls == "LocalPretrainNetwork":
         net = LocalPretrainNetwork(unet, config.local_stage.num_decoder_blocks)
     elif cls == "UNet":
@@ -450,21 +494,11 @@ def pretrain_global(
     st = cfg.global_stage
     _check_volumes(volumes, "volumes", cfg)
     rt = _runtime(cfg, progress)
-    bank = _SliceBank(volumes, st.num_partitions, rt.device)
-    stream = _partition_stream(
-        bank, st.num_partitions, st.volumes_per_batch, cfg.seed, _GLOBAL
-    )
-    net = GlobalPretrainNetwork(
-        build_unet(cfg),
-        cfg.model.image_size,
-        cfg.model.global_hidden_features,
-        cfg.model.global_out_features,
-    )
+    bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _GLOBAL)
+    net = _global_network(build_unet(cfg), cfg.model)
     _prepare_module(net, rt)
     forward = _forward_fn(net, rt, find_unused=True)  # the UNet's decoder and head are unused
-    criterion = GlobalContrastiveLoss(
-        strategy=st.strategy, temperature=st.temperature, gather_distributed=_distributed.active()
-    )
+    criterion = _global_criterion(st)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
 
@@ -479,27 +513,18 @@ def pretrain_global(
         )
         return loss
 
-    stage_dir = _stage_dir(out)
     loop = run_loop(
         LoopSpec(
             name="global",
             model=net,
             optimizer=optimizer,
             step=step,
-            iterations=st.iterations,
-            log_every=st.log_every,
-            checkpoint_every=st.checkpoint_every,
-            device=rt.device,
-            stage_dir=stage_dir,
-            resume=resume,
-            progress=rt.progress,
             settings=_settings(cfg, "global_stage", volumes),
-            scaler=rt.scaler,
             sampler_position=stream.position,
-            callback=callback,
+            **_loop_options(st, rt, out, resume, callback),
         )
     )
-    return _result(net, loop, stage_dir, [])
+    return _result(net, loop, out, [])
 
 
 # ------------------------------------------------------------------------------------ stage 2
@@ -511,10 +536,21 @@ def _encoder_source(
     return _network_from_checkpoint(Path(encoder), config)
 
 
-def _local_loss() -> Any:
-    from .. import nn as cl_nn
+def _local_criterion(
+    section: LocalStageConfig, net: LocalPretrainNetwork, image_size: tuple[int, int]
+) -> nn.Module:
+    """Build the local loss of `section` (with its learned projection) for `net`'s features."""
+    from ..nn import LocalContrastiveLoss
 
-    return cl_nn.LocalContrastiveLoss
+    return LocalContrastiveLoss(
+        strategy=section.strategy,
+        region_size=section.region_size,
+        num_regions=section.num_regions,
+        in_channels=net.feature_shape(image_size)[0],
+        projection_dim=section.projection_dim,
+        temperature=section.temperature,
+        gather_distributed=_distributed.active(),
+    )
 
 
 class _LocalStage(nn.Module):
@@ -599,23 +635,11 @@ def pretrain_local(
     _check_volumes(volumes, "volumes", cfg)
     rt = _runtime(cfg, progress)
     source = _encoder_source(encoder, cfg)
-    bank = _SliceBank(volumes, st.num_partitions, rt.device)
-    stream = _partition_stream(
-        bank, st.num_partitions, st.volumes_per_batch, cfg.seed, _LOCAL
-    )
+    bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _LOCAL)
     net = LocalPretrainNetwork(build_unet(cfg), st.num_decoder_blocks)
     copied = [] if source is None else transfer_encoder(source, net)
     freeze_encoder(net, batchnorm=st.encoder_batchnorm)
-    channels = net.feature_shape(cfg.model.image_size)[0]
-    criterion = _local_loss()(
-        strategy=st.strategy,
-        region_size=st.region_size,
-        num_regions=st.num_regions,
-        in_channels=channels,
-        projection_dim=st.projection_dim,
-        temperature=st.temperature,
-        gather_distributed=_distributed.active(),
-    )
+    criterion = _local_criterion(st, net, cfg.model.image_size)
     holder = _LocalStage(net, criterion)
     _prepare_module(holder, rt)
     forward = _forward_fn(net, rt, find_unused=True)  # the later decoder blocks, head: unused
@@ -633,28 +657,19 @@ def pretrain_local(
         )
         return loss
 
-    stage_dir = _stage_dir(out)
     loop = run_loop(
         LoopSpec(
             name="local",
             model=holder,
             optimizer=optimizer,
             step=step,
-            iterations=st.iterations,
-            log_every=st.log_every,
-            checkpoint_every=st.checkpoint_every,
-            device=rt.device,
-            stage_dir=stage_dir,
-            resume=resume,
-            progress=rt.progress,
             settings=_settings(cfg, "local_stage", volumes, encoder=bool(copied)),
-            scaler=rt.scaler,
             sampler_position=stream.position,
-            callback=callback,
             export=net,
+            **_loop_options(st, rt, out, resume, callback),
         )
     )
-    return _result(net, loop, stage_dir, copied)
+    return _result(net, loop, out, copied)
 
 
 # ------------------------------------------------------------------------------------ joint
@@ -738,35 +753,17 @@ def pretrain_joint(
     gs, ls = cfg.global_stage, cfg.local_stage
     _check_volumes(volumes, "volumes", cfg)
     rt = _runtime(cfg, progress)
-    bank = _SliceBank(volumes, gs.num_partitions, rt.device)
-    stream = _partition_stream(
-        bank, gs.num_partitions, gs.volumes_per_batch, cfg.seed, _JOINT
-    )
+    bank, stream = _partition_stream(volumes, gs, rt.device, cfg.seed, _JOINT)
     unet = build_unet(cfg)
-    global_net = GlobalPretrainNetwork(
-        unet,
-        cfg.model.image_size,
-        cfg.model.global_hidden_features,
-        cfg.model.global_out_features,
-    )
+    global_net = _global_network(unet, cfg.model)
     local_net = LocalPretrainNetwork(unet, ls.num_decoder_blocks)
-    local_criterion = _local_loss()(
-        strategy=ls.strategy,
-        region_size=ls.region_size,
-        num_regions=ls.num_regions,
-        in_channels=local_net.feature_shape(cfg.model.image_size)[0],
-        projection_dim=ls.projection_dim,
-        temperature=ls.temperature,
-        gather_distributed=_distributed.active(),
-    )
+    local_criterion = _local_criterion(ls, local_net, cfg.model.image_size)
     holder = _JointStage(global_net, local_net, local_criterion)
     _prepare_module(holder, rt)
     # two forward passes through one UNet per step: no DDP wrapper, averaged by the loop
     global_forward = _forward_fn(global_net, rt, ddp=False)
     local_forward = _forward_fn(local_net, rt, ddp=False)
-    global_criterion = GlobalContrastiveLoss(
-        strategy=gs.strategy, temperature=gs.temperature, gather_distributed=_distributed.active()
-    )
+    global_criterion = _global_criterion(gs)
     optimizer = torch.optim.Adam(holder.parameters(), lr=gs.learning_rate)
     weight = ls.lambda_local
 
@@ -783,30 +780,21 @@ def pretrain_joint(
         total: torch.Tensor = lg + weight * ll
         return total
 
-    stage_dir = _stage_dir(out)
     loop = run_loop(
         LoopSpec(
             name="joint",
             model=holder,
             optimizer=optimizer,
             step=step,
-            iterations=gs.iterations,
-            log_every=gs.log_every,
-            checkpoint_every=gs.checkpoint_every,
-            device=rt.device,
-            stage_dir=stage_dir,
-            resume=resume,
-            progress=rt.progress,
             settings=_settings(
                 cfg, "local_stage", volumes, global_stage=config_to_dict(cfg.global_stage)
             ),
-            scaler=rt.scaler,
             sampler_position=stream.position,
-            callback=callback,
             export=local_net,
+            **_loop_options(gs, rt, out, resume, callback),
         )
     )
-    return _result(local_net, loop, stage_dir, [])
+    return _result(local_net, loop, out, [])
 
 
 # ------------------------------------------------------------------------------------ stage 3
@@ -983,34 +971,25 @@ def finetune(
             "val_dice_per_class": res.dice[:, 1:].mean(axis=0).tolist(),
         }
 
-    stage_dir = _stage_dir(out)
     loop = run_loop(
         LoopSpec(
             name="finetune",
             model=unet,
             optimizer=optimizer,
             step=step,
-            iterations=st.iterations,
-            log_every=st.log_every,
-            checkpoint_every=st.checkpoint_every,
-            device=rt.device,
-            stage_dir=stage_dir,
-            resume=resume,
-            progress=rt.progress,
             settings=_settings(
                 cfg, "finetune", train, val=[v.case_id for v in val], init=sorted(copied)
             ),
-            scaler=rt.scaler,
             validate=validate if len(val) else None,
             validate_every=st.validate_every,
-            callback=callback,
+            **_loop_options(st, rt, out, resume, callback),
         )
     )
     if loop.best_checkpoint is not None:
         load_weights(unet, loop.best_checkpoint)
     elif loop.best_state is not None:
         unet.load_state_dict(loop.best_state)
-    return _result(unet, loop, stage_dir, copied)
+    return _result(unet, loop, out, copied)
 
 
 def train_baseline(
