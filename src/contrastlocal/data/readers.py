@@ -174,6 +174,34 @@ def _check_same_shape(
         raise ValueError(msg)
 
 
+def _read_label_map(
+    label_path: Path, image: npt.NDArray[Any], image_path: Path, *, canonical: bool = False
+) -> npt.NDArray[np.int64]:
+    """Load the label map of `image` (checked to share its voxel grid) as integers, unmapped."""
+    _, raw = _load_nifti(label_path, canonical=canonical)
+    raw = _squeeze_to_3d(raw, label_path, "label map")
+    _check_same_shape(image, raw, image_path, label_path)
+    return _integer_labels(raw, label_path)
+
+
+def _nifti_case(
+    case_id: str,
+    img: Any,
+    image: npt.NDArray[np.float32],
+    label: _UInt8Array | None,
+    meta: dict[str, Any],
+) -> Case:
+    """Make the case of a NIfTI image: spacing from the header zooms, the affine as float64."""
+    return Case(
+        case_id=case_id,
+        image=image,
+        label=label,
+        spacing=_zooms(img),
+        affine=np.asarray(img.affine, dtype=np.float64),
+        meta=meta,
+    )
+
+
 def _check_split(split: Any, choices: Sequence[str]) -> str:
     if split not in choices:
         msg = f"`split` must be one of {list(choices)}; got {split!r}."
@@ -457,10 +485,7 @@ class ACDCReader(DatasetReader):
         image = _squeeze_to_3d(data, image_path, "image").astype(np.float32)
         label: _UInt8Array | None = None
         if label_path is not None:
-            _, raw = _load_nifti(label_path)
-            raw = _squeeze_to_3d(raw, label_path, "label map")
-            _check_same_shape(image, raw, image_path, label_path)
-            values = _integer_labels(raw, label_path)
+            values = _read_label_map(label_path, image, image_path)
             _check_label_values(values, range(self.num_classes), label_path)
             label = values.astype(np.uint8)
         meta: dict[str, Any] = {
@@ -473,14 +498,7 @@ class ACDCReader(DatasetReader):
             "label_path": None if label_path is None else str(label_path),
             "orientation": _axcodes(img.affine),
         }
-        return Case(
-            case_id=case_id,
-            image=image,
-            label=label,
-            spacing=_zooms(img),
-            affine=np.asarray(img.affine, dtype=np.float64),
-            meta=meta,
-        )
+        return _nifti_case(case_id, img, image, label, meta)
 
 
 # ----------------------------------------------------------------------------------- prostate
@@ -655,10 +673,7 @@ class ProstateReader(DatasetReader):
         image = np.asarray(data[..., self.channel], dtype=np.float32)
         label: _UInt8Array | None = None
         if label_path is not None:
-            _, raw = _load_nifti(label_path)
-            raw = _squeeze_to_3d(raw, label_path, "label map")
-            _check_same_shape(image, raw, image_path, label_path)
-            values = _integer_labels(raw, label_path)
+            values = _read_label_map(label_path, image, image_path)
             allowed = sorted(int(k) for k in dict(self._json.get("labels", {"0": 0})))
             _check_label_values(values, allowed or range(self.num_classes), label_path)
             label = values.astype(np.uint8)
@@ -670,14 +685,7 @@ class ProstateReader(DatasetReader):
             "label_path": None if label_path is None else str(label_path),
             "orientation": _axcodes(img.affine),
         }
-        return Case(
-            case_id=case_id,
-            image=image,
-            label=label,
-            spacing=_zooms(img),
-            affine=np.asarray(img.affine, dtype=np.float64),
-            meta=meta,
-        )
+        return _nifti_case(case_id, img, image, label, meta)
 
 
 # ------------------------------------------------------------------------------------- MM-WHS
@@ -815,10 +823,8 @@ class MMWHSReader(DatasetReader):
         image = _squeeze_to_3d(data, image_path, "image").astype(np.float32)
         label: _UInt8Array | None = None
         if label_path is not None:
-            _, raw = _load_nifti(label_path, canonical=True)
-            raw = _squeeze_to_3d(raw, label_path, "label map")
-            _check_same_shape(image, raw, image_path, label_path)
-            label = _mmwhs_lut_map(_integer_labels(raw, label_path), label_path)
+            values = _read_label_map(label_path, image, image_path, canonical=True)
+            label = _mmwhs_lut_map(values, label_path)
         meta: dict[str, Any] = {
             "dataset": self.name,
             "image_path": str(image_path),
@@ -828,14 +834,7 @@ class MMWHSReader(DatasetReader):
             "original_affine": np.asarray(original.affine, dtype=np.float64),
             "original_shape": tuple(int(s) for s in original.shape),
         }
-        return Case(
-            case_id=case_id,
-            image=image,
-            label=label,
-            spacing=_zooms(img),
-            affine=np.asarray(img.affine, dtype=np.float64),
-            meta=meta,
-        )
+        return _nifti_case(case_id, img, image, label, meta)
 
 
 # --------------------------------------------------------------------------------- Cityscapes
