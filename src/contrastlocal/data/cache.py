@@ -629,6 +629,15 @@ class CacheData:
         )
 
 
+def _load_array(root: Path, name: str, mmap: Literal["r"] | None) -> Any:
+    """Load the array file `name` of the cache `root` (memory-mapped with ``mmap="r"``)."""
+    path = root / name
+    if not path.is_file():
+        msg = f"cache {os.fspath(root)!r} is incomplete: {name} is missing."
+        raise FileNotFoundError(msg)
+    return np.load(path, mmap_mode=mmap, allow_pickle=False)
+
+
 def open_cache(path: str | os.PathLike[str], *, in_memory: bool = False) -> CacheData:
     """Open a complete cache.
 
@@ -691,24 +700,16 @@ def open_cache(path: str | os.PathLike[str], *, in_memory: bool = False) -> Cach
         )
         raise ValueError(msg)
     mmap: Literal["r"] | None = None if in_memory else "r"
-    img_path = root / _IMAGES
-    if not img_path.is_file():
-        msg = f"cache {os.fspath(root)!r} is incomplete: {_IMAGES} is missing."
-        raise FileNotFoundError(msg)
-    images = np.load(img_path, mmap_mode=mmap, allow_pickle=False)
+    images = _load_array(root, _IMAGES, mmap)
     labels = None
     if meta.get("has_labels"):
-        lab_path = root / _LABELS
-        if not lab_path.is_file():
-            msg = f"cache {os.fspath(root)!r} is incomplete: {_LABELS} is missing."
-            raise FileNotFoundError(msg)
-        labels = np.load(lab_path, mmap_mode=mmap, allow_pickle=False)
+        labels = _load_array(root, _LABELS, mmap)
     cases = meta["cases"]
     counts = tuple(int(c["num_slices"]) for c in cases)
     total = int(sum(counts))
     if images.shape[0] != total or images.dtype != np.float32:
         msg = (
-            f"{os.fspath(img_path)!r} must hold {total} float32 slices as the index says; "
+            f"{os.fspath(root / _IMAGES)!r} must hold {total} float32 slices as the index says; "
             f"got shape {images.shape}, dtype {images.dtype}."
         )
         raise ValueError(msg)
