@@ -50,7 +50,7 @@ class DemoSettings:
     >>> from contrastlocal.training.demo import demo_settings
     >>> settings = demo_settings()
     >>> settings.image_size, settings.num_labelled, settings.config.global_stage.iterations
-    (48, (1, 2), 150)
+    (48, (1, 2), 300)
     """
 
     image_size: int
@@ -79,7 +79,7 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
     >>> from contrastlocal.training.demo import demo_settings
     >>> s = demo_settings()
     >>> s.image_size, s.num_labelled, s.config.finetune.iterations
-    (48, (1, 2), 150)
+    (48, (1, 2), 450)
     """
     if quick:
         size = 32
@@ -109,24 +109,28 @@ def demo_settings(*, quick: bool = False) -> DemoSettings:
             "image_size": (size, size),
             "global_hidden_features": 64,
         },
-        global_stage={"iterations": 150, "volumes_per_batch": 4, "log_every": 10},
+        # Pre-training is cheap here (about 0.05 s per iteration): 300 iterations of each stage
+        # on 16 unlabelled volumes. Fine-tuning runs 450 iterations: at 150 the validation Dice
+        # of all three initialisations was still rising steeply, so the comparison measured how
+        # fast each starts rather than where fine-tuning ends up.
+        global_stage={"iterations": 300, "volumes_per_batch": 4, "log_every": 10},
         local_stage={
-            "iterations": 150,
+            "iterations": 300,
             "volumes_per_batch": 3,
             "num_decoder_blocks": 2,
             "log_every": 10,
         },
         finetune={
-            "iterations": 150,
+            "iterations": 450,
             "batch_size": 8,
-            "validate_every": 20,
+            "validate_every": 30,
             "log_every": 10,
         },
         # One intra-op thread: these tensors are tiny, and on a shared 2-core CPU torch's
         # thread pool spends more time synchronising than computing (measured ~8x slower wall).
         runtime={"num_threads": 1},
     )
-    return DemoSettings(size, 8, 2, 4, (1, 2), cfg)
+    return DemoSettings(size, 16, 2, 4, (1, 2), cfg)
 
 
 def _make(n: int, seed: int, settings: DemoSettings) -> list[Volume]:
