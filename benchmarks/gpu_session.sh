@@ -55,7 +55,7 @@ step global_loss 60 python3 benchmarks/bench_global_loss.py --device cuda --repe
   --json "$OUT/global_loss.json"
 step local_loss 60 python3 benchmarks/bench_local_loss.py --device cuda --rows 80 512 \
   --repeat 20 --json "$OUT/local_loss.json"
-step unet 60 python3 benchmarks/bench_unet.py --device cuda --repeat 10 --json "$OUT/unet.json"
+step unet 110 python3 benchmarks/bench_unet.py --device cuda --repeat 10 --json "$OUT/unet.json"
 step data 60 python3 benchmarks/bench_data.py --device cuda --json "$OUT/data.json"
 step acdc_smoke 90 python3 examples/acdc_full.py --smoke --device cuda
 step pipeline_compile 180 python3 benchmarks/bench_pipeline.py --device cuda --iterations 200 \
