@@ -315,6 +315,10 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
+def _quiet(_text: str) -> None:
+    """Swallow a progress line (ranks other than 0 under torchrun)."""
+
+
 def _finite(values: Sequence[float]) -> bool:
     return all(math.isfinite(v) for v in values)
 
@@ -615,6 +619,7 @@ def _run_recipe(
     _distributed.setup(_resolve_device(cfg.runtime.device))
     main = _distributed.is_main()
     if not main:
+        log = _quiet  # one report per run: rank 0 prints, as it alone writes the files
         _distributed.barrier()
     data = _prepare(args, cfg, args.num_labelled)
     if main:

@@ -94,6 +94,9 @@ def test_cli_run_under_torchrun_two_processes(tmp_path):
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env,
                           cwd=tmp_path, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # one report per run: only rank 0 prints the progress lines
+    assert proc.stdout.count("cache ready:") == 1, proc.stdout
+    assert proc.stdout.count("stage 1 (") == 1, proc.stdout
     results = (out / "results.json").read_text()
     assert "random" in results
     import json
