@@ -762,9 +762,8 @@ def geometric_params(
             n, 2, elastic_grid, elastic_grid, generator=generator, device=generator.device
         )
         if elastic_tail:
-            n0 = int(
-                torch.randint(1, max(2, n - 1), (1,), generator=generator, device=generator.device)
-            )
+            # a 1-element tensor, compared on the device: no host read (a sync on CUDA)
+            n0 = torch.randint(1, max(2, n - 1), (1,), generator=generator, device=generator.device)
             keep = (torch.arange(n, device=generator.device) >= n0).to(coarse)
             coarse = coarse * keep.reshape(n, 1, 1, 1)
         coarse = (sigma * coarse).to(device=dev, dtype=torch.float32)
