@@ -310,38 +310,25 @@ class LocalContrastiveLoss(torch.nn.Module):
         positions, negatives = (None, None)
         if features.ndim == 4:
             positions, negatives = self.region_tables((features.shape[-2], features.shape[-1]))
+        settings: dict[str, Any] = {
+            "image_ids": image_ids,
+            "partition_ids": partition_ids,
+            "volume_ids": volume_ids,
+            "strategy": self.strategy,
+            "region_size": self.region_size,
+            "positions": positions,
+            "negative_positions": negatives,
+            "projection": self.projection,
+            "temperature": self.temperature,
+            "reduction": self.reduction,
+        }
         if self.gather_distributed and _world_size() > 1:
             if features.ndim == 4:
                 _check_same_shape(features, "features")
             gather = _TorchRowGather()
             with torch.autocast(device_type=features.device.type, enabled=False):
-                share: torch.Tensor = _local_loss_sharded(
-                    features,
-                    image_ids=image_ids,
-                    partition_ids=partition_ids,
-                    volume_ids=volume_ids,
-                    strategy=self.strategy,
-                    region_size=self.region_size,
-                    positions=positions,
-                    negative_positions=negatives,
-                    projection=self.projection,
-                    temperature=self.temperature,
-                    reduction=self.reduction,
-                    gather=gather,
-                )
+                share: torch.Tensor = _local_loss_sharded(features, gather=gather, **settings)
             return _combine_shares(share, gather.world_size)
         with torch.autocast(device_type=features.device.type, enabled=False):
-            loss: torch.Tensor = local_contrastive_loss(
-                features,
-                image_ids=image_ids,
-                partition_ids=partition_ids,
-                volume_ids=volume_ids,
-                strategy=self.strategy,
-                region_size=self.region_size,
-                positions=positions,
-                negative_positions=negatives,
-                projection=self.projection,
-                temperature=self.temperature,
-                reduction=self.reduction,
-            )
+            loss: torch.Tensor = local_contrastive_loss(features, **settings)
         return loss
