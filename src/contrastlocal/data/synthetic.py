@@ -15,7 +15,7 @@ are dark like the myocardium, are labelled LV as in ACDC).
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -188,23 +188,64 @@ def make_cardiac_phantom(
     rng = _as_generator(seed_or_rng)
     h, w = _check_shape(shape)
     spacing = _check_spacing(spacing)
+    z = _num_slices(num_slices, rng)
+    _check_noise_args(noise_level, bias_strength)
+    p, (t_start, t_end) = _draw_params(rng, noise_level, bias_strength)
+    frame = _frame(h, w, z, p, t_start, t_end)
+    image, texture, in_body = _paint_body(frame, p, rng)
+    if distractors:
+        image = _paint_distractors(image, frame, p, texture, in_body, rng)
+    heart = _heart_masks(frame, p)
+    image, label = _paint_heart(image, frame, heart, p, texture, rng, distractors=distractors)
+    image = _acquire(image, p, rng)
+    sx, sy, sz = spacing
+    affine = np.diag([sx, sy, sz, 1.0])
+    meta: dict[str, Any] = {
+        "source": "synthetic cardiac phantom",
+        "params": p,
+        "slice_positions": frame.t.tolist(),
+        "class_names": PHANTOM_CLASS_NAMES,
+    }
+    return Case(
+        case_id=case_id,
+        image=image.astype(np.float32),
+        label=label,
+        spacing=spacing,
+        affine=affine,
+        meta=meta,
+    )
+
+
+# The steps of make_cardiac_phantom, in the order they draw from the generator: the order of the
+# draws is part of the output (a volume is a function of the seed), so no step may be reordered.
+
+
+def _num_slices(num_slices: Any, rng: np.random.Generator) -> int:
+    """Return `num_slices` checked, or draw the slice count in 8-14 when it is None."""
     if num_slices is None:
-        z = int(rng.integers(8, 15))
-    else:
-        if isinstance(num_slices, bool) or not isinstance(num_slices, (int, np.integer)):
-            msg = f"`num_slices` must be an int or None; got {num_slices!r}."
-            raise TypeError(msg)
-        z = int(num_slices)
-        if z < 3:
-            msg = f"`num_slices` must be at least 3; got {z}."
-            raise ValueError(msg)
+        return int(rng.integers(8, 15))
+    if isinstance(num_slices, bool) or not isinstance(num_slices, (int, np.integer)):
+        msg = f"`num_slices` must be an int or None; got {num_slices!r}."
+        raise TypeError(msg)
+    z = int(num_slices)
+    if z < 3:
+        msg = f"`num_slices` must be at least 3; got {z}."
+        raise ValueError(msg)
+    return z
+
+
+def _check_noise_args(noise_level: Any, bias_strength: Any) -> None:
     for name, value in (("noise_level", noise_level), ("bias_strength", bias_strength)):
         if value is not None and not (math.isfinite(float(value)) and float(value) >= 0):
             msg = f"`{name}` must be a non-negative finite number or None; got {value!r}."
             raise ValueError(msg)
 
+
+def _draw_params(
+    rng: np.random.Generator, noise_level: float | None, bias_strength: float | None
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """Draw the per-volume parameters (``meta["params"]``) and the stack's base/apex ``t``."""
     u = rng.uniform
-    # ---------------------------------------------------------------- per-volume parameters
     p: dict[str, Any] = {}
     p["rotation"] = u(-0.6, 0.6)  # global in-plane orientation (rad, about +-34 deg)
     p["flip"] = bool(rng.random() < 0.25)  # occasionally mirrored acquisitions
@@ -242,8 +283,21 @@ def make_cardiac_phantom(
     p["bias_strength"] = float(bias_strength) if bias_strength is not None else u(0.1, 0.3)
     p["blur_sigma"] = u(0.4, 0.9)
     p["gain"] = math.exp(u(math.log(200.0), math.log(2000.0)))
+    return p, (t_start, t_end)
 
-    # ---------------------------------------------------------------- coordinates
+
+class _Frame(NamedTuple):
+    """Canonical-frame coordinates: `x`, `y` (H, W, 1), slice positions `t` (Z,), `tz` (1, 1, Z)."""
+
+    shape: tuple[int, int, int]
+    x: _FloatArray
+    y: _FloatArray
+    t: _FloatArray
+    tz: _FloatArray
+
+
+def _frame(h: int, w: int, z: int, p: dict[str, Any], t_start: float, t_end: float) -> _Frame:
+    """Rotate (and maybe mirror) the pixel grid into the anatomy's frame; ``t`` runs base->apex."""
     radius = min(h, w) / 2.0
     yy = ((np.arange(h, dtype=np.float64) - (h - 1) / 2.0) / radius)[:, None, None]
     xx = ((np.arange(w, dtype=np.float64) - (w - 1) / 2.0) / radius)[None, :, None]
@@ -254,54 +308,89 @@ def make_cardiac_phantom(
     y = -sr * xx + cr * yy
     t = np.linspace(t_start, t_end, z)  # (Z,) base -> apex
     tz = t[None, None, :]
+    return _Frame((h, w, z), x, y, t, tz)
 
-    # ---------------------------------------------------------------- anatomy (canonical frame)
+
+def _paint_body(
+    frame: _Frame, p: dict[str, Any], rng: np.random.Generator
+) -> tuple[_FloatArray, _FloatArray, npt.NDArray[np.bool_]]:
+    """Paint the background and the body of textured tissue; return image, texture, body mask."""
+    c, x, y = p["contrast"], frame.x, frame.y
+    h, w, z = frame.shape
     image = np.full((h, w, z), c["background"])
     body = _ellipse(x, y, 0.0, p["body_cy"], p["body_a"], p["body_b"], 0.0)
     in_body = body < 1.0
     texture = 1.0 + 0.08 * _smooth_field(rng, (12, 12, max(2, z // 3)), (h, w, z))
     image = np.where(in_body, c["tissue"] * texture, image)
+    return image, texture, in_body
 
-    if distractors:
-        fat_in = _ellipse(x, y, 0.0, p["body_cy"], p["body_a"] * 0.9, p["body_b"] * 0.86, 0.0)
-        image = np.where(in_body & (fat_in >= 1.0), c["fat"] * texture, image)
-        muscle_in = _ellipse(x, y, 0.0, p["body_cy"], p["body_a"] * 0.82, p["body_b"] * 0.76, 0.0)
-        image = np.where((fat_in < 1.0) & (muscle_in >= 1.0), c["muscle"] * texture, image)
-        # lungs either side of the heart; they shrink towards the apex (diaphragm)
-        for side in (-1.0, 1.0):
-            lung = _ellipse(
-                x,
-                y,
-                side * u(0.38, 0.5),
-                p["body_cy"] + u(-0.05, 0.1),
-                u(0.2, 0.3) * (1.0 - 0.35 * tz),
-                u(0.3, 0.42) * (1.0 - 0.35 * tz),
-                u(-0.4, 0.4),
-            )
-            image = np.where((lung < 1.0) & (muscle_in < 1.0), c["lung"], image)
-            # small bright vessels in the lungs
-            for _ in range(int(rng.integers(1, 4))):
-                vx = side * u(0.3, 0.55)
-                vy = p["body_cy"] + u(-0.2, 0.3)
-                vessel = _ellipse(x, y, vx, vy, u(0.015, 0.035), u(0.015, 0.035), 0.0)
-                image = np.where((vessel < 1.0) & (lung < 1.0), c["aorta"] * u(0.6, 1.0), image)
-        # spine and descending aorta, posterior, all slices
-        spine_y = p["body_cy"] + p["body_b"] * 0.7
-        spine = _ellipse(x, y, u(-0.04, 0.04), spine_y, 0.1, 0.09, 0.0)
-        image = np.where(spine < 1.0, c["spine"], image)
-        cortex = (spine < 1.0) & (spine > 0.7)
-        image = np.where(cortex, c["lung"] * 2.0, image)
-        aorta = _ellipse(x, y, u(0.12, 0.22), spine_y - u(0.12, 0.2), 0.07, 0.07, 0.0)
-        image = np.where(aorta < 1.0, c["aorta"], image)
-        # liver (image left, patient right) and stomach appear towards the apex (inferior)
-        liver_r = np.clip((tz - u(0.2, 0.5)) * 1.2, 0.0, None) * u(0.5, 0.8)
-        liver = _ellipse(x, y, -0.35, p["body_cy"] + 0.25, liver_r * 1.3, liver_r, 0.3)
-        image = np.where((liver < 1.0) & (muscle_in < 1.0), c["liver"] * texture, image)
-        stomach_r = np.clip((tz - u(0.4, 0.7)) * 1.5, 0.0, None) * u(0.15, 0.3)
-        stomach = _ellipse(x, y, 0.42, p["body_cy"] + 0.15, stomach_r, stomach_r * 0.8, 0.0)
-        image = np.where((stomach < 1.0) & (muscle_in < 1.0), c["stomach"], image)
 
-    # heart: LV cavity inside a myocardial ring, RV crescent against the septum
+def _paint_distractors(
+    image: _FloatArray,
+    frame: _Frame,
+    p: dict[str, Any],
+    texture: _FloatArray,
+    in_body: npt.NDArray[np.bool_],
+    rng: np.random.Generator,
+) -> _FloatArray:
+    """Paint fat, chest wall, lungs and their vessels, spine, aorta, liver and stomach."""
+    u, c, x, y, tz = rng.uniform, p["contrast"], frame.x, frame.y, frame.tz
+    fat_in = _ellipse(x, y, 0.0, p["body_cy"], p["body_a"] * 0.9, p["body_b"] * 0.86, 0.0)
+    image = np.where(in_body & (fat_in >= 1.0), c["fat"] * texture, image)
+    muscle_in = _ellipse(x, y, 0.0, p["body_cy"], p["body_a"] * 0.82, p["body_b"] * 0.76, 0.0)
+    image = np.where((fat_in < 1.0) & (muscle_in >= 1.0), c["muscle"] * texture, image)
+    # lungs either side of the heart; they shrink towards the apex (diaphragm)
+    for side in (-1.0, 1.0):
+        lung = _ellipse(
+            x,
+            y,
+            side * u(0.38, 0.5),
+            p["body_cy"] + u(-0.05, 0.1),
+            u(0.2, 0.3) * (1.0 - 0.35 * tz),
+            u(0.3, 0.42) * (1.0 - 0.35 * tz),
+            u(-0.4, 0.4),
+        )
+        image = np.where((lung < 1.0) & (muscle_in < 1.0), c["lung"], image)
+        # small bright vessels in the lungs
+        for _ in range(int(rng.integers(1, 4))):
+            vx = side * u(0.3, 0.55)
+            vy = p["body_cy"] + u(-0.2, 0.3)
+            vessel = _ellipse(x, y, vx, vy, u(0.015, 0.035), u(0.015, 0.035), 0.0)
+            image = np.where((vessel < 1.0) & (lung < 1.0), c["aorta"] * u(0.6, 1.0), image)
+    # spine and descending aorta, posterior, all slices
+    spine_y = p["body_cy"] + p["body_b"] * 0.7
+    spine = _ellipse(x, y, u(-0.04, 0.04), spine_y, 0.1, 0.09, 0.0)
+    image = np.where(spine < 1.0, c["spine"], image)
+    cortex = (spine < 1.0) & (spine > 0.7)
+    image = np.where(cortex, c["lung"] * 2.0, image)
+    aorta = _ellipse(x, y, u(0.12, 0.22), spine_y - u(0.12, 0.2), 0.07, 0.07, 0.0)
+    image = np.where(aorta < 1.0, c["aorta"], image)
+    # liver (image left, patient right) and stomach appear towards the apex (inferior)
+    liver_r = np.clip((tz - u(0.2, 0.5)) * 1.2, 0.0, None) * u(0.5, 0.8)
+    liver = _ellipse(x, y, -0.35, p["body_cy"] + 0.25, liver_r * 1.3, liver_r, 0.3)
+    image = np.where((liver < 1.0) & (muscle_in < 1.0), c["liver"] * texture, image)
+    stomach_r = np.clip((tz - u(0.4, 0.7)) * 1.5, 0.0, None) * u(0.15, 0.3)
+    stomach = _ellipse(x, y, 0.42, p["body_cy"] + 0.15, stomach_r, stomach_r * 0.8, 0.0)
+    return np.where((stomach < 1.0) & (muscle_in < 1.0), c["stomach"], image)
+
+
+class _Heart(NamedTuple):
+    """The heart of one volume: centre and LV radii per slice, and the masks of its parts."""
+
+    hx: _FloatArray
+    hy: _FloatArray
+    lv_a: _FloatArray
+    lv_b: _FloatArray
+    wall: _FloatArray
+    in_endo: npt.NDArray[np.bool_]
+    in_epi: npt.NDArray[np.bool_]
+    in_rv: npt.NDArray[np.bool_]
+    in_rv_wall: npt.NDArray[np.bool_]
+
+
+def _heart_masks(frame: _Frame, p: dict[str, Any]) -> _Heart:
+    """LV cavity inside a myocardial ring, RV crescent against the septum (no random draws)."""
+    x, y, tz = frame.x, frame.y, frame.tz
     hx = p["heart_x"] + p["heart_drift"][0] * tz
     hy = p["heart_y"] + p["heart_drift"][1] * tz
     lv_scale = np.sqrt(np.clip(1.0 - p["apex_k"] * tz**1.5, 0.0, None))
@@ -337,20 +426,36 @@ def make_cardiac_phantom(
     in_rv = (rv < 1.0) & ~in_epi & (rv_scale > 0)
     in_rv_wall = (rv_wall < 1.0) & ~in_epi & ~in_rv & (rv_scale > 0)
     in_endo = endo < 1.0
+    return _Heart(hx, hy, lv_a, lv_b, wall, in_endo, in_epi, in_rv, in_rv_wall)
+
+
+def _paint_heart(
+    image: _FloatArray,
+    frame: _Frame,
+    heart: _Heart,
+    p: dict[str, Any],
+    texture: _FloatArray,
+    rng: np.random.Generator,
+    *,
+    distractors: bool,
+) -> tuple[_FloatArray, npt.NDArray[np.uint8]]:
+    """Paint the heart (and, with `distractors`, its epicardial fat); return image and labels."""
+    u, c, x, y, tz = rng.uniform, p["contrast"], frame.x, frame.y, frame.tz
+    hx, hy, lv_a, lv_b, wall = heart.hx, heart.hy, heart.lv_a, heart.lv_b, heart.wall
     # epicardial fat: a thin bright rim around the heart
     if distractors:
         pericard = _ellipse(x, y, hx, hy, lv_a + wall + 0.03, lv_b + wall + 0.03, p["lv_angle"])
         # present over a random arc only (fat is patchy around the heart)
         rim_angle, rim_extent = u(0.0, 2.0 * math.pi), u(-0.6, 0.4)
         arc = np.cos(np.arctan2(y - hy, x - hx) - rim_angle) > rim_extent
-        rim = (pericard < 1.0) & ~in_epi & ~in_rv & ~in_rv_wall & arc
+        rim = (pericard < 1.0) & ~heart.in_epi & ~heart.in_rv & ~heart.in_rv_wall & arc
         image = np.where(rim, c["fat"] * texture, image)
-    image = np.where(in_rv_wall, c["myo"] * texture, image)
-    image = np.where(in_rv, c["rv"], image)
-    image = np.where(in_epi, c["myo"] * texture, image)
-    image = np.where(in_endo, 1.0, image)
+    image = np.where(heart.in_rv_wall, c["myo"] * texture, image)
+    image = np.where(heart.in_rv, c["rv"], image)
+    image = np.where(heart.in_epi, c["myo"] * texture, image)
+    image = np.where(heart.in_endo, 1.0, image)
     # papillary muscles: dark spots inside the LV cavity, labelled LV (ACDC convention)
-    papillary = np.zeros((h, w, z), dtype=bool)
+    papillary = np.zeros(frame.shape, dtype=bool)
     for _ in range(2):
         ang = p["rv_angle"] + math.pi + u(-1.0, 1.0)
         pr = u(0.55, 0.75)
@@ -363,41 +468,28 @@ def make_cardiac_phantom(
             0.22 * lv_a,
             0.0,
         )
-        papillary |= (pap < 1.0) & in_endo & (tz < 0.8)
+        papillary |= (pap < 1.0) & heart.in_endo & (tz < 0.8)
     image = np.where(papillary, c["myo"], image)
 
-    label = np.zeros((h, w, z), dtype=np.uint8)
-    label = np.where(in_rv, np.uint8(1), label)
-    label = np.where(in_epi, np.uint8(2), label)
-    label = np.where(in_endo, np.uint8(3), label).astype(np.uint8)
+    label = np.zeros(frame.shape, dtype=np.uint8)
+    label = np.where(heart.in_rv, np.uint8(1), label)
+    label = np.where(heart.in_epi, np.uint8(2), label)
+    label = np.where(heart.in_endo, np.uint8(3), label).astype(np.uint8)
+    return image, label
 
-    # ---------------------------------------------------------------- acquisition
+
+def _acquire(image: _FloatArray, p: dict[str, Any], rng: np.random.Generator) -> _FloatArray:
+    """Partial-volume blur, smooth multiplicative bias field, Rician noise and gain."""
     from scipy import ndimage
 
     image = ndimage.gaussian_filter(image, sigma=(p["blur_sigma"], p["blur_sigma"], 0.0))
-    bias = np.exp(p["bias_strength"] * _smooth_field(rng, (4, 4, 3), (h, w, z)))
+    bias = np.exp(p["bias_strength"] * _smooth_field(rng, (4, 4, 3), image.shape))
     image = image * bias
     sigma = p["noise_level"]
     real = image + sigma * rng.standard_normal(image.shape)
     imag = sigma * rng.standard_normal(image.shape)
-    image = np.sqrt(real * real + imag * imag) * p["gain"]
-
-    sx, sy, sz = spacing
-    affine = np.diag([sx, sy, sz, 1.0])
-    meta: dict[str, Any] = {
-        "source": "synthetic cardiac phantom",
-        "params": p,
-        "slice_positions": t.tolist(),
-        "class_names": PHANTOM_CLASS_NAMES,
-    }
-    return Case(
-        case_id=case_id,
-        image=image.astype(np.float32),
-        label=label,
-        spacing=spacing,
-        affine=affine,
-        meta=meta,
-    )
+    magnitude: _FloatArray = np.sqrt(real * real + imag * imag) * p["gain"]
+    return magnitude
 
 
 def make_synthetic_dataset(
