@@ -47,6 +47,13 @@ __all__ = [
 ]
 
 
+# The label tables are documented here, where they are exported (autodoc reads a constant's
+# ``#:`` comment in the module that documents it).
+#: Cityscapes ``labelIds`` value -> class of the paper (0 background, 1 road ... 12 bus).
+CITYSCAPES_LABEL_LUT = CITYSCAPES_LABEL_LUT
+#: Raw MM-WHS label codes in class order: index ``k`` of the tuple is class ``k`` (0 = background).
+MMWHS_LABEL_CODES = MMWHS_LABEL_CODES
+
 READERS: dict[str, type[DatasetReader]] = {
     "acdc": ACDCReader,
     "prostate": ProstateReader,

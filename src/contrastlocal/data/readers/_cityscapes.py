@@ -31,7 +31,7 @@ def _cityscapes_lut() -> _UInt8Array:
     return lut
 
 
-#: Cityscapes ``labelIds`` value -> class of the paper (0 background, 1 road ... 12 bus).
+# documented where it is exported: contrastlocal.data.readers.CITYSCAPES_LABEL_LUT
 CITYSCAPES_LABEL_LUT: _UInt8Array = _cityscapes_lut()
 
 

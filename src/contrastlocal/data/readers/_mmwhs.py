@@ -17,7 +17,7 @@ from ._nifti import _axcodes, _load_nifti, _nifti_case, _read_label_map, _squeez
 __all__ = ["MMWHS_LABEL_CODES", "MMWHSReader"]
 
 
-#: Raw MM-WHS label codes in class order: index ``k`` of the tuple is class ``k`` (0 = background).
+# documented where it is exported: contrastlocal.data.readers.MMWHS_LABEL_CODES
 MMWHS_LABEL_CODES: tuple[int, ...] = (0, 205, 420, 500, 550, 600, 820, 850)
 
 
