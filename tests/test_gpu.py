@@ -173,6 +173,21 @@ def test_augmentations_on_cuda_keep_device_dtype_and_match_cpu():
     assert all(v.device.type == "cuda" for v in views.values())
 
 
+def test_mixup_with_a_cuda_generator_does_not_synchronise():
+    gen = torch.Generator(device="cuda").manual_seed(4)
+    x = torch.rand(8, 1, 32, 32, device="cuda")
+    onehot = torch.nn.functional.one_hot(torch.randint(0, 3, (8, 32, 32), device="cuda"), 3)
+    onehot = onehot.permute(0, 3, 1, 2).float()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        xm, ym = A.mixup(x, onehot, gen, alpha=0.2)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(ym.sum(dim=1), torch.ones(8, 32, 32, device="cuda"))
+    assert xm.device.type == "cuda"
+
+
 def _on_cuda(net: torch.nn.Module) -> bool:
     return all(p.device.type == "cuda" for p in net.parameters())
 

@@ -274,6 +274,29 @@ def test_mixup_convex_combination() -> None:
         assert ok
 
 
+@pytest.mark.parametrize("alpha", [0.05, 0.2, 0.4, 1.0, 3.0])
+def test_mixup_device_beta_draws_follow_beta(alpha: float) -> None:
+    # the accelerator path of mixup draws Beta(alpha, alpha) with torch ops only; its law is
+    # checked here with a CPU generator (Kolmogorov-Smirnov against scipy's Beta CDF, fixed seed)
+    from scipy import stats
+
+    from contrastlocal.data.augment._mixup import _beta_on_device
+
+    draws = _beta_on_device(alpha, 20000, torch.Generator().manual_seed(3))
+    assert draws.dtype == torch.float64
+    assert draws.shape == (20000,)
+    assert bool(torch.isfinite(draws).all())
+    assert float(draws.min()) >= 0.0
+    assert float(draws.max()) <= 1.0
+    if alpha >= 0.2:
+        assert stats.kstest(draws.numpy(), stats.beta(alpha, alpha).cdf).pvalue > 1e-3
+    else:  # float64 rounds ~8 % of Beta(0.05, 0.05) draws to 1.0, NumPy's sampler too: compare
+        reference = np.random.default_rng(0).beta(alpha, alpha, size=20000)
+        assert stats.ks_2samp(draws.numpy(), reference).pvalue > 1e-3
+    again = _beta_on_device(alpha, 20000, torch.Generator().manual_seed(3))
+    assert torch.equal(draws, again)
+
+
 def test_color_jitter_and_random_crop() -> None:
     x = _images(4, 3, 12, 10)
     out = A.color_jitter(x, _gen(14))

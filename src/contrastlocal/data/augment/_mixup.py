@@ -44,8 +44,10 @@ def mixup(
 
     Notes
     -----
-    The Beta draws use NumPy seeded from `generator` (torch has no generator-aware Beta
-    sampler), so the result is still a function of the generator state.
+    The result is a function of the generator state. With a CPU generator the Beta draws use
+    NumPy seeded from `generator` (torch has no generator-aware Beta sampler); with a generator
+    on an accelerator they are drawn on that device by :func:`_beta_on_device`, so the call
+    reads nothing back to the host (no synchronisation in a training step).
 
     References
     ----------
@@ -75,10 +77,43 @@ def mixup(
     if a == 0.0:
         return images.clone(), labels.clone()
     perm = torch.randperm(n, generator=generator, device=generator.device).to(images.device)
-    seed = torch.randint(0, 2**62, (1,), generator=generator, device=generator.device)
-    lam_np = np.random.default_rng(int(seed)).beta(a, a, size=n)
-    lam = torch.as_tensor(lam_np, device=images.device)
+    if generator.device.type == "cpu":
+        seed = torch.randint(0, 2**62, (1,), generator=generator)
+        lam = torch.as_tensor(np.random.default_rng(int(seed)).beta(a, a, size=n))
+    else:
+        lam = _beta_on_device(a, n, generator)
+    lam = lam.to(images.device)
     return _mix(images, perm, lam), _mix(labels, perm, lam)
+
+
+_PROPOSALS = 8  # Marsaglia-Tsang accepts >= 95 % for shape >= 1: all 8 rejected has p < 1e-10
+
+
+def _beta_on_device(alpha: float, n: int, generator: torch.Generator) -> torch.Tensor:
+    r"""``n`` draws of :math:`\mathrm{Beta}(\alpha, \alpha)` (float64) on the generator's device.
+
+    :math:`B = G_1 / (G_1 + G_2)` with :math:`G_i \sim \mathrm{Gamma}(\alpha, 1)`; each gamma
+    draw is Marsaglia and Tsang's squeeze-free method (ACM TOMS 26, 2000) for shape
+    :math:`\alpha + 1`, boosted to shape :math:`\alpha` by :math:`U^{1/\alpha}`, with a fixed
+    number of proposals evaluated at once and the first accepted one kept: no data-dependent
+    loop, no value read back to the host. The ratio is formed in log space (a sigmoid of the
+    difference of log-gammas), so small :math:`\alpha` cannot give 0/0. If every proposal of
+    a draw is rejected (probability below 1e-10) the proposal's mode is used.
+    """
+    dev, f64 = generator.device, torch.float64
+    d = alpha + 1.0 - 1.0 / 3.0
+    c = 1.0 / (9.0 * d) ** 0.5
+    x = torch.randn((n, 2, _PROPOSALS), generator=generator, device=dev, dtype=f64)
+    u = torch.rand((n, 2, _PROPOSALS), generator=generator, device=dev, dtype=f64)
+    boost = torch.rand((n, 2), generator=generator, device=dev, dtype=f64)
+    v = (1.0 + c * x) ** 3
+    v_pos = v.clamp_min(torch.finfo(torch.float64).tiny)
+    accept = (v > 0) & (torch.log(u) < 0.5 * x * x + d - d * v_pos + d * torch.log(v_pos))
+    first = torch.argmax(accept.to(torch.int8), dim=-1, keepdim=True)  # 0 when none accepted
+    log_v = torch.log(torch.gather(v_pos, -1, first)).squeeze(-1)
+    log_v = torch.where(accept.any(dim=-1), log_v, torch.zeros_like(log_v))  # mode: v = 1
+    log_gamma = log_v + torch.log(boost) / alpha  # log(d) cancels in the ratio
+    return torch.sigmoid(log_gamma[:, 0] - log_gamma[:, 1])
 
 
 def _mix(x: torch.Tensor, perm: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
