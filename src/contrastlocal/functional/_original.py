@@ -410,7 +410,7 @@ def original_global_loss(
         The original ``S``: 3, 4 or 6 for ``"domain"``; any S ≥ 1 for ``"domain_negatives"``
         (only its ``k mod S`` uses it); unused by ``"random"``.
     temperature : float, default 0.1
-        τ (``--temp_fac``).
+        The temperature τ (``--temp_fac``).
 
     Returns
     -------
