@@ -151,3 +151,33 @@ def test_markdown():
 def test_bad_input(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+def _docs_generator():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "docs" / "_ext" / "paper_tables.py"
+    spec = importlib.util.spec_from_file_location("paper_tables", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reproducing_page_holds_the_shipped_numbers():
+    gen = _docs_generator()
+    text = gen.PAGE.read_text(encoding="utf-8")
+    assert gen.render(text) == text, "run `python docs/_ext/paper_tables.py` to refresh the page"
+    assert gen.blocks(text) == [(1, None), (2, None), (3, None), (4, None), (5, "prostate"),
+                                (5, "mmwhs"), (6, "acdc"), (6, "prostate"), (6, "mmwhs"),
+                                (7, None), (8, None)]
+    assert "| $G^D$ + $L^D$ $d_3$ | 0.725 | 0.787 | 0.874 |" in text
+    assert "Placeholder" not in text
+
+
+def test_docs_generator_refills_a_stale_block():
+    gen = _docs_generator()
+    stale = "a\n<!-- paper-table: 3 -->\n| old |\n<!-- /paper-table -->\nb\n"
+    table = paper_table(3).to_markdown()
+    assert gen.render(stale) == f"a\n<!-- paper-table: 3 -->\n{table}\n<!-- /paper-table -->\nb\n"
