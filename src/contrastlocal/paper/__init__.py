@@ -266,7 +266,7 @@ class PaperTable:
         Parameters
         ----------
         row, column : str
-            A label of :attr:`rows` and one of :attr:`columns`.
+            A label of ``rows`` and one of ``columns``.
 
         Returns
         -------

@@ -83,7 +83,7 @@ def dice_counts(
     Returns
     -------
     intersection : int64 ndarray of shape (C,)
-        ``|P_c ∩ T_c|`` of every class c (Dice = 2 I / (|P| + |T|)).
+        ``|P_c ∩ T_c|`` of every class c (Dice = ``2 I / (|P| + |T|)``).
     pred_size : int64 ndarray of shape (C,)
         ``|P_c|``, the predicted size of every class.
     target_size : int64 ndarray of shape (C,)
