@@ -247,3 +247,14 @@ def test_original_global_loss_bad_embeddings():
                              batch_size=12)
     with pytest.raises(ValueError, match="num_partitions"):
         original_global_layout("domain", 12, 5)
+
+
+@pytest.mark.parametrize(("strategy", "num_partitions"), [("domain", 3), ("domain_negatives", 4),
+                                                          ("random", 4)])
+def test_original_global_loss_array_api_strict(strategy, num_partitions):
+    xps = pytest.importorskip("array_api_strict")
+    z = _batch(strategy, 7, num_partitions, seed=4)
+    got = original_global_loss(xps.asarray(z), strategy=strategy, batch_size=7,
+                               num_partitions=num_partitions)
+    terms, normalizer = ref.terms_for(strategy, 7, num_partitions)
+    np.testing.assert_allclose(float(got), ref.loss(z, terms, normalizer, 0.1), rtol=1e-10)

@@ -21,7 +21,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from .._array_api import array_namespace, compute_dtype, device, masked_logsumexp
+from .._array_api import array_namespace, compute_dtype, device
 from .._typing import Array
 from .._validation import (
     check_choice,
@@ -31,7 +31,7 @@ from .._validation import (
     check_positive,
     shape_of,
 )
-from ._kernel import explicit_positive_nll
+from ._kernel import explicit_positive_nll, negative_logsumexp
 
 __all__ = ["original_global_layout", "original_global_loss", "original_global_pairing"]
 
@@ -480,8 +480,8 @@ def original_global_loss(
     logits = xp.matmul(z, xp.permute_dims(z, (1, 0))) / tau
     unit_anchor = xp.asarray(terms.unit_anchor, device=dev)
     unit_negatives = xp.asarray(terms.unit_negatives, device=dev)
-    unit_lse = masked_logsumexp(xp.take(logits, unit_anchor, axis=0), unit_negatives, axis=1,
-                                xp=xp)
+    unit_lse = negative_logsumexp(xp.take(logits, unit_anchor, axis=0), unit_negatives, xp=xp)
+    unit_lse = xp.reshape(unit_lse, (-1,))
     flat = xp.asarray(terms.anchor * used + terms.positive, device=dev)
     positive_logits = xp.take(xp.reshape(logits, (-1,)), flat, axis=0)
     lse = xp.take(unit_lse, xp.asarray(terms.unit, device=dev), axis=0)
