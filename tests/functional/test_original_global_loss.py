@@ -258,3 +258,28 @@ def test_original_global_loss_array_api_strict(strategy, num_partitions):
                                num_partitions=num_partitions)
     terms, normalizer = ref.terms_for(strategy, 7, num_partitions)
     np.testing.assert_allclose(float(got), ref.loss(z, terms, normalizer, 0.1), rtol=1e-10)
+
+
+def test_original_global_loss_gdminus_b10_worked_example_counts():
+    # REFERENCE.md §1.2, B = 10, S = 4: of the 60 terms, 20 hold their positive and 20 their
+    # anchor inside the denominator set
+    t = _global_terms("domain_negatives", 10, 4)
+    negatives = t.unit_negatives[t.unit]
+    terms = np.arange(len(t.anchor))
+    assert len(t.anchor) == 60
+    assert int(negatives[terms, t.positive].sum()) == 20
+    assert int(negatives[terms, t.anchor].sum()) == 20
+
+
+def test_original_global_loss_b12_s4_worked_example():
+    # REFERENCE.md §1.3: 192 terms divided by 48; group a = 40 (blank slot) pairs with slot 0
+    t = _global_terms("domain", 12, 4)
+    assert len(t.anchor) == 192
+    assert t.normalizer == 48.0
+    pairs = list(zip(t.anchor.tolist(), t.positive.tolist(), strict=True))
+    assert pairs.count((0, 4)) == 2  # orig-aug of a slice counted twice per direction
+    assert pairs.count((0, 8)) == 1
+    assert (0, 12) not in pairs
+    assert (40, 0) in pairs
+    assert (44, 4) in pairs
+    assert int(t.unit_negatives[_group_unit(t, 0)].sum()) == 36
