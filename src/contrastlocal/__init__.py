@@ -30,7 +30,7 @@ _LAZY: dict[str, str] = {
     # samplers (numpy only)
     "PartitionBatchSampler": "contrastlocal.samplers",
 }
-_SUBMODULES = ("functional", "nn", "samplers", "models", "data", "training", "cli")
+_SUBMODULES = ("functional", "nn", "samplers", "models", "data", "training", "cli", "paper")
 
 __all__ = [
     "GlobalContrastiveLoss",

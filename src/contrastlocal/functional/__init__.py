@@ -10,7 +10,7 @@ from __future__ import annotations
 from ._global import global_contrastive_loss, global_pairing
 from ._kernel import masked_contrastive_loss
 from ._local import local_contrastive_loss, original_local_pairing
-from ._original import original_global_pairing
+from ._original import original_global_layout, original_global_loss, original_global_pairing
 from ._regions import extract_regions, local_region_positions
 
 __all__ = [
@@ -20,6 +20,8 @@ __all__ = [
     "local_contrastive_loss",
     "local_region_positions",
     "masked_contrastive_loss",
+    "original_global_layout",
+    "original_global_loss",
     "original_global_pairing",
     "original_local_pairing",
 ]

@@ -1,23 +1,48 @@
-"""The original code's exact global-loss pairings (G^{D−} = exp 1, G^D = exp 2), as dense masks.
+"""The authors' global losses, exactly (G^R = exp 0, G^{D−} = exp 1, G^D = exp 2).
 
-The authors' code builds its terms from row-index arithmetic rather than from metadata; this
-module turns that arithmetic into the kernel's (W, M, normaliser), so that
-:func:`~contrastlocal.functional.masked_contrastive_loss` reproduces its loss values on the same
-embeddings.
+The authors' code builds its terms from row-index arithmetic rather than from metadata. Two
+forms live here:
+
+* :func:`original_global_loss` evaluates that arithmetic for every (batch size, S) the authors'
+  code accepts: each term carries the excluded set of its anchor *group*, so terms whose
+  denominators are not one negative set per anchor row (G^D at S = 3 or 6, or B > 160) are
+  exact too. :func:`original_global_layout` says what each row of the batch it expects holds.
+* :func:`original_global_pairing` turns the arithmetic into the kernel's (W, M, normaliser) where
+  one negative set per anchor row suffices, so that
+  :func:`~contrastlocal.functional.masked_contrastive_loss` reproduces the value.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from .._validation import check_choice, check_int_in_range
+from .._array_api import array_namespace, compute_dtype, device
+from .._typing import Array
+from .._validation import (
+    check_choice,
+    check_floating,
+    check_int_in_range,
+    check_ndim,
+    check_positive,
+    shape_of,
+)
+from ._kernel import explicit_positive_nll, negative_logsumexp
 
-__all__ = ["original_global_pairing"]
+__all__ = ["original_global_layout", "original_global_loss", "original_global_pairing"]
 
 OriginalStrategy = Literal["domain_negatives", "domain"]
+OriginalLossStrategy = Literal["random", "domain_negatives", "domain"]
+
+_LOSS_STRATEGIES: tuple[str, ...] = ("random", "domain_negatives", "domain")
+#: S values the authors' G^D accepts (models.py defines `bs` and `factor` for these only).
+_DOMAIN_PARTITIONS: tuple[int, ...] = (3, 4, 6)
+#: The authors' l2_normalize floor on the squared norm.
+_AUTHORS_EPS = 1e-12
 
 
 def _domain_negatives(batch_size: int, num_partitions: int) -> tuple[
@@ -97,6 +122,7 @@ def original_global_pairing(
 
     See Also
     --------
+    original_global_loss : The authors' value for every setting, as one function.
     masked_contrastive_loss : The kernel that evaluates the pairing.
     global_contrastive_loss : The paper's definitions (the package default).
 
@@ -108,7 +134,8 @@ def original_global_pairing(
     set, so a per-anchor mask expresses it exactly). G^D at S = 4 for 1 ≤ B ≤ 160 (any B, also
     not divisible by 4: the ring of slots and its wrap-around follow the index arithmetic).
 
-    Not reproducible with a per-anchor negative mask:
+    Not reproducible with a per-anchor negative mask (:func:`original_global_loss` evaluates
+    them exactly):
 
     * G^D with S = 3 or 6: the original's row count (4B + 5, 5B + 4) is not a multiple of S, so
       its excluded set depends on the anchor *group*, not only on the anchor row; a row that is
@@ -145,11 +172,321 @@ def original_global_pairing(
     if num_partitions != 4:
         msg = (f"`num_partitions` must be 4 for the original G^D (strategy='domain'): with S = 3 "
                f"or 6 its excluded sets depend on the anchor group, which no per-anchor negative "
-               f"mask can express, and other S crash in the original; got {num_partitions}.")
+               f"mask can express (original_global_loss gives those values), and other S crash "
+               f"in the original; got {num_partitions}.")
         raise ValueError(msg)
     if batch_size > 160:
         msg = (f"`batch_size` must be at most 160 for the original G^D (strategy='domain'): "
                f"beyond, its excluded sets (factor 40) depend on the anchor group; got "
-               f"{batch_size}.")
+               f"{batch_size} (original_global_loss gives the value for any B).")
         raise ValueError(msg)
     return _domain(batch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# the exact loss: index tables built on the host from (strategy, B, S), evaluated vectorised
+# --------------------------------------------------------------------------------------------
+
+
+def _check_setting(strategy: object, batch_size: object, num_partitions: object) -> tuple[
+    str, int, int
+]:
+    check_choice(strategy, _LOSS_STRATEGIES, "strategy")
+    b = check_int_in_range(batch_size, "batch_size", low=1)
+    s = check_int_in_range(num_partitions, "num_partitions", low=1)
+    if strategy == "domain" and s not in _DOMAIN_PARTITIONS:
+        msg = (f"`num_partitions` must be one of 3, 4, 6 for the authors' G^D "
+               f"(strategy='domain'): their code defines its row count and exclusion table only "
+               f"for these S (any other S stops it with a NameError); got {s}.")
+        raise ValueError(msg)
+    return str(strategy), b, s
+
+
+def _rows(strategy: str, b: int, s: int) -> tuple[int, str, int, str]:
+    """(rows fed, how that count is computed, rows the loss reads, how that one is computed)."""
+    if strategy == "random":
+        return 2 * b, "2B", 2 * b, "2B"
+    if strategy == "domain_negatives":
+        return 3 * b, "3B", 3 * b, "3B"
+    if s == 4:
+        return 4 * b, "4B", 4 * b, "4B"
+    used, used_how = (4 * b + 5, "4B + 5") if s == 3 else (5 * b + 4, "5B + 4")
+    return 5 * b + 4, "5B + 4", used, used_how
+
+
+@dataclass(frozen=True)
+class _Terms:
+    rows: int  # rows fed
+    used: int  # rows the loss reads (the first `used` rows)
+    anchor: npt.NDArray[np.int64]  # (T,) anchor row of every term
+    positive: npt.NDArray[np.int64]  # (T,) positive row of every term
+    unit: npt.NDArray[np.int64]  # (T,) index of the term's (group, anchor) denominator
+    unit_anchor: npt.NDArray[np.int64]  # (U,) anchor row of every denominator
+    unit_negatives: npt.NDArray[np.bool_]  # (U, used) its negative set
+    explicit: bool  # e^{s(a,p)} added to the denominator (False: SimCLR term, p in the set)
+    normalizer: float
+
+
+def _group_terms(
+    members: npt.NDArray[np.int64],
+    negatives: npt.NDArray[np.bool_],
+    pairs: tuple[tuple[int, int], ...],
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64],
+           npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    # members (G, V): the rows of every group; negatives (G, used): the group's denominator set;
+    # pairs: (anchor member, positive member) of every term of a group.
+    g, v = members.shape
+    unit_anchor = members.reshape(-1)
+    unit_negatives = np.repeat(negatives, v, axis=0)
+    groups = np.arange(g)
+    anchor = np.concatenate([members[:, m] for m, _ in pairs])
+    positive = np.concatenate([members[:, n] for _, n in pairs])
+    unit = np.concatenate([groups * v + m for m, _ in pairs])
+    return anchor, positive, unit, unit_anchor, unit_negatives
+
+
+@lru_cache(maxsize=32)
+def _global_terms(strategy: str, b: int, s: int) -> _Terms:
+    rows, _, used, _ = _rows(strategy, b, s)
+    if strategy == "random":
+        # exp 0 (commented out in the original): rows 2i, 2i+1 are the two views of slice i;
+        # SimCLR terms over every other row, mean over the 2B terms.
+        r = np.arange(rows)
+        negatives = r[:, None] != r[None, :]
+        partner = r ^ 1
+        return _Terms(rows, used, r, partner, r, r, negatives, False, float(2 * b))
+    if strategy == "domain_negatives":
+        # exp 1: image k's rows k, B + k, 2B + k; its six ordered pairs share the set
+        # [0, 3B) minus {r >= rho, (r - rho) mod 4 == 0}, rho = k mod S (step 4 hard-coded).
+        k = np.arange(b)
+        members = np.stack([k, b + k, 2 * b + k], axis=1)
+        cols = np.arange(used)[None, :]
+        rho = (k % s)[:, None]
+        negatives = ~((cols >= rho) & ((cols - rho) % 4 == 0))
+        pairs: tuple[tuple[int, int], ...] = ((0, 1), (1, 0), (0, 2), (2, 0), (1, 2), (2, 1))
+        normalizer = float(3 * b)
+    else:
+        # exp 2: anchor groups a in [0, bs) with a mod 2S < S, members (a + mS) mod bs,
+        # m = 0..3; every term of the group uses [0, bs) minus {(a + kS) mod bs, k < factor S}.
+        factor = {4: 4 if b == 12 else 40, 3: 5, 6: 2}[s]
+        a = np.arange(used)
+        a = a[a % (2 * s) < s]
+        members = (a[:, None] + s * np.arange(4)[None, :]) % used
+        excluded = (a[:, None] + s * np.arange(factor * s)[None, :]) % used
+        negatives = np.ones((len(a), used), dtype=bool)
+        np.put_along_axis(negatives, excluded, False, axis=1)
+        pairs = ((0, 1), (1, 0), (0, 2), (2, 0), (2, 3), (3, 2), (1, 3), (3, 1))
+        normalizer = float(4 * b)
+    anchor, positive, unit, unit_anchor, unit_negatives = _group_terms(members, negatives, pairs)
+    return _Terms(rows, used, anchor, positive, unit, unit_anchor, unit_negatives, True,
+                  normalizer)
+
+
+def original_global_layout(
+    strategy: OriginalLossStrategy, batch_size: int, num_partitions: int = 4
+) -> dict[str, npt.NDArray[np.int64] | npt.NDArray[np.bool_]]:
+    """Say what each row of the authors' global-loss batch holds, blank rows included.
+
+    This is the batch :func:`original_global_loss` expects, row by row, as the authors' training
+    script assembles it (REFERENCE layout of ``global_loss_exp_no`` 0, 1 and 2).
+
+    Parameters
+    ----------
+    strategy : {"random", "domain_negatives", "domain"}
+        G^R (exp 0), G^{D−} (exp 1) or G^D (exp 2); see :func:`original_global_loss`.
+    batch_size : int
+        The original ``B`` (``--bt_size``), at least 1.
+    num_partitions : int, default 4
+        The original ``S``; 3, 4 or 6 for ``"domain"``, unused by ``"random"``.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (N,)
+        N = the rows fed (2B for G^R, 3B for G^{D−}, 4B for G^D at S = 4, 5B + 4 at S = 3, 6).
+        ``"set"``: the sampled set of volumes a row comes from (G^D draws two sets
+        independently, 0 and 1; otherwise 0), ``"volume"``: its volume's position in that set's
+        random order (-1 for G^R, whose slices come from all volumes at once), ``"partition"``
+        (-1 for G^R), ``"image"``: the index of the sampled slice the row shows (rows showing
+        views of one slice share it), ``"view"``: 0 = the slice itself, 1 and 2 = independent
+        augmentations (crop + intensity), ``"blank"`` (bool): an all-zero image the original
+        feeds (G^D's stitching stops one block early), ``"used"`` (bool): the loss reads the row
+        (G^D at S = 3 reads only its first 4B + 5 rows). Integer fields are -1 on blank rows.
+
+    Raises
+    ------
+    TypeError
+        If `batch_size` or `num_partitions` is not an integer.
+    ValueError
+        If `strategy` is unknown or S is not one the authors' code accepts.
+
+    See Also
+    --------
+    original_global_loss : The loss evaluated on a batch in this layout.
+
+    Notes
+    -----
+    G^D writes blocks of 4S rows ``[set-0 volume b: slices of partitions 0..S-1 | their
+    augmentations | set-1 volume b: slices | augmentations]`` for b = 0, 1, ... while the next
+    block would end *before* the last row fed; the rest stays blank. The sets hold as many
+    volumes as blocks are written, so a large B needs many pre-training volumes (B = 40,
+    S = 4: 9 per set).
+
+    Examples
+    --------
+    >>> from contrastlocal.functional import original_global_layout
+    >>> layout = original_global_layout("domain", 12)
+    >>> len(layout["blank"]), int(layout["blank"].sum())
+    (48, 16)
+    >>> layout["partition"][:8].tolist(), layout["view"][:8].tolist()
+    ([0, 1, 2, 3, 0, 1, 2, 3], [0, 0, 0, 0, 1, 1, 1, 1])
+    """
+    name, b, s = _check_setting(strategy, batch_size, num_partitions)
+    rows, _, used, _ = _rows(name, b, s)
+    r = np.arange(rows)
+    blank = np.zeros(rows, dtype=bool)
+    sets = np.zeros(rows, dtype=np.int64)
+    if name == "random":
+        image = r // 2
+        view = r % 2 + 1
+        volume = np.full(rows, -1, dtype=np.int64)
+        partition = np.full(rows, -1, dtype=np.int64)
+    elif name == "domain_negatives":
+        image = r % b
+        view = r // b
+        volume = image // s
+        partition = image % s
+    else:
+        block = 4 * s
+        written = 0
+        while written + block < rows:  # the original's loop stops at `i + 4S >= max_bz`
+            written += block
+        within = r % block
+        sets = within // (2 * s)
+        view = (within % (2 * s)) // s
+        partition = within % s
+        volume = r // block
+        image = (volume * 2 + sets) * s + partition
+        blank = r >= written
+    out: dict[str, npt.NDArray[np.int64] | npt.NDArray[np.bool_]] = {}
+    for name, values in (("set", sets), ("volume", volume), ("partition", partition),
+                         ("image", image), ("view", view)):
+        out[name] = np.where(blank, -1, values).astype(np.int64)
+    out["blank"] = blank
+    out["used"] = r < used
+    return out
+
+
+def original_global_loss(
+    embeddings: Array,
+    *,
+    strategy: OriginalLossStrategy,
+    batch_size: int,
+    num_partitions: int = 4,
+    temperature: float = 0.1,
+) -> Array:
+    """Compute the authors' global contrastive loss, for every setting their code accepts.
+
+    `embeddings` are the rows the authors' training script feeds, in their order, blank rows
+    included (:func:`original_global_layout` says what each row holds); the result is the value
+    their TensorFlow graph computes on them (up to float rounding), differentiable in
+    `embeddings`.
+
+    Parameters
+    ----------
+    embeddings : floating array of shape (N, D)
+        One embedding (the g_1 output) per row fed. N is fixed by the setting: 2B for
+        ``"random"``, 3B for ``"domain_negatives"``, 4B for ``"domain"`` at S = 4 and 5B + 4 at
+        S = 3 or 6 (of which S = 3 reads the first 4B + 5 only; the rest get a zero gradient).
+    strategy : {"random", "domain_negatives", "domain"}
+        ``"random"``: G^R (``global_loss_exp_no = 0``, commented out in the released code; its
+        commented semantics: rows 2i, 2i+1 are two views of slice i, NT-Xent over all other
+        rows, divided by 2B). ``"domain_negatives"``: G^{D−} (exp 1): image k's three rows
+        k, B + k, 2B + k, six ordered pairs, the excluded set of the hard-coded step 4, divided
+        by 3B. ``"domain"``: G^D (exp 2, the proposed loss): anchor groups, ring pairs, the
+        ``bs``/``factor`` tables, eight terms per group, divided by 4B.
+    batch_size : int
+        The original ``B`` (``--bt_size``), at least 1; any B, also B > 160.
+    num_partitions : int, default 4
+        The original ``S``: 3, 4 or 6 for ``"domain"``; any S ≥ 1 for ``"domain_negatives"``
+        (only its ``k mod S`` uses it); unused by ``"random"``.
+    temperature : float, default 0.1
+        The temperature τ (``--temp_fac``).
+
+    Returns
+    -------
+    array of shape ()
+        The loss, in the embeddings' library and device (float64 input gives float64,
+        anything else float32).
+
+    Raises
+    ------
+    TypeError
+        If `embeddings` is not a floating array or `batch_size`/`num_partitions` not integers.
+    ValueError
+        If `strategy` is unknown, S is one the authors' code does not accept, `temperature` is
+        not positive, or `embeddings` has not the row count the setting feeds (the message says
+        how that count is computed).
+
+    See Also
+    --------
+    original_global_layout : What each row of the batch holds.
+    original_global_pairing : The same values as kernel masks, where one set per anchor fits.
+    global_contrastive_loss : The paper's definitions (the package default).
+
+    Notes
+    -----
+    Cosine similarities are ``ẑ_a · ẑ_k / τ`` with ``ẑ = z / sqrt(max(|z|², 1e-12))`` (the
+    original's normalisation). A term with anchor a, positive p and group g is
+    ``-log(e^{s(a,p)} / (e^{s(a,p)} + Σ_{k ∈ N_g} e^{s(a,k)}))`` (G^R:
+    ``-log(e^{s(a,p)} / Σ_{k ≠ a} e^{s(a,k)})``); an anchor or positive inside ``N_g`` is
+    counted again, as in the original. The denominator set belongs to the anchor *group*: for
+    G^D at S = 3 or 6 (row counts not multiples of S) and for B > 160 (``factor = 40`` covers
+    only 160 rows of a partition) one row anchors terms of two groups with two different sets,
+    which is why :func:`original_global_pairing` cannot express those settings and this
+    function can. Evaluation uses log-sum-exp (no overflow for small τ, same value otherwise).
+    The index tables are built once per (strategy, B, S) on the host and cached; the loss itself
+    is a handful of vectorised array operations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.functional import original_global_layout, original_global_loss
+    >>> z = np.random.default_rng(0).normal(size=(64, 16))  # G^D, B = 12, S = 3: 5B + 4 rows
+    >>> z[original_global_layout("domain", 12, 3)["blank"]] = 0.5  # blank rows: equal embeddings
+    >>> loss = original_global_loss(z, strategy="domain", batch_size=12, num_partitions=3)
+    >>> loss.shape, bool(loss > 0)
+    ((), True)
+    """
+    name, b, s = _check_setting(strategy, batch_size, num_partitions)
+    tau = check_positive(temperature, "temperature")
+    xp = array_namespace(embeddings)
+    check_ndim(embeddings, 2, "embeddings", "(N, D)")
+    check_floating(embeddings, "embeddings", xp=xp)
+    rows, rows_how, used, used_how = _rows(name, b, s)
+    if embeddings.shape[0] != rows:
+        setting = f"strategy={name!r}, batch_size={b}" + (
+            f", num_partitions={s}" if name != "random" else "")
+        reads = f"; the loss reads the first {used_how} = {used}" if used != rows else ""
+        msg = (f"`embeddings` must have {rows_how} = {rows} rows for {setting} (the rows the "
+               f"authors' script feeds, blank rows included{reads}); got shape "
+               f"{shape_of(embeddings)}.")
+        raise ValueError(msg)
+    terms = _global_terms(name, b, s)
+    dev = device(embeddings)
+    dtype = compute_dtype(embeddings, xp=xp)
+    z = xp.astype(embeddings[:used, ...], dtype)
+    sq = xp.sum(z * z, axis=1, keepdims=True)
+    z = z / xp.sqrt(xp.maximum(sq, xp.asarray(_AUTHORS_EPS, dtype=dtype, device=dev)))
+    logits = xp.matmul(z, xp.permute_dims(z, (1, 0))) / tau
+    unit_anchor = xp.asarray(terms.unit_anchor, device=dev)
+    unit_negatives = xp.asarray(terms.unit_negatives, device=dev)
+    unit_lse = negative_logsumexp(xp.take(logits, unit_anchor, axis=0), unit_negatives, xp=xp)
+    unit_lse = xp.reshape(unit_lse, (-1,))
+    flat = xp.asarray(terms.anchor * used + terms.positive, device=dev)
+    positive_logits = xp.take(xp.reshape(logits, (-1,)), flat, axis=0)
+    lse = xp.take(unit_lse, xp.asarray(terms.unit, device=dev), axis=0)
+    if terms.explicit:
+        per_term = explicit_positive_nll(positive_logits, lse, xp=xp)
+    else:
+        per_term = lse - positive_logits
+    return xp.sum(per_term) / terms.normalizer

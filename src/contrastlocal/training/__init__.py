@@ -33,7 +33,15 @@ from .config import (
     preset,
 )
 from .evaluation import EvaluationResult, Volume, evaluate, load_volumes, predict_volume
-from .metrics import dice_per_class, hd95_per_class, surface_distances
+from .metrics import (
+    DICE_DEFINITIONS,
+    ImageSetDice,
+    dice_counts,
+    dice_over_images,
+    dice_per_class,
+    hd95_per_class,
+    surface_distances,
+)
 from .results import INIT_LABELS, format_results_table, results_to_csv, write_results
 from .stages import (
     StageResult,
@@ -47,11 +55,13 @@ from .stages import (
 
 __all__ = [
     "DATASETS",
+    "DICE_DEFINITIONS",
     "INIT_LABELS",
     "EvaluationResult",
     "ExperimentConfig",
     "FinetuneConfig",
     "GlobalStageConfig",
+    "ImageSetDice",
     "LocalStageConfig",
     "ModelConfig",
     "RuntimeConfig",
@@ -61,6 +71,8 @@ __all__ = [
     "build_unet",
     "check_architecture",
     "config_to_dict",
+    "dice_counts",
+    "dice_over_images",
     "dice_per_class",
     "evaluate",
     "finetune",
