@@ -70,7 +70,8 @@ def test_second_live_writer_is_refused_naming_the_holder(tmp_path):
         message = str(info.value)
         assert "\n" not in message
         assert f"PID {proc.pid} on {socket.gethostname()}" in message
-        assert "holder" in message and LOCK_NAME in message
+        assert "holder" in message
+        assert LOCK_NAME in message
         assert info.value.holder["pid"] == proc.pid
         assert isinstance(info.value, RuntimeError)
         stop.write_text("")

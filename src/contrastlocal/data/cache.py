@@ -247,7 +247,7 @@ def _partitions(num_slices: int, num_partitions: int) -> list[int]:
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What identifies a source file: absolute path, size, modification time and SHA-256.
+    """Identify a source file by absolute path, size, modification time and SHA-256.
 
     Parameters
     ----------
@@ -690,8 +690,11 @@ class CacheWriter:
         header = io.BytesIO()
         np.lib.format.write_array_header_1_0(
             header,
-            {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-             "shape": shape},
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                "fortran_order": False,
+                "shape": shape,
+            },
         )
         needed = header.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
 
