@@ -189,6 +189,13 @@ class CacheWriteError(OSError):
 
     The message is one line naming the path and, for a full disk, the space needed and free;
     ``errno`` is that of the underlying error.
+
+    Examples
+    --------
+    >>> import errno
+    >>> err = cache_os_error(OSError(errno.EACCES, "denied"), Path("/c/index.json"))
+    >>> isinstance(err, CacheWriteError), isinstance(err, OSError), str(err)
+    (True, True, "cannot write '/c/index.json': permission denied.")
     """
 
     def __str__(self) -> str:

@@ -70,10 +70,21 @@ NonfinitePolicy = Literal["error", "zero"]
 class PrepareInterrupted(KeyboardInterrupt):
     """``prepare`` was stopped by SIGINT or SIGTERM; every finished case is kept.
 
-    Attributes
+    A :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles it too; a command line
+    exits with ``128 + signum``.
+
+    Parameters
     ----------
+    message : str
+        One line: the signal, the cases kept and where.
     signum : int
         The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+
+    Examples
+    --------
+    >>> err = PrepareInterrupted("prepare stopped by SIGTERM", signal.SIGTERM)
+    >>> isinstance(err, KeyboardInterrupt), 128 + err.signum
+    (True, 143)
     """
 
     def __init__(self, message: str, signum: int) -> None:

@@ -334,7 +334,13 @@ NON_TRAJECTORY_SETTINGS: frozenset[str] = frozenset(
 
 
 class ResumeRefusedError(ValueError):
-    """A stage cannot resume from what is on disk; the message says what changed."""
+    """A stage cannot resume from what is on disk; the message says what changed.
+
+    Examples
+    --------
+    >>> issubclass(ResumeRefusedError, ValueError)
+    True
+    """
 
 
 def _hash_state(state: Mapping[str, Any]) -> str:

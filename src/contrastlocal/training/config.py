@@ -744,6 +744,11 @@ class ResolvedRuntime:
         Its type (``"cpu"``, ``"cuda"``, ``"mps"``); part of each stage's resume key.
     precision : {"fp32", "bf16", "fp16"}
         The autocast precision in effect; part of each stage's resume key.
+
+    Examples
+    --------
+    >>> validate_for_run(preset("synthetic")).precision
+    'fp32'
     """
 
     device: str
