@@ -289,7 +289,11 @@ def _read_case(source: Any, case_id: str) -> Case:
             if case_id in str(err):
                 raise
             msg = f"case {case_id!r}: {err}"
-            raise type(err)(msg) from err
+            try:
+                named = type(err)(msg)
+            except Exception:  # an error type with other constructor arguments
+                named = ValueError(msg)
+            raise named from err
     if str(case.case_id) != case_id:
         case = replace(case, case_id=case_id)
     return case
@@ -441,7 +445,13 @@ def _stop_on_signals() -> Iterator[None]:
         yield
         return
 
+    stopping = False
+
     def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C must not interrupt the stopping of the workers
+            return
+        stopping = True
         raise _Stop(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
