@@ -420,11 +420,11 @@ def stage_key(
     upstream : str or None
         :func:`weights_fingerprint` of the weights the stage starts from (None: random).
     device_type : str
-        ``"cpu"``, ``"cuda"`` or ``"mps"``
-        (:attr:`~contrastlocal.training.config.ResolvedRuntime.device_type`).
+        ``"cpu"``, ``"cuda"`` or ``"mps"`` (``device_type`` of
+        :class:`~contrastlocal.training.config.ResolvedRuntime`).
     precision : {"fp32", "bf16", "fp16"}
-        The autocast precision in effect
-        (:attr:`~contrastlocal.training.config.ResolvedRuntime.precision`).
+        The autocast precision in effect (``precision`` of
+        :class:`~contrastlocal.training.config.ResolvedRuntime`).
 
     Returns
     -------

@@ -796,7 +796,7 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
         If the device is not available here; if ``runtime.amp`` asks for fp16/bf16 on a device
         that cannot honour it (autocast is CUDA-only here: on the CPU or MPS use ``"none"`` or
         ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if a learning rate is
-        above :data:`MAX_LEARNING_RATE`; if the local stage's feature maps are too small for its
+        above 1 (``MAX_LEARNING_RATE``); if the local stage's feature maps are too small for its
         region pattern at ``model.image_size``.
 
     Notes
