@@ -306,10 +306,29 @@ def test_a_reader_that_would_drop_the_imaginary_part_is_refused(tmp_path):
 
         def read(self, case_id):
             data = np.ones((8, 8, 2), np.complex64) * (1 + 2j)
-            return Case(case_id, data.astype(np.float32), None, (1.0, 1.0, 1.0))
+            meta = {"image_path": "/data/c1.nii.gz"}
+            return Case(case_id, data.astype(np.float32), None, (1.0, 1.0, 1.0), meta=meta)
 
-    with pytest.raises(ValueError, match="case 'c1': the image is complex-valued"):
+    with pytest.raises(
+        ValueError, match=r"case 'c1' \(/data/c1\.nii\.gz\): the image is complex-valued"
+    ):
         prepare_cases(CastingReader(), tmp_path, dataset="toy", config=CFG, workers=0)
+
+
+def test_complex_and_rgb_nifti_files_are_named_with_the_case(tmp_path):
+    root = write_acdc_fixture(tmp_path / "a", num_patients=2, num_testing=0)
+    image = root / "training" / "patient002" / "patient002_frame03.nii.gz"
+    img = nib.load(image)
+    data = np.asarray(img.dataobj)
+    nib.save(nib.Nifti1Image(data.astype(np.complex64) * (1 + 1j), img.affine), image)
+    with pytest.raises(ValueError, match="the image is complex-valued") as info:
+        prepare_dataset("acdc", root, tmp_path / "c", config=_acdc_config(), workers=0)
+    assert f"case '002' ({image})" in str(info.value)
+    rgb = np.zeros(data.shape, dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    nib.save(nib.Nifti1Image(rgb, img.affine), image)
+    with pytest.raises(TypeError, match="structured voxels") as info:
+        prepare_dataset("acdc", root, tmp_path / "c", config=_acdc_config(), workers=0)
+    assert f"case '002' (under {str(root)!r})" in str(info.value)
 
 
 def test_reader_errors_and_thin_volumes_name_the_case(tmp_path, capsys):

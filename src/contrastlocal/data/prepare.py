@@ -280,15 +280,27 @@ def _read_case(source: Any, case_id: str) -> Case:
         try:
             case: Case = source.read(case_id)
         except np.exceptions.ComplexWarning:
+            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+            try:  # read again, only to name the file in the message
+                where = _source_file(source.read(case_id))
+            except Exception:
+                where = ""
             msg = (
-                f"case {case_id!r}: the image is complex-valued; reading it would drop the "
-                "imaginary part. Store the magnitude (a real-valued image) instead."
+                f"case {case_id!r}{where}: the image is complex-valued; reading it would drop "
+                "the imaginary part. Store the magnitude (a real-valued image) instead."
             )
             raise ValueError(msg) from None
         except (ValueError, TypeError) as err:
             if case_id in str(err):
                 raise
-            msg = f"case {case_id!r}: {err}"
+            root = getattr(source, "root", None)
+            under = f" (under {root!r})" if root else ""
+            msg = f"case {case_id!r}{under}: {err}"
+            if "Cannot cast array data from dtype([" in str(err):
+                msg = (
+                    f"case {case_id!r}{under}: the image has structured voxels (e.g. RGB stored in "
+                    f"NIfTI); a grey-level image is needed ({err})."
+                )
             try:
                 named = type(err)(msg)
             except Exception:  # an error type with other constructor arguments
