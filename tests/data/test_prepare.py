@@ -18,6 +18,7 @@ import pytest
 pytest.importorskip("scipy")
 pytest.importorskip("nibabel")
 
+from contrastlocal._lock import LOCK_NAME, StaleLockWarning
 from contrastlocal.data._records import Case
 from contrastlocal.data.cache import open_cache
 from contrastlocal.data.prepare import (
@@ -178,7 +179,11 @@ def test_prepare_cases_resumes_after_a_kill(tmp_path):
     assert 1 <= len(done) < 5
     cases = _cases(5)
     reader = CountingReader(cases)
-    assert prepare_cases(reader, out, dataset="toy", config=CFG, workers=0, progress=False) == path
+    assert (path / LOCK_NAME).exists()  # left by the killed run: stale, taken over with a note
+    with pytest.warns(StaleLockWarning, match=f"PID {proc.pid}"):
+        again = prepare_cases(reader, out, dataset="toy", config=CFG, workers=0, progress=False)
+    assert again == path
+    assert not (path / LOCK_NAME).exists()
     assert sorted(reader.reads) == sorted({c.case_id for c in cases} - done)
     _assert_cache_matches(path, cases, CFG)
 

@@ -21,7 +21,9 @@ small caches can be loaded into RAM (``open_cache(path, in_memory=True)``).
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import re
@@ -40,9 +42,13 @@ __all__ = [
     "CACHE_FORMAT_VERSION",
     "NO_LABEL",
     "CacheData",
+    "CacheWriteError",
     "CacheWriter",
     "cache_key",
+    "cache_os_error",
     "cache_path",
+    "changed_file",
+    "file_fingerprint",
     "open_cache",
 ]
 
@@ -128,21 +134,212 @@ def _safe_name(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", case_id)
 
 
-def _atomic_write_bytes(path: Path, writer: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def _atomic_write_bytes(path: Path, writer: Any, *, needed: int | None = None) -> None:
+    tmp = _tmp_name(path)
     try:
         with tmp.open("wb") as fh:
+            if needed:
+                _reserve(fh.fileno(), needed)
             writer(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        raise cache_os_error(err, path, needed) from err
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
+
+
+def _reserve(fd: int, nbytes: int) -> None:
+    """Allocate `nbytes` for a file up front: a full disk fails here, not halfway through."""
+    if nbytes <= 0 or not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, nbytes)
+    except OSError as err:
+        if err.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return  # the file system cannot reserve; ordinary writes still report ENOSPC
+        raise
+
+
+def _free_bytes(path: Path) -> int | None:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            try:
+                return shutil.disk_usage(folder).free
+            except OSError:
+                return None
+    return None
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    raise AssertionError  # pragma: no cover
+
+
+class CacheWriteError(OSError):
+    """Writing a cache failed for a reason outside the program: disk full, read-only, ...
+
+    The message is one line naming the path and, for a full disk, the space needed and free;
+    ``errno`` is that of the underlying error.
+
+    Examples
+    --------
+    >>> import errno
+    >>> err = cache_os_error(OSError(errno.EACCES, "denied"), Path("/c/index.json"))
+    >>> isinstance(err, CacheWriteError), isinstance(err, OSError), str(err)
+    (True, True, "cannot write '/c/index.json': permission denied.")
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+def cache_os_error(err: OSError, path: Path, needed: int | None = None) -> OSError:
+    """Turn an operating-system error while writing a cache into one clear line.
+
+    Parameters
+    ----------
+    err : OSError
+        The error raised.
+    path : Path
+        What was being written.
+    needed : int, optional
+        Bytes the write needed (named for a full disk).
+
+    Returns
+    -------
+    OSError
+        A :class:`CacheWriteError` with the same ``errno`` for a full disk, a read-only file
+        system, a missing permission or a path component that is a file; `err` itself otherwise.
+
+    Examples
+    --------
+    >>> import errno
+    >>> e = cache_os_error(OSError(errno.EROFS, "Read-only"), Path("/c/images.npy"))
+    >>> str(e), e.errno == errno.EROFS
+    ("cannot write '/c/images.npy': the file system is read-only.", True)
+    """
+    if isinstance(err, CacheWriteError):
+        return err
+    where = os.fspath(path)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = _free_bytes(path.parent)
+        need = f"needs {_size(needed)}, " if needed else ""
+        have = f"{_size(free)} free" if free is not None else "free space unknown"
+        msg = f"no space left on the device of {where!r}: the write {need}{have}."
+    elif err.errno == errno.EROFS:
+        msg = f"cannot write {where!r}: the file system is read-only."
+    elif err.errno in (errno.EACCES, errno.EPERM):
+        msg = f"cannot write {where!r}: permission denied."
+    elif err.errno in (errno.EEXIST, errno.ENOTDIR):
+        msg = f"cannot write {where!r}: a part of the path names an existing file, not a folder."
+    else:
+        return err
+    out = CacheWriteError(msg)
+    out.errno = err.errno
+    out.filename = where
+    return out
 
 
 def _partitions(num_slices: int, num_partitions: int) -> list[int]:
     return [z * num_partitions // num_slices for z in range(num_slices)]
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Identify a source file by absolute path, size, modification time and SHA-256.
+
+    Parameters
+    ----------
+    path : path
+        A file.
+
+    Returns
+    -------
+    dict
+        ``path`` (absolute), ``size`` (bytes), ``mtime_ns``, ``sha256`` (hex).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     f = Path(tmp) / "a.txt"
+    ...     _ = f.write_bytes(b"abc")
+    ...     fp = file_fingerprint(f)
+    >>> fp["size"], fp["sha256"][:8]
+    (3, 'ba7816bf')
+    """
+    p = Path(path).absolute()
+    st = p.stat()
+    return {
+        "path": os.fspath(p),
+        "size": int(st.st_size),
+        "mtime_ns": int(st.st_mtime_ns),
+        "sha256": _sha256(p),
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def changed_file(files: Sequence[dict[str, Any]]) -> str | None:
+    """Name the first recorded source file that is gone or changed, or return None.
+
+    A file whose size or modification time differs is hashed again: same content counts as
+    unchanged (e.g. after ``touch``).
+
+    Parameters
+    ----------
+    files : sequence of dict
+        Fingerprints from :func:`file_fingerprint`.
+
+    Returns
+    -------
+    str or None
+        What changed, e.g. ``"source file '/d/a.nii.gz' changed (size 10 -> 12 bytes)"``.
+
+    Examples
+    --------
+    >>> changed_file([{"path": "/no/such/file", "size": 1, "mtime_ns": 0, "sha256": ""}])
+    "source file '/no/such/file' is missing"
+    """
+    for rec in files:
+        p = Path(rec["path"])
+        try:
+            st = p.stat()
+        except OSError:
+            return f"source file {rec['path']!r} is missing"
+        if st.st_size == rec["size"] and st.st_mtime_ns == rec["mtime_ns"]:
+            continue
+        if rec.get("sha256") and _sha256(p) == rec["sha256"]:
+            continue
+        if st.st_size != rec["size"]:
+            return f"source file {rec['path']!r} changed (size {rec['size']} -> {st.st_size} bytes)"
+        return f"source file {rec['path']!r} changed (modified since it was cached)"
+    return None
+
+
+@dataclass(frozen=True)
+class _PartInfo:
+    """What :meth:`CacheWriter.finalize` learns from one part file before writing."""
+
+    case_id: str
+    shape: tuple[int, ...]
+    has_label: bool
+    geometry: dict[str, Any]
+    files: list[dict[str, Any]]
 
 
 class CacheWriter:
@@ -162,11 +359,21 @@ class CacheWriter:
         Split name (recorded).
     extra : dict, optional
         Other recorded settings (e.g. reader options).
+    source : dict, optional
+        What the cases are read from (e.g. ``{"root": "/abs/ACDC", "reader": "acdc"}``),
+        recorded in the index and in each part; a cache or part made from another source is
+        out of date (see :meth:`stale_reason`).
 
     Raises
     ------
     ValueError
         If `case_ids` is empty or has duplicates.
+
+    Notes
+    -----
+    The source files of each case (``files`` of :meth:`write_case`, fingerprinted with
+    :func:`file_fingerprint`) are recorded too: a cache whose source files changed since is
+    out of date, and so is a part.
 
     Examples
     --------
@@ -192,6 +399,7 @@ class CacheWriter:
         dataset: str = "",
         split: str = "",
         extra: dict[str, Any] | None = None,
+        source: dict[str, Any] | None = None,
     ) -> None:
         ids = [str(c) for c in case_ids]
         if not ids:
@@ -207,6 +415,7 @@ class CacheWriter:
         self.dataset = dataset
         self.split = split
         self.extra = dict(extra or {})
+        self.source = None if source is None else json.loads(json.dumps(source, default=str))
 
     @property
     def parts_dir(self) -> Path:
@@ -228,37 +437,112 @@ class CacheWriter:
         """
         return self.parts_dir / f"{_safe_name(case_id)}.npz"
 
+    def _read_index(self) -> dict[str, Any] | None:
+        index = self.path / _INDEX
+        if not index.is_file():
+            return None
+        try:
+            meta = json.loads(index.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return meta if isinstance(meta, dict) else None
+
+    def stale_reason(self) -> str | None:
+        """Say why an existing complete cache does not match this writer; None if it does.
+
+        Returns
+        -------
+        str or None
+            None when there is no index (nothing cached yet) or the cache is up to date; else
+            what changed: format version, pre-processing settings, case ids, the source, or a
+            source file (see :func:`changed_file`).
+        """
+        meta = self._read_index()
+        if meta is None:
+            return None
+        if meta.get("format_version") != CACHE_FORMAT_VERSION:
+            return f"it has format version {meta.get('format_version')!r}"
+        if meta.get("config_digest") != self.config.digest():
+            return "the pre-processing settings changed"
+        cases = meta.get("cases", [])
+        if [c["case_id"] for c in cases] != self.case_ids:
+            return "the case ids changed"
+        if meta.get("source") != self.source:
+            return _source_change(meta.get("source"), self.source)
+        for c in cases:
+            change = changed_file(c.get("files", []))
+            if change is not None:
+                return f"{change} (case {c['case_id']!r})"
+        if not (self.path / _IMAGES).is_file():
+            return f"{_IMAGES} is missing"
+        return None
+
     def is_complete(self) -> bool:
-        """Whether a complete cache for exactly these cases and settings is present.
+        """Whether a complete cache for exactly these cases, settings and sources is present.
 
         Returns
         -------
         bool
-            True if ``index.json`` exists and records the same case ids and config digest.
+            True if ``index.json`` exists and records the same case ids, config digest and
+            source, and no recorded source file changed since.
         """
-        index = self.path / _INDEX
-        if not index.is_file():
-            return False
+        return self._read_index() is not None and self.stale_reason() is None
+
+    def invalidate(self) -> None:
+        """Remove the index and the final arrays (the parts stay; stale ones are redone)."""
+        for name in (_INDEX, _IMAGES, _LABELS):
+            (self.path / name).unlink(missing_ok=True)
+
+    def remove_temporary_files(self) -> list[Path]:
+        """Delete temporary files left by killed writers (call while holding the cache lock).
+
+        Returns
+        -------
+        list of Path
+            The files removed.
+        """
+        removed = []
+        for folder in (self.path, self.parts_dir):
+            if folder.is_dir():
+                for tmp in folder.glob(".*.tmp-*"):
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        return removed
+
+    def part_problem(self, case_id: str) -> str | None:
+        """Say why the part of a case cannot be reused, or None if it can.
+
+        Parameters
+        ----------
+        case_id : str
+            The case.
+
+        Returns
+        -------
+        str or None
+            ``"missing"``, ``"unreadable"``, a source change, or None.
+        """
+        part = self.part_path(case_id)
+        if not part.is_file():
+            return "missing"
         try:
-            meta = json.loads(index.read_text())
-        except (OSError, json.JSONDecodeError):
-            return False
-        return (
-            meta.get("format_version") == CACHE_FORMAT_VERSION
-            and meta.get("config_digest") == self.config.digest()
-            and [c["case_id"] for c in meta.get("cases", [])] == self.case_ids
-            and (self.path / _IMAGES).is_file()
-        )
+            with np.load(part, allow_pickle=False) as data:
+                record = json.loads(str(data["source"])) if "source" in data.files else {}
+        except (OSError, ValueError, KeyError):
+            return "unreadable"
+        if record.get("source") != self.source:
+            return _source_change(record.get("source"), self.source)
+        return changed_file(record.get("files", []))
 
     def done_case_ids(self) -> list[str]:
-        """Return the cases whose intermediate result is already on disk.
+        """Return the cases whose intermediate result is on disk and still matches its source.
 
         Returns
         -------
         list of str
             In the order of `case_ids`.
         """
-        return [c for c in self.case_ids if self.part_path(c).is_file()]
+        return [c for c in self.case_ids if self.part_problem(c) is None]
 
     def write_case(
         self,
@@ -266,6 +550,8 @@ class CacheWriter:
         image: npt.NDArray[np.float32],
         label: npt.NDArray[np.uint8] | None,
         geometry: Geometry,
+        *,
+        files: Sequence[dict[str, Any]] = (),
     ) -> Path:
         """Store the processed arrays of one case atomically.
 
@@ -279,6 +565,8 @@ class CacheWriter:
             Processed label slices.
         geometry : Geometry
             Native geometry of the case.
+        files : sequence of dict
+            Fingerprints (:func:`file_fingerprint`) of the files the case was read from.
 
         Returns
         -------
@@ -289,6 +577,8 @@ class CacheWriter:
         ------
         ValueError
             If `case_id` is not one of the writer's cases or the shapes disagree.
+        CacheWriteError
+            If the disk is full or not writable (one line, see :func:`cache_os_error`).
         """
         if case_id not in self.case_ids:
             msg = f"`case_id` {case_id!r} is not one of this cache's cases."
@@ -297,9 +587,11 @@ class CacheWriter:
         if img.ndim not in (3, 4):
             msg = f"`image` of case {case_id!r} must be (Z, H, W) or (Z, C, H, W); got {img.shape}."
             raise ValueError(msg)
+        record = {"source": self.source, "files": list(files)}
         arrays: dict[str, Any] = {
             "image": img,
             "geometry": np.array(json.dumps(geometry.to_dict())),
+            "source": np.array(json.dumps(record)),
         }
         if label is not None:
             lab = np.ascontiguousarray(label, dtype=np.uint8)
@@ -310,9 +602,13 @@ class CacheWriter:
                 )
                 raise ValueError(msg)
             arrays["label"] = lab
-        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.parts_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise cache_os_error(err, self.parts_dir) from err
         target = self.part_path(case_id)
-        _atomic_write_bytes(target, lambda fh: np.savez(fh, **arrays))
+        needed = sum(a.nbytes for a in arrays.values()) + 4096
+        _atomic_write_bytes(target, lambda fh: np.savez(fh, **arrays), needed=needed)
         return target
 
     def finalize(self, *, keep_parts: bool = False) -> Path:
@@ -332,69 +628,116 @@ class CacheWriter:
         ------
         ValueError
             If cases are missing or their slice shapes differ.
+        CacheWriteError
+            If the disk is full (the message names the space needed and free) or not writable;
+            no temporary file is left behind.
+
+        Notes
+        -----
+        The arrays are written with ordinary file writes into space reserved up front
+        (``posix_fallocate``), never through a memory map: a full disk is an error, not a bus
+        error.
         """
+        self._check_parts_present()
+        infos = self._scan_parts()
+        slice_shape = self._common_slice_shape(infos)
+        any_label = any(i.has_label for i in infos)
+        self._write_images(infos, slice_shape)
+        if any_label:
+            self._write_labels(infos, slice_shape[-2:])
+        else:
+            (self.path / _LABELS).unlink(missing_ok=True)
+        index = self._build_index(infos, slice_shape, any_label)
+        text = json.dumps(index, indent=1).encode()
+        _atomic_write_bytes(self.path / _INDEX, lambda fh: fh.write(text), needed=len(text))
+        if not keep_parts and self.parts_dir.exists():
+            shutil.rmtree(self.parts_dir, ignore_errors=True)
+        return self.path
+
+    # ---- steps of finalize -------------------------------------------------------------------
+
+    def _check_parts_present(self) -> None:
         missing = [c for c in self.case_ids if not self.part_path(c).is_file()]
         if missing:
             msg = f"cannot finalize cache {os.fspath(self.path)!r}: cases {missing} are missing."
             raise ValueError(msg)
-        # pass 1: shapes
-        shapes: list[tuple[int, ...]] = []
-        has_label: list[bool] = []
-        geometries: list[dict[str, Any]] = []
+
+    def _scan_parts(self) -> list[_PartInfo]:
+        infos = []
         for cid in self.case_ids:
             with np.load(self.part_path(cid), allow_pickle=False) as part:
-                shapes.append(tuple(part["image"].shape))
-                has_label.append("label" in part.files)
-                geometries.append(json.loads(str(part["geometry"])))
-        slice_shape = shapes[0][1:]
-        bad = [c for c, s in zip(self.case_ids, shapes, strict=True) if s[1:] != slice_shape]
+                record = json.loads(str(part["source"])) if "source" in part.files else {}
+                infos.append(
+                    _PartInfo(
+                        case_id=cid,
+                        shape=tuple(part["image"].shape),
+                        has_label="label" in part.files,
+                        geometry=json.loads(str(part["geometry"])),
+                        files=list(record.get("files", [])),
+                    )
+                )
+        return infos
+
+    @staticmethod
+    def _common_slice_shape(infos: Sequence[_PartInfo]) -> tuple[int, ...]:
+        slice_shape = infos[0].shape[1:]
+        bad = [i.case_id for i in infos if i.shape[1:] != slice_shape]
         if bad:
             msg = (
                 f"cases {bad} have slices of another shape than {slice_shape} "
-                f"(case {self.case_ids[0]!r}); all cases of a cache must share it."
+                f"(case {infos[0].case_id!r}); all cases of a cache must share it."
             )
             raise ValueError(msg)
-        counts = [s[0] for s in shapes]
-        total = int(sum(counts))
-        any_label = any(has_label)
-        # pass 2: fill temporary memmaps, then move them into place
-        tmp_images = self.path / f".{_IMAGES}.tmp-{os.getpid()}"
-        tmp_labels = self.path / f".{_LABELS}.tmp-{os.getpid()}"
-        try:
-            images = np.lib.format.open_memmap(
-                tmp_images, mode="w+", dtype=np.float32, shape=(total, *slice_shape)
-            )
-            labels = (
-                np.lib.format.open_memmap(
-                    tmp_labels, mode="w+", dtype=np.uint8, shape=(total, *slice_shape[-2:])
-                )
-                if any_label
-                else None
-            )
-            offset = 0
-            for cid, n in zip(self.case_ids, counts, strict=True):
-                with np.load(self.part_path(cid), allow_pickle=False) as part:
-                    images[offset : offset + n] = part["image"]
-                    if labels is not None:
-                        labels[offset : offset + n] = (
-                            part["label"] if "label" in part.files else NO_LABEL
-                        )
-                offset += n
-            images.flush()
-            del images
-            if labels is not None:
-                labels.flush()
-                del labels
-            os.replace(tmp_images, self.path / _IMAGES)
-            if any_label:
-                os.replace(tmp_labels, self.path / _LABELS)
-            elif (self.path / _LABELS).exists():
-                (self.path / _LABELS).unlink()
-        finally:
-            for tmp in (tmp_images, tmp_labels):
-                if tmp.exists():
-                    tmp.unlink()
-        is_rgb = bool(geometries[0].get("is_rgb", False))
+        return slice_shape
+
+    def _write_npy(
+        self, name: str, dtype: type[np.generic], shape: tuple[int, ...], rows: Any
+    ) -> None:
+        """Write ``name`` (an ``.npy`` of `shape`) from the row blocks yielded by `rows`."""
+        header = io.BytesIO()
+        np.lib.format.write_array_header_1_0(
+            header,
+            {
+                "descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                "fortran_order": False,
+                "shape": shape,
+            },
+        )
+        needed = header.tell() + int(np.prod(shape)) * np.dtype(dtype).itemsize
+
+        def write(fh: Any) -> None:
+            fh.write(header.getvalue())
+            for block in rows:
+                fh.write(np.ascontiguousarray(block, dtype=dtype).tobytes())
+
+        _atomic_write_bytes(self.path / name, write, needed=needed)
+
+    def _write_images(self, infos: Sequence[_PartInfo], slice_shape: tuple[int, ...]) -> None:
+        def rows() -> Any:
+            for info in infos:
+                with np.load(self.part_path(info.case_id), allow_pickle=False) as part:
+                    yield part["image"]
+
+        total = sum(i.shape[0] for i in infos)
+        self._write_npy(_IMAGES, np.float32, (total, *slice_shape), rows())
+
+    def _write_labels(self, infos: Sequence[_PartInfo], hw: tuple[int, ...]) -> None:
+        def rows() -> Any:
+            for info in infos:
+                if not info.has_label:
+                    yield np.full((info.shape[0], *hw), NO_LABEL, dtype=np.uint8)
+                    continue
+                with np.load(self.part_path(info.case_id), allow_pickle=False) as part:
+                    yield part["label"]
+
+        total = sum(i.shape[0] for i in infos)
+        self._write_npy(_LABELS, np.uint8, (total, *hw), rows())
+
+    def _build_index(
+        self, infos: Sequence[_PartInfo], slice_shape: tuple[int, ...], any_label: bool
+    ) -> dict[str, Any]:
+        counts = [i.shape[0] for i in infos]
+        is_rgb = bool(infos[0].geometry.get("is_rgb", False))
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int).tolist()
         case_index: list[int] = []
         slice_index: list[int] = []
@@ -403,29 +746,29 @@ class CacheWriter:
             case_index.extend([i] * n)
             slice_index.extend(range(n))
             partition.extend(_partitions(n, INDEX_NUM_PARTITIONS))
-        index = {
+        return {
             "format_version": CACHE_FORMAT_VERSION,
             "dataset": self.dataset,
             "split": self.split,
             "config": self.config.to_dict(),
             "config_digest": self.config.digest(),
             "extra": self.extra,
-            "num_slices": total,
+            "source": self.source,
+            "num_slices": int(sum(counts)),
             "slice_shape": list(slice_shape),
             "is_rgb": is_rgb,
             "has_labels": any_label,
             "num_partitions": None if is_rgb else INDEX_NUM_PARTITIONS,
             "cases": [
                 {
-                    "case_id": cid,
+                    "case_id": info.case_id,
                     "offset": off,
-                    "num_slices": n,
-                    "has_label": hl,
-                    "geometry": geom,
+                    "num_slices": info.shape[0],
+                    "has_label": info.has_label,
+                    "geometry": info.geometry,
+                    "files": info.files,
                 }
-                for cid, off, n, hl, geom in zip(
-                    self.case_ids, offsets, counts, has_label, geometries, strict=True
-                )
+                for info, off in zip(infos, offsets, strict=True)
             ],
             "slices": {
                 "case_index": case_index,
@@ -433,11 +776,14 @@ class CacheWriter:
                 "partition": None if is_rgb else partition,
             },
         }
-        text = json.dumps(index, indent=1)
-        _atomic_write_bytes(self.path / _INDEX, lambda fh: fh.write(text.encode()))
-        if not keep_parts and self.parts_dir.exists():
-            shutil.rmtree(self.parts_dir, ignore_errors=True)
-        return self.path
+
+
+def _source_change(old: Any, new: Any) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        shown = "; ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+        return f"the source changed ({shown})"
+    return f"the source changed ({old!r} -> {new!r})"
 
 
 @dataclass

@@ -15,25 +15,46 @@ where it stopped; a run over a complete cache does nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
+import errno
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from types import FrameType
+from typing import Any, Literal, Protocol
 
+import numpy as np
+
+from .._deps import optional, require
+from .._lock import DirectoryLock
 from ._records import Case
-from .cache import CacheWriter, cache_path
+from .cache import (
+    INDEX_NUM_PARTITIONS,
+    CacheWriter,
+    cache_os_error,
+    cache_path,
+    file_fingerprint,
+)
 from .preprocess import PREPROCESS_PRESETS, PreprocessConfig, preprocess_case
 from .splits import DatasetSplits, make_cityscapes_split, resolve_split
 
 __all__ = [
     "DATASETS",
+    "NONFINITE_POLICIES",
+    "PrepareInterrupted",
     "ReaderLike",
     "add_prepare_arguments",
+    "check_case_input",
     "prepare_cases",
     "prepare_dataset",
     "run_prepare",
@@ -41,6 +62,42 @@ __all__ = [
 
 #: Datasets ``prepare`` knows (names of readers and pre-processing presets).
 DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes")
+#: What ``prepare`` does with NaN or infinite voxels: refuse the case (default) or set them to 0.
+NONFINITE_POLICIES: tuple[str, ...] = ("error", "zero")
+NonfinitePolicy = Literal["error", "zero"]
+
+
+class PrepareInterrupted(KeyboardInterrupt):
+    """``prepare`` was stopped by SIGINT or SIGTERM; every finished case is kept.
+
+    A :class:`KeyboardInterrupt`, so code that handles Ctrl-C handles it too; a command line
+    exits with ``128 + signum``.
+
+    Parameters
+    ----------
+    message : str
+        One line: the signal, the cases kept and where.
+    signum : int
+        The signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+
+    Examples
+    --------
+    >>> err = PrepareInterrupted("prepare stopped by SIGTERM", signal.SIGTERM)
+    >>> isinstance(err, KeyboardInterrupt), 128 + err.signum
+    (True, 143)
+    """
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.signum = signum
+
+
+class _Stop(KeyboardInterrupt):
+    """Raised by the signal handlers of :func:`_stop_on_signals` in the main thread."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class ReaderLike(Protocol):
@@ -159,6 +216,11 @@ class _NamedReader:
         self._get()
         return list(self._owner)
 
+    @property
+    def origin(self) -> dict[str, Any]:
+        """What the cases are read from, recorded in the cache (the folder, fully resolved)."""
+        return {"reader": self.name, "root": os.path.realpath(self.root)}
+
     def read(self, case_id: str) -> Case:
         self._get()
         if case_id not in self._owner:
@@ -171,10 +233,32 @@ class _NamedReader:
 # ---- worker side -------------------------------------------------------------------------------
 
 _WORKER_SOURCE: Any = None
+_PR_SET_PDEATHSIG = 1
 
 
-def _init_worker(source: Any, threads: int) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Make this worker exit when the process that started it dies (also on ``kill -9``)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+    def watch() -> None:  # everywhere else, and if the parent died before prctl took effect
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    if os.getppid() != parent:
+        os._exit(1)
+    threading.Thread(target=watch, name="contrastlocal-parent-watch", daemon=True).start()
+
+
+def _init_worker(source: Any, threads: int, parent: int | None = None) -> None:
     global _WORKER_SOURCE
+    # Ctrl-C reaches the whole process group: the driver stops the workers, they do not react
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        _die_with_parent(parent)
     _WORKER_SOURCE = source
     os.environ["OMP_NUM_THREADS"] = str(threads)
     try:
@@ -184,19 +268,145 @@ def _init_worker(source: Any, threads: int) -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
 
 
-def _process_one(
-    source: Any, writer: CacheWriter, case_id: str, config: PreprocessConfig
-) -> tuple[str, int]:
-    case = source.read(case_id)
+def _source_file(case: Case) -> str:
+    path = case.meta.get("image_path") if isinstance(case.meta, dict) else None
+    return f" ({path})" if path else ""
+
+
+def _read_case(source: Any, case_id: str) -> Case:
+    """Read one case; any failure (and a complex image the reader would cast) names the case."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", np.exceptions.ComplexWarning)
+        try:
+            case: Case = source.read(case_id)
+        except np.exceptions.ComplexWarning:
+            warnings.simplefilter("ignore", np.exceptions.ComplexWarning)
+            try:  # read again, only to name the file in the message
+                where = _source_file(source.read(case_id))
+            except Exception:
+                where = ""
+            msg = (
+                f"case {case_id!r}{where}: the image is complex-valued; reading it would drop "
+                "the imaginary part. Store the magnitude (a real-valued image) instead."
+            )
+            raise ValueError(msg) from None
+        except (ValueError, TypeError) as err:
+            if case_id in str(err):
+                raise
+            root = getattr(source, "root", None)
+            under = f" (under {root!r})" if root else ""
+            msg = f"case {case_id!r}{under}: {err}"
+            if "Cannot cast array data from dtype([" in str(err):
+                msg = (
+                    f"case {case_id!r}{under}: the image has structured voxels (e.g. RGB stored in "
+                    f"NIfTI); a grey-level image is needed ({err})."
+                )
+            try:
+                named = type(err)(msg)
+            except Exception:  # an error type with other constructor arguments
+                named = ValueError(msg)
+            raise named from err
     if str(case.case_id) != case_id:
         case = replace(case, case_id=case_id)
-    image, label, geometry = preprocess_case(case, config)
-    writer.write_case(case_id, image, label, geometry)
+    return case
+
+
+def check_case_input(case: Case, nonfinite: NonfinitePolicy = "error") -> Case:
+    """Refuse image data that pre-processing cannot use, naming the case and its file.
+
+    Parameters
+    ----------
+    case : Case
+        As read.
+    nonfinite : {"error", "zero"}
+        NaN or infinite voxels: refuse the case (default) or set them to 0 (before the
+        normalisation, whose percentiles then count them as 0).
+
+    Returns
+    -------
+    Case
+        `case`, or a copy with non-finite voxels set to 0 under ``nonfinite="zero"``.
+
+    Raises
+    ------
+    ValueError
+        For a complex-valued, structured (e.g. RGB NIfTI), boolean or non-numeric image, or
+        non-finite voxels under ``nonfinite="error"``.
+
+    Examples
+    --------
+    >>> case = Case("007", np.array([[[1.0, np.nan]]]), None, (1.0, 1.0, 1.0))
+    >>> check_case_input(case)
+    Traceback (most recent call last):
+    ...
+    ValueError: case '007': 1 of 2 voxels are NaN or infinite; fix the file, or prepare with `--nonfinite zero` to set them to 0.
+    >>> check_case_input(case, "zero").image.tolist()
+    [[[1.0, 0.0]]]
+    """  # noqa: E501
+    if nonfinite not in NONFINITE_POLICIES:
+        msg = f"`nonfinite` must be one of {list(NONFINITE_POLICIES)}; got {nonfinite!r}."
+        raise ValueError(msg)
+    image = np.asarray(case.image)
+    where = f"case {case.case_id!r}{_source_file(case)}"
+    kind = image.dtype.kind
+    if kind == "c":
+        msg = (
+            f"{where}: the image is complex-valued (dtype {image.dtype}); store its magnitude "
+            "(a real-valued image) instead."
+        )
+        raise ValueError(msg)
+    if kind == "V":
+        msg = (
+            f"{where}: the image has structured voxels (dtype {image.dtype}, e.g. RGB stored "
+            "in NIfTI); a grey-level image is needed."
+        )
+        raise ValueError(msg)
+    if kind not in "iuf":
+        msg = f"{where}: unusable image dtype {image.dtype}; a real-valued numeric image is needed."
+        raise ValueError(msg)
+    if kind == "f":
+        bad = ~np.isfinite(image)
+        count = int(bad.sum())
+        if count:
+            if nonfinite == "error":
+                msg = (
+                    f"{where}: {count} of {image.size} voxels are NaN or infinite; fix the file, "
+                    "or prepare with `--nonfinite zero` to set them to 0."
+                )
+                raise ValueError(msg)
+            case = replace(case, image=np.where(bad, 0, image).astype(image.dtype))
+    return case
+
+
+def _process_one(
+    source: Any,
+    writer: CacheWriter,
+    case_id: str,
+    config: PreprocessConfig,
+    nonfinite: NonfinitePolicy = "error",
+) -> tuple[str, int]:
+    case = check_case_input(_read_case(source, case_id), nonfinite)
+    meta = case.meta if isinstance(case.meta, dict) else {}
+    files = [
+        file_fingerprint(meta[k])
+        for k in ("image_path", "label_path")
+        if meta.get(k) and Path(meta[k]).is_file()
+    ]
+    try:
+        image, label, geometry = preprocess_case(case, config)
+    except ValueError as err:
+        if case_id in str(err):
+            raise
+        msg = f"case {case_id!r}{_source_file(case)}: {err}"
+        raise ValueError(msg) from err
+    writer.write_case(case_id, image, label, geometry, files=files)
     return case_id, int(image.shape[0])
 
 
-def _worker_task(writer: CacheWriter, case_id: str, config: PreprocessConfig) -> tuple[str, int]:
-    return _process_one(_WORKER_SOURCE, writer, case_id, config)
+def _worker_task(
+    writer: CacheWriter, case_id: str, config: PreprocessConfig, nonfinite: NonfinitePolicy
+) -> tuple[str, int]:
+    return _process_one(_WORKER_SOURCE, writer, case_id, config, nonfinite)
 
 
 # ---- driver --------------------------------------------------------------------------------------
@@ -207,10 +417,79 @@ def _say(progress: bool, text: str) -> None:
         print(text, file=sys.stderr)
 
 
-def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
-    from tqdm.auto import tqdm
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="case", disable=not enabled)
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, initial: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return _NoBar()
+    tqdm_auto = optional("tqdm.auto", extra="torch", purpose="the progress bar of prepare")
+    if tqdm_auto is None:
+        return _NoBar()
+    return tqdm_auto.tqdm(total=total, initial=initial, desc=desc, unit="case")
+
+
+def _require_for(config: PreprocessConfig, dataset: str | None) -> None:
+    """Fail at the start, naming the extra, if prepare would need a missing package later."""
+    needed: list[str] = []
+    if dataset in ("acdc", "prostate", "mmwhs"):
+        needed.append("nibabel")
+    if dataset == "cityscapes":
+        needed.append("PIL")
+    if config.target_spacing is not None:
+        needed.append("scipy")
+    if config.n4 != "none":
+        needed.append("SimpleITK")
+    if needed:
+        what = f"prepare {dataset}" if dataset else "prepare"
+        require(needed, extra="medical", purpose=what)
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`_Stop` in the main thread while preparing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    stopping = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if stopping:  # a second Ctrl-C must not interrupt the stopping of the workers
+            return
+        stopping = True
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _lock_cache(writer: CacheWriter, dataset: str, split: str) -> DirectoryLock | None:
+    """Lock the cache folder; None for a complete cache on a read-only or foreign file system."""
+    lock = DirectoryLock(writer.path, purpose=f"prepare {dataset}/{split}")
+    try:
+        return lock.acquire()
+    except OSError as err:
+        if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and writer.is_complete():
+            return None  # nothing to write: reading a read-only cache needs no lock
+        raise cache_os_error(err, lock.path) from err
+
+
+def _check_out(out: str | os.PathLike[str]) -> None:
+    root = Path(out)
+    if root.exists() and not root.is_dir():
+        msg = f"`out` {os.fspath(root)!r} names an existing file; it must be a folder."
+        raise NotADirectoryError(msg)
 
 
 def prepare_cases(
@@ -224,6 +503,7 @@ def prepare_cases(
     workers: int | None = None,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    nonfinite: NonfinitePolicy = "error",
 ) -> Path:
     """Pre-process cases from a reader (or a list of cases) into a cache; resumable.
 
@@ -249,6 +529,9 @@ def prepare_cases(
         Show a progress bar and say what was done on stderr.
     extra : dict, optional
         Other settings that change the content (keyed into the folder name and recorded).
+    nonfinite : {"error", "zero"}
+        NaN or infinite voxels: refuse the case naming it (default), or set them to 0 (keyed
+        into the folder name); see :func:`check_case_input`.
 
     Returns
     -------
@@ -258,7 +541,22 @@ def prepare_cases(
     Raises
     ------
     ValueError
-        If no case is selected, or a case fails to read or process (finished cases are kept).
+        If no case is selected, or a case fails to read or process (the message names the
+        case; finished cases are kept).
+    contrastlocal._lock.LockHeldError
+        If another live process is writing the same cache (one line naming it).
+    contrastlocal.data.cache.CacheWriteError
+        If the disk is full (naming the space needed and free), read-only or not writable.
+    NotADirectoryError
+        If `out` names an existing file.
+    PrepareInterrupted
+        On SIGINT or SIGTERM: the workers are stopped at once, finished cases are kept.
+
+    Notes
+    -----
+    A cache is reused only if it was made from the same source: for a dataset reader the
+    folder read, and for every case the files it was read from (size and modification time,
+    their SHA-256 when these differ). Otherwise prepare says what changed and recomputes.
 
     Examples
     --------
@@ -277,37 +575,122 @@ def prepare_cases(
     reader: Any = _CaseList(list(source)) if isinstance(source, (list, tuple)) else source
     if config is None:
         config = PREPROCESS_PRESETS.get(dataset, PreprocessConfig())
+    if nonfinite not in NONFINITE_POLICIES:
+        msg = f"`nonfinite` must be one of {list(NONFINITE_POLICIES)}; got {nonfinite!r}."
+        raise ValueError(msg)
+    if workers is not None and int(workers) < 0:
+        msg = f"`workers` must be >= 0; got {workers}."
+        raise ValueError(msg)
+    _require_for(config, dataset if isinstance(reader, _NamedReader) else None)
     ids = [str(c) for c in (reader.case_ids if case_ids is None else case_ids)]
     if not ids:
         msg = f"no cases to prepare for {dataset!r} split {split!r}."
         raise ValueError(msg)
+    _check_out(out)
+    if nonfinite != "error":
+        extra = {**(extra or {}), "nonfinite": nonfinite}
     path = cache_path(out, dataset, split, config, extra)
-    writer = CacheWriter(path, ids, config=config, dataset=dataset, split=split, extra=extra)
+    origin = reader.origin if isinstance(reader, _NamedReader) else None
+    writer = CacheWriter(
+        path, ids, config=config, dataset=dataset, split=split, extra=extra, source=origin
+    )
+    lock = _lock_cache(writer, dataset, split)
+    try:
+        with _stop_on_signals():
+            _prepare_locked(reader, writer, config, workers, progress, nonfinite)
+    except _Stop as stop:
+        name = signal.Signals(stop.signum).name
+        kept = len(writer.done_case_ids())
+        msg = (
+            f"prepare stopped by {name}: {kept} of {len(ids)} cases are kept in "
+            f"{os.fspath(path)!r}; run it again to resume."
+        )
+        raise PrepareInterrupted(msg, stop.signum) from None
+    finally:
+        if lock is not None:
+            lock.release()
+    return path
+
+
+def _prepare_locked(
+    reader: Any,
+    writer: CacheWriter,
+    config: PreprocessConfig,
+    workers: int | None,
+    progress: bool,
+    nonfinite: NonfinitePolicy,
+) -> None:
+    path, ids = writer.path, writer.case_ids
     if writer.is_complete():
         _say(progress, f"cache {path} is up to date ({len(ids)} cases); nothing to do.")
-        return path
+        return
+    stale = writer.stale_reason()
+    if stale is not None:
+        _say(progress, f"cache {path} is out of date: {stale}; recomputing.")
+        writer.invalidate()
+    writer.remove_temporary_files()
     done = set(writer.done_case_ids())
+    redo = [c for c in ids if c not in done and writer.part_path(c).is_file()]
+    if redo:
+        shown = ", ".join(repr(c) for c in redo[:5]) + (", ..." if len(redo) > 5 else "")
+        why = writer.part_problem(redo[0])
+        _say(progress, f"redoing {len(redo)} case(s) whose source changed ({shown}: {why}).")
     todo = [c for c in ids if c not in done]
     if done:
         _say(progress, f"resuming {path}: {len(done)} of {len(ids)} cases already processed.")
-    path.mkdir(parents=True, exist_ok=True)
     n_workers = min(os.cpu_count() or 1, len(todo)) if workers is None else int(workers)
-    if n_workers < 0:
-        msg = f"`workers` must be >= 0; got {workers}."
-        raise ValueError(msg)
-    bar = _progress_bar(len(ids), len(done), f"prepare {dataset}/{split}", progress)
+    bar = _progress_bar(len(ids), len(done), f"prepare {writer.dataset}/{writer.split}", progress)
     try:
         if n_workers <= 1 or len(todo) <= 1:
             for cid in todo:
-                _process_one(reader, writer, cid, config)
+                _process_one(reader, writer, cid, config, nonfinite)
                 bar.update(1)
         else:
-            _run_pool(reader, writer, todo, config, n_workers, bar.update)
+            _run_pool(reader, writer, todo, config, n_workers, bar.update, nonfinite)
     finally:
         bar.close()
     writer.finalize()
+    _say_thin_volumes(writer, progress)
     _say(progress, f"wrote {path} ({len(ids)} cases).")
-    return path
+
+
+def _say_thin_volumes(writer: CacheWriter, progress: bool) -> None:
+    """Name (by case id) the volumes too thin for the global stage's partitions."""
+    from .cache import open_cache
+
+    data = open_cache(writer.path)
+    if data.partition is None:
+        return
+    thin = [
+        f"{cid!r} ({n} slice{'s' if n != 1 else ''})"
+        for cid, n in zip(data.case_ids, data.slices_per_volume, strict=True)
+        if n < INDEX_NUM_PARTITIONS
+    ]
+    if thin:
+        shown = ", ".join(thin[:8]) + (", ..." if len(thin) > 8 else "")
+        _say(
+            progress,
+            f"note: case(s) {shown} have fewer than {INDEX_NUM_PARTITIONS} slices; the global "
+            f"contrastive stage (S = {INDEX_NUM_PARTITIONS} partitions per volume) cannot use "
+            "them.",
+        )
+
+
+def _stop_pool(pool: ProcessPoolExecutor) -> None:
+    """Stop a pool at once: queued tasks dropped, running workers terminated (then killed)."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.terminate()
+    deadline = time.monotonic() + 1.0
+    for proc in procs:
+        with contextlib.suppress(Exception):
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join(1.0)
+    pool.shutdown(wait=True)
 
 
 def _run_pool(
@@ -317,25 +700,32 @@ def _run_pool(
     config: PreprocessConfig,
     n_workers: int,
     on_done: Callable[[int], Any],
+    nonfinite: NonfinitePolicy = "error",
 ) -> None:
     threads = max(1, (os.cpu_count() or 1) // n_workers)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=n_workers, mp_context=ctx, initializer=_init_worker, initargs=(reader, threads)
-    ) as pool:
+    pool = ProcessPoolExecutor(
+        max_workers=n_workers,
+        mp_context=ctx,
+        initializer=_init_worker,
+        initargs=(reader, threads, os.getpid()),
+    )
+    try:
         futures: dict[Future[tuple[str, int]], str] = {
-            pool.submit(_worker_task, writer, cid, config): cid for cid in todo
+            pool.submit(_worker_task, writer, cid, config, nonfinite): cid for cid in todo
         }
         pending = set(futures)
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, timeout=0.2, return_when=FIRST_EXCEPTION)
             for fut in finished:
                 err = fut.exception()
                 if err is not None:
-                    for other in pending:
-                        other.cancel()
                     raise err
                 on_done(1)
+    except BaseException:
+        _stop_pool(pool)
+        raise
+    pool.shutdown(wait=True)
 
 
 def _reader_options(options: dict[str, Any] | None) -> dict[str, Any]:
@@ -353,6 +743,7 @@ def prepare_dataset(
     progress: bool = True,
     reader_options: dict[str, Any] | None = None,
     seed: int = 0,
+    nonfinite: NonfinitePolicy = "error",
 ) -> Path:
     """Read, pre-process and cache one split of a dataset as distributed.
 
@@ -381,6 +772,9 @@ def prepare_dataset(
         a reader ``split`` the ``train`` and ``val`` folders are read together (3475 images).
     seed : int
         Seed of the Cityscapes split (part of the cache key for Cityscapes).
+    nonfinite : {"error", "zero"}
+        NaN or infinite voxels: refuse the case (default) or set them to 0 (opt-in, keyed into
+        the cache folder name).
 
     Returns
     -------
@@ -391,9 +785,13 @@ def prepare_dataset(
     ------
     ValueError
         For an unknown dataset or split, split ids missing from the folder, or a case that fails
-        to read (the reader's message names the file).
+        to read or holds unusable voxels (the message names the case and the file).
     FileNotFoundError
         If `root` does not exist.
+    contrastlocal._deps.MissingDependencyError
+        At the start, if a package the dataset or settings need is missing (naming the extra).
+
+    See :func:`prepare_cases` for the other errors (lock held, disk full, interrupted).
 
     Notes
     -----
@@ -408,6 +806,7 @@ def prepare_dataset(
     if name not in DATASETS:
         msg = f"`name` must be one of {list(DATASETS)}; got {name!r}."
         raise ValueError(msg)
+    _require_for(config if config is not None else PREPROCESS_PRESETS[name], name)
     root_path = Path(root)
     if not root_path.is_dir():
         msg = f"dataset folder {os.fspath(root_path)!r} does not exist or is not a folder."
@@ -433,6 +832,7 @@ def prepare_dataset(
         workers=workers,
         progress=progress,
         extra=extra or None,
+        nonfinite=nonfinite,
     )
 
 
@@ -480,6 +880,13 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
         "prostate training|test, MM-WHS train|test, Cityscapes train|val|test; default: the "
         "labelled training folder, for Cityscapes train + val)",
     )
+    parser.add_argument(
+        "--nonfinite",
+        choices=NONFINITE_POLICIES,
+        default="error",
+        help="NaN or infinite voxels: error (default: refuse the case, naming it) or zero "
+        "(set them to 0; a separate cache)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -523,6 +930,7 @@ def run_prepare(args: argparse.Namespace) -> int:
         workers=args.workers,
         progress=not getattr(args, "no_progress", False),
         reader_options={"split": getattr(args, "reader_split", None)},
+        nonfinite=getattr(args, "nonfinite", "error"),
     )
     print(path)
     return 0

@@ -9,6 +9,8 @@ them with ``weights_only=True``: they hold tensors, numbers, strings and nested 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -20,13 +22,18 @@ import torch
 from torch import nn
 
 __all__ = [
+    "NON_TRAJECTORY_SETTINGS",
+    "ResumeRefusedError",
     "architecture_signature",
     "check_architecture",
+    "check_resume",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_weights",
     "save_checkpoint",
+    "stage_key",
+    "weights_fingerprint",
 ]
 
 _ITER_RE = re.compile(r"^iter_(\d+)\.pt$")
@@ -316,3 +323,206 @@ def load_weights(module: nn.Module, path: str | Path) -> dict[str, Any]:
     check_architecture(data["architecture"], module, repr(str(path)))
     _unwrap(module).load_state_dict(data["model"])
     return data
+
+
+# ---- resume keys ---------------------------------------------------------------------------
+
+#: Settings that do not change a stage's trajectory: a resume may change them.
+NON_TRAJECTORY_SETTINGS: frozenset[str] = frozenset(
+    {"iterations", "log_every", "checkpoint_every", "progress"}
+)
+
+
+class ResumeRefusedError(ValueError):
+    """A stage cannot resume from what is on disk; the message says what changed.
+
+    Examples
+    --------
+    >>> issubclass(ResumeRefusedError, ValueError)
+    True
+    """
+
+
+def _hash_state(state: Mapping[str, Any]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        h.update(key.encode() + b"\0")
+        if isinstance(value, torch.Tensor):
+            t = value.detach().to("cpu").contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(value).encode())
+    return h.hexdigest()[:16]
+
+
+def weights_fingerprint(source: nn.Module | Mapping[str, Any] | str | Path | None) -> str | None:
+    """Digest of the network weights a stage starts from (its upstream weights).
+
+    Parameters
+    ----------
+    source : torch.nn.Module, state dict, checkpoint path or None
+        The upstream network, its ``state_dict()``, or a checkpoint written by a stage (its
+        ``"model"`` entry is hashed, so rewriting the file with other metadata changes nothing).
+        None (random initialisation) gives None.
+
+    Returns
+    -------
+    str or None
+        16 hex digits of the SHA-256 over every tensor's name, dtype, shape and bytes.
+
+    Raises
+    ------
+    ValueError
+        If a path is missing, unreadable or holds no ``"model"``.
+
+    Examples
+    --------
+    >>> torch.manual_seed(0) is not None
+    True
+    >>> a, b = nn.Linear(3, 2), nn.Linear(3, 2)
+    >>> weights_fingerprint(a) == weights_fingerprint(a.state_dict()), weights_fingerprint(a) == weights_fingerprint(b)
+    (True, False)
+    >>> weights_fingerprint(None) is None
+    True
+    """  # noqa: E501
+    if source is None:
+        return None
+    if isinstance(source, nn.Module):
+        return _hash_state(_unwrap(source).state_dict())
+    if isinstance(source, Mapping):
+        return _hash_state(source)
+    data = load_checkpoint(source)
+    if "model" not in data:
+        msg = f"checkpoint {str(source)!r} holds no network weights (keys: {sorted(data)})."
+        raise ValueError(msg)
+    return _hash_state(data["model"])
+
+
+def stage_key(
+    settings: Mapping[str, Any],
+    *,
+    upstream: str | None,
+    device_type: str,
+    precision: str,
+) -> dict[str, Any]:
+    """Everything that determines a stage's trajectory: its settings, inputs and numerics.
+
+    Store it as the ``"settings"`` of the stage's checkpoints and compare it with
+    :func:`check_resume` before resuming.
+
+    Parameters
+    ----------
+    settings : mapping
+        The stage's settings (JSON-like; those in :data:`NON_TRAJECTORY_SETTINGS` are kept but
+        not compared).
+    upstream : str or None
+        :func:`weights_fingerprint` of the weights the stage starts from (None: random).
+    device_type : str
+        ``"cpu"``, ``"cuda"`` or ``"mps"`` (``device_type`` of
+        :class:`~contrastlocal.training.config.ResolvedRuntime`).
+    precision : {"fp32", "bf16", "fp16"}
+        The autocast precision in effect (``precision`` of
+        :class:`~contrastlocal.training.config.ResolvedRuntime`).
+
+    Returns
+    -------
+    dict
+        `settings` plus ``upstream_weights``, ``device_type`` and ``precision``.
+
+    Examples
+    --------
+    >>> key = stage_key({"learning_rate": 1e-3}, upstream="ab12", device_type="cpu",
+    ...                 precision="fp32")
+    >>> key["upstream_weights"], key["precision"]
+    ('ab12', 'fp32')
+    """
+    if precision not in ("fp32", "bf16", "fp16"):
+        msg = f"`precision` must be 'fp32', 'bf16' or 'fp16'; got {precision!r}."
+        raise ValueError(msg)
+    reserved = {"upstream_weights", "device_type", "precision"} & set(settings)
+    if reserved:
+        msg = f"`settings` must not hold the key(s) {sorted(reserved)} that stage_key adds."
+        raise ValueError(msg)
+    return {
+        **dict(settings),
+        "upstream_weights": upstream,
+        "device_type": str(device_type),
+        "precision": precision,
+    }
+
+
+def _canonical(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def check_resume(
+    saved: Mapping[str, Any],
+    current: Mapping[str, Any],
+    *,
+    done: int,
+    iterations: int,
+    stage: str,
+    source: str | Path,
+) -> None:
+    """Refuse to resume a stage from a checkpoint made otherwise, or past the iterations asked.
+
+    Parameters
+    ----------
+    saved : mapping
+        The checkpoint's stage key (its ``"settings"``, see :func:`stage_key`).
+    current : mapping
+        This run's stage key.
+    done : int
+        Iterations the checkpoint has done (its ``"iteration"``).
+    iterations : int
+        Iterations this run asks for.
+    stage : str
+        Stage name, for the message.
+    source : str or Path
+        The checkpoint (or stage folder), for the message.
+
+    Raises
+    ------
+    ResumeRefusedError
+        One line: each changed setting with its old and new value (the upstream weights,
+        precision and device type included), or the iterations already done when they exceed
+        those asked for (a stage never reports a count it did not train).
+
+    Examples
+    --------
+    >>> old = stage_key({"lr": 1e-3}, upstream="aa", device_type="cuda", precision="bf16")
+    >>> new = stage_key({"lr": 1e-3}, upstream="bb", device_type="cuda", precision="fp32")
+    >>> check_resume(old, new, done=10, iterations=20, stage="finetune", source="ckpt.pt")
+    Traceback (most recent call last):
+    ...
+    contrastlocal.training.checkpoint.ResumeRefusedError: cannot resume stage 'finetune' from 'ckpt.pt': it was made with other settings (precision 'bf16' -> 'fp32'; upstream_weights 'aa' -> 'bb'); start it afresh (--fresh, or resume=False in Python) or use another output folder.
+    """  # noqa: E501
+    theirs = {k: v for k, v in _canonical(dict(saved)).items() if k not in NON_TRAJECTORY_SETTINGS}
+    ours = {k: v for k, v in _canonical(dict(current)).items() if k not in NON_TRAJECTORY_SETTINGS}
+    where = repr(os.fspath(source))
+    if theirs != ours:
+        changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+        shown = "; ".join(
+            f"{k} {_short(theirs.get(k, '(absent)'))} -> {_short(ours.get(k, '(absent)'))}"
+            for k in changed
+        )
+        msg = (
+            f"cannot resume stage {stage!r} from {where}: it was made with other settings "
+            f"({shown}); start it afresh (--fresh, or resume=False in Python) or use another "
+            "output folder."
+        )
+        raise ResumeRefusedError(msg)
+    if int(done) > int(iterations):
+        msg = (
+            f"cannot resume stage {stage!r} from {where}: it has already done {int(done)} "
+            f"iterations, more than the {int(iterations)} asked for; ask for at least "
+            f"{int(done)}, or start it afresh (--fresh, or resume=False in Python)."
+        )
+        raise ResumeRefusedError(msg)

@@ -24,14 +24,21 @@ __all__ = [
     "GlobalStageConfig",
     "LocalStageConfig",
     "ModelConfig",
+    "ResolvedRuntime",
     "RuntimeConfig",
     "config_to_dict",
     "load_config",
     "preset",
+    "validate_for_run",
 ]
 
 #: Names accepted by :func:`preset`.
 DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes", "synthetic")
+#: Region patterns of the local loss (:func:`contrastlocal.functional.local_region_positions`).
+SUPPORTED_NUM_REGIONS: tuple[int, ...] = (13, 9)
+#: Largest learning rate :func:`validate_for_run` accepts (Adam moves every weight by about the
+#: learning rate per step: above 1 the weights only blow up).
+MAX_LEARNING_RATE = 1.0
 
 
 def _labelled_sets(dataset: str) -> dict[int, tuple[int, ...]]:
@@ -109,7 +116,17 @@ class ModelConfig:
         _check_int(self.in_channels, "model.in_channels", 1)
         _check_int(self.num_classes, "model.num_classes", 2)
         self.channels = tuple(self.channels)
-        self.image_size = (int(self.image_size[0]), int(self.image_size[1]))
+        size: Any = self.image_size
+        if isinstance(size, int) and not isinstance(size, bool):
+            size = (size, size)  # `--set model.image_size=64`: a square image
+        if (
+            not isinstance(size, (tuple, list))
+            or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in size)
+        ):
+            msg = f"`model.image_size` must be an int or a pair of ints (H, W); got {size!r}."
+            raise TypeError(msg)
+        self.image_size = (int(size[0]), int(size[1]))
         if len(self.channels) < 2:
             _fail(f"`model.channels` needs at least 2 levels; got {self.channels}.")
         for c in self.channels:
@@ -243,7 +260,7 @@ class LocalStageConfig:
         _check_float(self.temperature, "local_stage.temperature")
         _check_int(self.num_decoder_blocks, "local_stage.num_decoder_blocks", 1, 5)
         _check_choice(self.region_size, (1, 3), "local_stage.region_size")
-        _check_int(self.num_regions, "local_stage.num_regions", 1)
+        _check_choice(self.num_regions, SUPPORTED_NUM_REGIONS, "local_stage.num_regions")
         _check_int(self.projection_dim, "local_stage.projection_dim", 1)
         _check_int(self.volumes_per_batch, "local_stage.volumes_per_batch", 1)
         _check_int(self.num_partitions, "local_stage.num_partitions", 1)
@@ -710,3 +727,146 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
     out: dict[str, Any] = plain(config)
     return out
+
+
+# ---- checks against this machine, before any training ---------------------------------------
+
+
+@dataclass(frozen=True)
+class ResolvedRuntime:
+    """What a run will really execute on, as :func:`validate_for_run` resolved it.
+
+    Attributes
+    ----------
+    device : str
+        The torch device (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
+    device_type : str
+        Its type (``"cpu"``, ``"cuda"``, ``"mps"``); part of each stage's resume key.
+    precision : {"fp32", "bf16", "fp16"}
+        The autocast precision in effect; part of each stage's resume key.
+
+    Examples
+    --------
+    >>> validate_for_run(preset("synthetic")).precision
+    'fp32'
+    """
+
+    device: str
+    device_type: str
+    precision: str
+
+
+def _device_available(torch: Any, name: str) -> str | None:
+    """Why `name` cannot be used here, or None."""
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine"
+        index = name.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            return f"this machine has {torch.cuda.device_count()} CUDA device(s)"
+        return None
+    if name.startswith("mps"):
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            return "MPS (Apple GPU) is not available on this machine"
+    return None
+
+
+def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> ResolvedRuntime:
+    """Refuse settings that could only fail (or be silently ignored) later in a run.
+
+    Call it before any training: every problem is one line naming the setting, the value and
+    what is accepted. The checks need the machine (torch), unlike those of the config classes.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        The run's settings.
+    device : str, optional
+        Device to check instead of ``config.runtime.device``.
+
+    Returns
+    -------
+    ResolvedRuntime
+        The device and precision the run will use.
+
+    Raises
+    ------
+    ValueError
+        If the device is not available here; if ``runtime.amp`` asks for fp16/bf16 on a device
+        that cannot honour it (autocast is CUDA-only here: on the CPU or MPS use ``"none"`` or
+        ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if a learning rate is
+        above 1 (``MAX_LEARNING_RATE``); if the local stage's feature maps are too small for its
+        region pattern at ``model.image_size``.
+
+    Notes
+    -----
+    Learning rates: non-finite or non-positive values are refused when the config is built;
+    values above 1 are refused here (with Adam, each step moves every weight by about the
+    learning rate, so a rate above 1 can only diverge; 1e38 would overflow float32 updates).
+
+    Examples
+    --------
+    >>> validate_for_run(preset("synthetic"))
+    ResolvedRuntime(device='cpu', device_type='cpu', precision='fp32')
+    >>> validate_for_run(preset("synthetic", **{"runtime.amp": "fp16"}), device="cpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: `runtime.amp` is 'fp16' but the device 'cpu' cannot run fp16 autocast (only CUDA can); use runtime.amp='none' (fp32) or 'auto'.
+    """  # noqa: E501
+    import torch
+
+    name = config.runtime.device if device is None else device
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    why = _device_available(torch, name)
+    if why is not None:
+        _fail(f"`runtime.device` is {name!r} but {why}; use 'cpu' or 'auto'.")
+    device_type = torch.device(name).type
+    amp = config.runtime.amp
+    if amp in ("fp16", "bf16") and device_type != "cuda":
+        _fail(
+            f"`runtime.amp` is {amp!r} but the device {name!r} cannot run {amp} autocast "
+            "(only CUDA can); use runtime.amp='none' (fp32) or 'auto'."
+        )
+    precision = "fp32"
+    if device_type == "cuda" and amp != "none":
+        bf16 = bool(torch.cuda.is_bf16_supported())
+        if amp == "bf16" and not bf16:
+            _fail(
+                f"`runtime.amp` is 'bf16' but the GPU {name!r} does not support bf16; use "
+                "runtime.amp='fp16', 'auto' or 'none'."
+            )
+        precision = "fp16" if amp == "fp16" or (amp == "auto" and not bf16) else "bf16"
+    for section in ("global_stage", "local_stage", "finetune"):
+        rate = getattr(config, section).learning_rate
+        if rate > MAX_LEARNING_RATE:
+            _fail(
+                f"`{section}.learning_rate` is {rate!r}; it must be in (0, {MAX_LEARNING_RATE}] "
+                "(the paper uses 1e-3)."
+            )
+    _check_local_maps(config)
+    return ResolvedRuntime(device=name, device_type=device_type, precision=precision)
+
+
+def _check_local_maps(config: ExperimentConfig) -> None:
+    """Refuse a region pattern that does not fit the local stage's decoder feature maps."""
+    from ..functional import local_region_positions
+
+    local = config.local_stage
+    if local.iterations == 0:
+        return
+    levels = len(config.model.channels)
+    scale = 2 ** (levels - 1 - local.num_decoder_blocks)
+    h, w = config.model.image_size
+    try:
+        local_region_positions(
+            (h // scale, w // scale), region_size=local.region_size, num_regions=local.num_regions
+        )
+    except ValueError as err:
+        _fail(
+            f"`model.image_size` {config.model.image_size} gives local feature maps of "
+            f"{h // scale}x{w // scale} after {local.num_decoder_blocks} decoder block(s), too "
+            f"small for local_stage.num_regions={local.num_regions} with region_size="
+            f"{local.region_size} ({err}); use a larger image or fewer regions."
+        )
