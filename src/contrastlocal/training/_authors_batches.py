@@ -37,7 +37,7 @@ _LD_VOLUMES, _LD_PARTITIONS = 3, 4
 _LR_SLICES = 10
 
 
-def _check_depths(depths: Sequence[int]) -> _IntArray:
+def _check_depths(depths: Sequence[int] | _IntArray) -> _IntArray:
     try:
         values = [int(d) for d in depths]
         ok = all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in depths)
@@ -75,7 +75,7 @@ def _need_volumes(needed: int, available: int, what: str) -> None:
 
 
 def authors_partition_slices(
-    depths: Sequence[int],
+    depths: Sequence[int] | _IntArray,
     volumes: Sequence[int] | _IntArray,
     num_partitions: int,
     rng: np.random.Generator,
@@ -132,7 +132,7 @@ def authors_partition_slices(
 
 
 def _random_slices(z: _IntArray, n: int, rng: np.random.Generator) -> tuple[_IntArray, _IntArray]:
-    """n slices uniformly with replacement from the concatenation of all volumes' slices."""
+    """N slices uniformly with replacement from the concatenation of all volumes' slices."""
     starts = np.concatenate([[0], np.cumsum(z)])
     flat = np.floor(rng.random(n) * starts[-1]).astype(np.int64)
     volume = np.searchsorted(starts, flat, side="right") - 1
@@ -163,7 +163,7 @@ def authors_global_batch(
     num_partitions: int = 4,
     blank_rows: bool = True,
 ) -> dict[str, npt.NDArray[Any]]:
-    """The rows of the authors' global-loss batch: volume, slice and view of each row.
+    """Lay out the authors' global-loss batch: volume, slice and view of each row.
 
     Parameters
     ----------
@@ -253,7 +253,7 @@ def authors_global_batch(
     blocks = int(real.max()) // block + 1 if real.size else 0
     _need_volumes(blocks, m, f"G^D with B = {b}, S = {s} ({blocks} volumes per set)")
     orders = [gen.permutation(m)[:blocks], gen.permutation(m)[:blocks]]
-    slices = [authors_partition_slices(z, order, s, gen) for order in orders]
+    parts = [authors_partition_slices(z, order, s, gen) for order in orders]
     r = np.arange(n)
     vol_slot = r // block
     within = r % block
@@ -261,7 +261,7 @@ def authors_global_batch(
     part = within % s
     slot = np.where(blank, 0, vol_slot)
     volume = np.where(sets == 0, orders[0][slot], orders[1][slot])
-    slice_ = np.where(sets == 0, slices[0][slot, part], slices[1][slot, part])
+    slice_ = np.where(sets == 0, parts[0][slot, part], parts[1][slot, part])
     out = {
         "volume": volume,
         "slice": slice_,
@@ -284,7 +284,7 @@ def authors_local_batch(
     *,
     batch_size: int | None = None,
 ) -> dict[str, npt.NDArray[Any]]:
-    """The rows of the authors' stage-2 batch: volume, slice and view of each row.
+    """Lay out the authors' stage-2 batch: volume, slice and view of each row.
 
     Parameters
     ----------
@@ -357,8 +357,10 @@ def authors_local_loss_arguments(
     num_regions: int = 13,
     batch_size: int | None = None,
 ) -> dict[str, Any]:
-    """Keyword arguments of :func:`~contrastlocal.functional.local_contrastive_loss` for the
-    authors' local loss on a batch of :func:`authors_local_batch`.
+    """Build the local-loss keyword arguments of the authors' L^R / L^D.
+
+    They go to :func:`~contrastlocal.functional.local_contrastive_loss` with the feature maps
+    of a batch of :func:`authors_local_batch`.
 
     Parameters
     ----------

@@ -133,7 +133,8 @@ def _hue_matrices(angle: torch.Tensor) -> torch.Tensor:
     r[:, 1, 2] = -torch.sin(a)
     r[:, 2, 1] = torch.sin(a)
     r[:, 2, 2] = torch.cos(a)
-    return (torch.linalg.inv(t) @ r @ t).to(angle.dtype)
+    out: torch.Tensor = (torch.linalg.inv(t) @ r @ t).to(angle.dtype)
+    return out
 
 
 #: ITU-R BT.601 luma weights of R, G, B (the grey level of the contrast and saturation steps).

@@ -473,7 +473,7 @@ def authors_geometric_augment(
     elastic_grid: int = 3,
     elastic_tail: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The authors' fine-tuning augmentation in their two steps, with soft one-hot labels.
+    """Augment as the authors' fine-tuning: their two steps, with soft one-hot labels.
 
     Step 1, the affine option of each slice (:func:`geometric_params`): images bilinear, labels
     by nearest neighbour, zero outside. Step 2, the elastic field on a random tail of the batch
@@ -559,7 +559,7 @@ def authors_warp(
     *,
     num_classes: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The two resampling steps of :func:`authors_geometric_augment` for given transforms.
+    """Apply the two resampling steps of :func:`authors_geometric_augment` to given transforms.
 
     Parameters
     ----------

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from ._colour import colour_views
 from ._common import (
     _check_clip,
     _check_generator,
@@ -22,7 +23,6 @@ from ._common import (
     _empty_batch,
     _uniform,
 )
-from ._colour import colour_views
 from ._crop import _crop_resize_into, _crop_resize_taps
 from ._intensity import _adjust_intensity_inplace, _intensity_params, adjust_intensity
 
