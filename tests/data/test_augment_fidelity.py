@@ -175,7 +175,7 @@ def test_hue_rotation_keeps_grey_pixels_and_errors() -> None:
     torch.testing.assert_close(out, grey)  # grey pixels have no chroma to rotate
     with pytest.raises(ValueError, match=r"`hue` must be >= 0 and <= 0.5"):
         A.color_jitter(x, _gen(), hue=0.6)
-    with pytest.raises(ValueError, match=r"3 channels \\(RGB\\) for saturation or hue"):
+    with pytest.raises(ValueError, match=r"3 channels \(RGB\) for saturation or hue"):
         A.color_jitter(_images(1, 1, 4, 4), _gen(), saturation=0.0, hue=0.1)
 
 

@@ -158,7 +158,7 @@ def test_local_domain_batch_matches_reference() -> None:
 
 def test_batch_errors() -> None:
     rng = np.random.default_rng(0)
-    with pytest.raises(ValueError, match=r"G\^D with B = 40, S = 4 \\(9 volumes per set\\) needs "
+    with pytest.raises(ValueError, match=r"G\^D with B = 40, S = 4 \(9 volumes per set\) needs "
                        "9 pre-training volumes; `depths` lists 4"):
         authors_global_batch("domain", 40, [10] * 4, rng)
     with pytest.raises(ValueError, match=r"`num_partitions` must be one of 3, 4, 6"):
@@ -169,7 +169,7 @@ def test_batch_errors() -> None:
         authors_global_batch("domain_negatives", 8, [8, 3], rng)
     with pytest.raises(ValueError, match=r"`depths` must be a non-empty sequence"):
         authors_local_batch("random", [], rng)
-    with pytest.raises(ValueError, match=r"`batch_size` must be 12 for the authors' L\\^D"):
+    with pytest.raises(ValueError, match=r"`batch_size` must be 12 for the authors' L\^D"):
         authors_local_batch("domain", DEPTHS, rng, batch_size=10)
     with pytest.raises(ValueError, match=r"needs 3 pre-training volumes"):
         authors_local_batch("domain", [8, 8], rng)
