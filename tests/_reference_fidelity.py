@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from tests._reference_augment import crop_resize_reference, intensity_reference, warp_reference
+from tests._reference_augment import intensity_reference, warp_reference
 
 
 def partition_slices_reference(depths, volumes, num_partitions, rng):
@@ -121,11 +121,23 @@ def shared_intensity_reference(images, u, brightness, contrast, clip=(0.0, 1.5))
 
 
 def fixed_crop_reference(image, corner_px, crop_px, shift, factor, clip=(0.0, 1.5)):
-    """§4.1: a crop_px x crop_px box at integer corner (x, y), resized bilinearly, intensity."""
-    size = image.shape[-1]
-    crop = crop_resize_reference(image, (corner_px[0] / size, corner_px[1] / size),
-                                 crop_px / size)
-    return intensity_reference(crop, shift, factor, clip)
+    """§4.1 / §6.16: the box [x0, x0 + 100) x [y0, y0 + 100) at an integer corner, cut at the
+    image border (slicing past the end), resized bilinearly to the full size, then intensity."""
+    _, h, w = image.shape
+    x0, y0 = corner_px
+    bw, bh = min(crop_px, w - x0), min(crop_px, h - y0)
+    out = np.empty(image.shape, dtype=np.float64)
+    for ch in range(image.shape[0]):
+        for i in range(h):
+            for j in range(w):
+                u = min(max(x0 + (j + 0.5) * bw / w - 0.5, 0.0), w - 1)  # column
+                v = min(max(y0 + (i + 0.5) * bh / h - 0.5, 0.0), h - 1)  # row
+                c0, r0 = math.floor(u), math.floor(v)
+                c1, r1 = min(c0 + 1, w - 1), min(r0 + 1, h - 1)
+                a, b = u - c0, v - r0
+                out[ch, i, j] = ((1 - b) * ((1 - a) * image[ch, r0, c0] + a * image[ch, r0, c1])
+                                 + b * ((1 - a) * image[ch, r1, c0] + a * image[ch, r1, c1]))
+    return intensity_reference(out, shift, factor, clip)
 
 
 def authors_warp_reference(image, label, theta, displacement, num_classes):

@@ -52,36 +52,40 @@ def test_global_views_shared_uses_one_pair() -> None:
 
 
 # ------------------------------------------------------------------ fixed crop (§4.1, item 16)
-def test_fixed_crop_matches_reference_on_mmwhs_size() -> None:
-    x = _images(3, h=160, w=160)
-    out = A.global_views(x, _gen(4), crop_pixels=100, corner_pixels=(10, 59))
+@pytest.mark.parametrize(("h", "w"), [(40, 40), (36, 44)])
+def test_fixed_crop_matches_reference(h: int, w: int) -> None:
+    # corners up to 29 with a 20-pixel box: boxes past the border are cut (MM-WHS's case)
+    x = _images(6, h=h, w=w)
+    out = A.global_views(x, _gen(4), crop_pixels=20, corner_pixels=(2, 29))
     g = _gen(4)
-    corners = torch.randint(10, 60, (3, 2), generator=g)
-    shift = -0.3 + 0.6 * torch.rand(3, generator=g).double()
-    factor = 0.7 + 0.6 * torch.rand(3, generator=g).double()
-    for i in range(3):
-        want = ref.fixed_crop_reference(x[i].numpy(), corners[i].tolist(), 100, float(shift[i]),
+    corners = torch.randint(2, 30, (6, 2), generator=g)
+    shift = -0.3 + 0.6 * torch.rand(6, generator=g).double()
+    factor = 0.7 + 0.6 * torch.rand(6, generator=g).double()
+    assert bool((corners > min(h, w) - 20).any())  # at least one cut box is checked
+    for i in range(6):
+        want = ref.fixed_crop_reference(x[i].numpy(), corners[i].tolist(), 20, float(shift[i]),
                                         float(factor[i]))
         np.testing.assert_allclose(out[i].numpy(), want, rtol=1e-5, atol=1e-5)
 
 
-def test_fixed_crop_corners_are_integers_in_range() -> None:
-    # a ramp image along x: the crop's left edge value reveals its integer corner
-    ramp = torch.arange(160, dtype=torch.float64).expand(50, 1, 160, 160).clone()
-    out = A.global_views(ramp, _gen(5), crop_pixels=100, corner_pixels=(10, 59),
+def test_fixed_crop_on_mmwhs_size_is_the_authors_box() -> None:
+    # a ramp along x on 160 x 160: column j samples x0 + (j + 1/2) w_box / 160 - 1/2
+    ramp = torch.arange(160, dtype=torch.float64).expand(60, 1, 160, 160).clone()
+    out = A.global_views(ramp, _gen(5), crop_pixels=100, corner_pixels=(10, 69),
                          brightness=0.0, contrast=0.0, clip=None)
-    # output column j samples u = x0 + (j + 1/2) 100/160 - 1/2; at j = 4 that is x0 + 2.3125
-    x0 = out[:, 0, 0, 4] - 2.3125
-    torch.testing.assert_close(x0, x0.round(), atol=1e-4, rtol=0)
+    first, last = out[:, 0, 0, 4], out[:, 0, 0, 100]  # both inside every box: no clamping
+    width = (last - first) * 160 / 96  # the box width in pixels
+    x0 = first - 4.5 * width / 160 + 0.5
+    torch.testing.assert_close(x0, x0.round(), atol=1e-3, rtol=0)
     assert float(x0.min()) >= 10
-    assert float(x0.max()) <= 59
+    assert float(x0.max()) <= 69
+    torch.testing.assert_close(width, torch.clamp(160 - x0.round(), max=100), atol=1e-3, rtol=0)
+    assert bool((width < 100 - 0.5).any())  # some boxes were cut at the border
 
 
 def test_fixed_crop_errors() -> None:
-    with pytest.raises(ValueError, match=r"crop inside the 160 x 160 image"):
-        A.global_views(_images(1, h=160, w=160), _gen(), crop_pixels=100, corner_pixels=(10, 69))
-    with pytest.raises(ValueError, match=r"`crop_pixels` needs square images; got 20 x 24"):
-        A.global_views(_images(1, h=20, w=24), _gen(), crop_pixels=10, corner_pixels=(0, 2))
+    with pytest.raises(ValueError, match=r"0 <= lo <= hi < 20 \(inside the 20 x 24 image\)"):
+        A.global_views(_images(1, h=20, w=24), _gen(), crop_pixels=10, corner_pixels=(0, 20))
     with pytest.raises(TypeError, match=r"`crop_pixels` must be an int"):
         A.global_views(_images(1), _gen(), crop_pixels=10.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`shared` must be a bool"):

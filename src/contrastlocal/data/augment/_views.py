@@ -132,7 +132,9 @@ def global_views(
         The authors' fixed crop (``fidelity.fixed_crop``): a ``crop_pixels`` x ``crop_pixels``
         box whose corner x and y are integers drawn uniformly in `corner_pixels` (inclusive),
         whatever the image size (the authors: 100 and [10, 69], also on 160 x 160 MM-WHS
-        images). Square images only; replaces `crop_fraction` and `corner_range`.
+        images, where a box past the border is cut there, ``min(100, 160 - corner)`` pixels,
+        and the cut box is stretched to the full size). Replaces `crop_fraction` and
+        `corner_range`.
     corner_pixels : pair of int, default (10, 69)
         Range of the integer corner with `crop_pixels`.
 
@@ -144,9 +146,8 @@ def global_views(
     Raises
     ------
     ValueError
-        If the crop leaves the image (``corner_range[1] + crop_fraction > 1``, or
-        ``corner_pixels[1] + crop_pixels > H``), `crop_pixels` is given for a non-square image,
-        or a parameter is out of range.
+        If the crop leaves the image (``corner_range[1] + crop_fraction > 1``, or a corner of
+        `corner_pixels` outside the image), or a parameter is out of range.
 
     Notes
     -----
@@ -178,8 +179,10 @@ def global_views(
         )
         raise ValueError(msg)
     n = images.shape[0]
+    f_xy = None
     if crop_pixels is not None:
-        corners, f = _pixel_corners(images, generator, crop_pixels, corner_pixels)
+        corners, f_xy = _pixel_corners(images, generator, crop_pixels, corner_pixels)
+        f = float(f_xy[:, 1].max()) if n else 1.0
     elif f == 1.0 and corner_range == (0.0, 0.0):
         return intensity_views(
             images, generator, brightness=brightness, contrast=contrast, clip=clip,
@@ -190,7 +193,7 @@ def global_views(
     shift, factor = _intensity_params(images, generator, brightness, contrast, shared)
     _check_clip(clip)
     c = corners.to(device=images.device, dtype=_coord_dtype(images))
-    taps = _crop_resize_taps(c, images.shape[2], images.shape[3], f, images.dtype)
+    taps = _crop_resize_taps(c, images.shape[2], images.shape[3], f, images.dtype, f_xy)
     d = shift.reshape(n, 1, 1, 1)
     k = factor.reshape(n, 1, 1, 1)
     # crop_resize then adjust_intensity, fused chunk by chunk (same draws, same values)
@@ -206,25 +209,29 @@ def _pixel_corners(
     generator: torch.Generator,
     crop_pixels: int,
     corner_pixels: tuple[int, int],
-) -> tuple[torch.Tensor, float]:
-    """Integer crop corners (as fractions of the size) and the crop fraction of a pixel crop."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer crop corners and box sizes, (n, 2) each as (x, y) fractions of the image size.
+
+    The box is cut where it passes the image border (``min(crop, size - corner)`` pixels), as
+    the authors' slicing does on images smaller than corner + crop (MM-WHS).
+    """
     n, _, h, w = images.shape
-    if h != w:
-        msg = f"`crop_pixels` needs square images; got {h} x {w}."
-        raise ValueError(msg)
     ints = (crop_pixels, *corner_pixels) if len(corner_pixels) == 2 else ()
     if not ints or any(isinstance(v, bool) or not isinstance(v, int) for v in ints):
         msg = (f"`crop_pixels` must be an int and `corner_pixels` a pair of ints; got "
                f"{crop_pixels!r} and {corner_pixels!r}.")
         raise TypeError(msg)
     lo, hi = corner_pixels
-    if not (crop_pixels >= 1 and 0 <= lo <= hi and hi + crop_pixels <= h):
-        msg = (f"`crop_pixels` and `corner_pixels` must give a crop inside the {h} x {w} image "
-               f"(1 <= crop, 0 <= lo <= hi, hi + crop <= {h}); got {crop_pixels} and "
-               f"{corner_pixels!r}.")
+    if not (crop_pixels >= 1 and 0 <= lo <= hi < min(h, w)):
+        msg = (f"`crop_pixels` must be >= 1 and `corner_pixels` (lo, hi) must satisfy "
+               f"0 <= lo <= hi < {min(h, w)} (inside the {h} x {w} image); got {crop_pixels} "
+               f"and {corner_pixels!r}.")
         raise ValueError(msg)
     xy = torch.randint(lo, hi + 1, (n, 2), generator=generator, device=generator.device)
-    return (xy.to(_coord_dtype(images)) / h).to(images.device), crop_pixels / h
+    dtype = _coord_dtype(images)
+    size = torch.tensor([w, h], dtype=dtype, device=generator.device)
+    box = torch.minimum(torch.full_like(size, float(crop_pixels)), size - xy.to(dtype))
+    return (xy.to(dtype) / size).to(images.device), (box / size).to(images.device)
 
 
 def two_views(
