@@ -277,7 +277,13 @@ class FidelityConfig:
         return cls.preset(data.get("fidelity", "paper"), **items)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data: ``fidelity`` (the preset this equals, else the closer one) and every item.
+        """Write the setting as plain data: the closer preset and every item.
+
+        Returns
+        -------
+        dict
+            ``"fidelity"`` (the preset that shares most items with this config) and every item
+            with its value; :meth:`from_dict` reads it back.
 
         Examples
         --------

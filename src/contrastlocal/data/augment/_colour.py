@@ -193,7 +193,7 @@ def cityscapes_finetune_augment(
     saturation: float = CITYSCAPES_FINETUNE_JITTER[2],
     hue: float = CITYSCAPES_FINETUNE_JITTER[3],
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Cityscapes fine-tuning augmentation as the paper ran it: a random crop, then colour jitter.
+    """Augment Cityscapes for fine-tuning as the paper did: a random crop, then colour jitter.
 
     Parameters
     ----------
@@ -263,7 +263,7 @@ def colour_views(
     kind : {"global", "local"}, default "global"
         ``"global"`` (stage 1): crop-and-resize as :func:`~contrastlocal.data.augment.global_views`
         then colour jitter; ``"local"`` (stage 2): colour jitter only (views stay pixel-aligned).
-    crop_fraction, corner_range :
+    crop_fraction, corner_range : see :func:`~contrastlocal.data.augment.global_views`
         The crop of ``"global"`` views (:func:`crop_resize`; defaults as the medical views).
     brightness, contrast, saturation, hue : float
         Jitter strengths (:func:`color_jitter`); defaults :data:`CITYSCAPES_VIEW_JITTER` (the

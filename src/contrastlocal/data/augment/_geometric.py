@@ -492,8 +492,10 @@ def authors_geometric_augment(
         Source of randomness (the draws of :func:`geometric_params`).
     num_classes : int
         K.
-    rotation_degrees, scale_range, flip, rotation_step_degrees, elastic_sigma, elastic_grid :
-        See :func:`geometric_params`.
+    rotation_degrees, scale_range, flip, rotation_step_degrees : see :func:`geometric_params`
+        The affine options.
+    elastic_sigma, elastic_grid : see :func:`geometric_params`
+        The elastic field.
     elastic_tail : bool, default True
         Deform only rows ``n0 .. N-1``, ``n0`` uniform in {1, ..., N - 2} (the authors' 2 to
         N - 1 deformed slices; ``fidelity.elastic_tail``).
@@ -576,8 +578,10 @@ def authors_warp(
 
     Returns
     -------
-    images, labels : torch.Tensor
-        (N, C, H, W) and soft (N, K, H, W) in the images' dtype.
+    images : torch.Tensor of shape (N, C, H, W)
+        The images after both steps.
+    labels : torch.Tensor of shape (N, K, H, W)
+        Soft labels in the images' dtype.
 
     Examples
     --------
