@@ -12,7 +12,7 @@ the supplement, 20 in the code), ``"paper"`` follows the text and ``"authors"`` 
 :data:`TEXT_AND_CODE` says which value comes from where.
 
 The building blocks that implement the items live next to the code they change: the authors'
-batches in :mod:`contrastlocal.training._authors_batches` (re-exported here), the augmentations
+batches in the private ``_authors_batches`` module (re-exported here), the augmentations
 in :mod:`contrastlocal.data.augment`, the losses in :mod:`contrastlocal.functional`.
 """
 

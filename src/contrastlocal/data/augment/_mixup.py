@@ -49,7 +49,7 @@ def mixup(
     -----
     The result is a function of the generator state. With a CPU generator the Beta draws use
     NumPy seeded from `generator` (torch has no generator-aware Beta sampler); with a generator
-    on an accelerator they are drawn on that device by :func:`_beta_on_device`, so the call
+    on an accelerator they are drawn on that device by ``_beta_on_device``, so the call
     reads nothing back to the host (no synchronisation in a training step).
 
     References
