@@ -30,9 +30,12 @@ def partition_slices_reference(depths, volumes, num_partitions, rng):
     return out
 
 
-def _row(volume, slice_, partition, image, view, set_=0, blank=False):
+def _row(volume, slice_, partition, image, view, set_=0, blank=False, call=None):
+    """One row; ``call``: the augmentation call (§4.1: one per view, G^D one per set)."""
+    if call is None:
+        call = view - 1 if view > 0 else -1
     return {"volume": volume, "slice": slice_, "partition": partition, "image": image,
-            "view": view, "set": set_, "blank": blank}
+            "view": view, "set": set_, "call": call, "blank": blank}
 
 
 def random_batch_reference(batch_size, depths, rng):
@@ -87,7 +90,7 @@ def domain_batch_reference(batch_size, num_partitions, depths, rng, blank_rows=T
     order1 = rng.permutation(len(depths))[:blocks]
     slices0 = partition_slices_reference(depths, order0, s, rng)
     slices1 = partition_slices_reference(depths, order1, s, rng)
-    rows = [_row(-1, -1, -1, -1, -1, -1, True) for _ in range(max_bz)]
+    rows = [_row(-1, -1, -1, -1, -1, -1, True, -1) for _ in range(max_bz)]
     i = 0
     for b in range(blocks):
         for set_, order, slices in ((0, order0, slices0), (1, order1, slices1)):
@@ -95,7 +98,9 @@ def domain_batch_reference(batch_size, num_partitions, depths, rng, blank_rows=T
                 for p in range(s):
                     if i < max_bz:
                         image = (2 * b + set_) * s + p
-                        rows[i] = _row(int(order[b]), slices[b][p], p, image, view, set_)
+                        call = set_ if view == 1 else -1  # each set's slices: one call
+                        rows[i] = _row(int(order[b]), slices[b][p], p, image, view, set_,
+                                       call=call)
                     i += 1
     return rows
 

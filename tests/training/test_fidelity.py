@@ -12,6 +12,7 @@ from contrastlocal.training.fidelity import (
     FIDELITY_ITEMS,
     TEXT_AND_CODE,
     FidelityConfig,
+    authors_batch_indices,
     authors_global_batch,
     authors_local_batch,
     authors_local_loss_arguments,
@@ -20,7 +21,7 @@ from contrastlocal.training.fidelity import (
 from tests import _reference_fidelity as ref
 from tests._reference_local import original_ld_reference, original_lr_reference, reference_tables
 
-FIELDS = ("volume", "slice", "partition", "image", "view", "set", "blank")
+FIELDS = ("volume", "slice", "partition", "image", "view", "set", "call", "blank")
 
 
 def _as_rows(batch: dict[str, np.ndarray]) -> list[dict[str, object]]:
@@ -177,6 +178,21 @@ def test_batch_errors() -> None:
         authors_local_batch("random", DEPTHS, 0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"`batch_size` must be an integer"):
         authors_global_batch("random", 2.0, DEPTHS, rng)  # type: ignore[arg-type]
+
+
+def test_batch_indices_address_the_concatenated_slices() -> None:
+    rows = authors_global_batch("domain", 10, DEPTHS, np.random.default_rng(2))
+    idx = authors_batch_indices(rows, DEPTHS)
+    for i in range(len(idx)):
+        if rows["blank"][i]:
+            assert idx[i] == -1
+        else:
+            v, z = int(rows["volume"][i]), int(rows["slice"][i])
+            assert idx[i] == sum(DEPTHS[:v]) + z
+    with pytest.raises(ValueError, match=r"outside `depths`"):
+        authors_batch_indices({"volume": np.array([0]), "slice": np.array([9])}, [9])
+    with pytest.raises(ValueError, match=r"must hold 'volume' and 'slice'"):
+        authors_batch_indices({"volume": np.array([0])}, [9])
 
 
 # ------------------------------------------------------------------ local loss arguments

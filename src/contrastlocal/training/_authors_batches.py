@@ -24,6 +24,7 @@ import numpy.typing as npt
 from ..functional import local_region_positions, original_global_layout, original_local_pairing
 
 __all__ = [
+    "authors_batch_indices",
     "authors_global_batch",
     "authors_local_batch",
     "authors_local_loss_arguments",
@@ -150,6 +151,7 @@ def _interleaved(volume: _IntArray, slices: _IntArray) -> dict[str, npt.NDArray[
         "image": image.astype(np.int64),
         "view": (rows % 2 + 1).astype(np.int64),
         "set": np.zeros(2 * n, dtype=np.int64),
+        "call": (rows % 2).astype(np.int64),
         "blank": np.zeros(2 * n, dtype=bool),
     }
 
@@ -197,7 +199,10 @@ def authors_global_batch(
         ``"volume"`` (index into `depths`), ``"slice"`` (slice index in that volume),
         ``"partition"`` (-1 for G^R), ``"image"`` (rows showing views of one sampled slice share
         it), ``"view"`` (0 = the slice itself, 1, 2 = independent augmentations), ``"set"``
-        (G^D's set 0 or 1, else 0), ``"blank"`` (bool). Integer fields are -1 on blank rows.
+        (G^D's set 0 or 1, else 0), ``"call"`` (the authors' augmentation call of an augmented
+        row: rows of one call share one intensity draw under ``fidelity.shared_intensity``;
+        G^D: one call per set, otherwise one per view; -1 on unaugmented rows), ``"blank"``
+        (bool). Integer fields are -1 on blank rows.
         The rows are in the order :func:`~contrastlocal.functional.original_global_loss`
         expects.
 
@@ -238,13 +243,15 @@ def authors_global_batch(
         order = gen.permutation(m)[:used]
         slices = authors_partition_slices(z, order, s, gen)
         k = np.arange(n) % b
+        view = (np.arange(n) // b).astype(np.int64)
         return {
             "volume": order[k // s].astype(np.int64),
             "slice": slices[k // s, k % s],
             "partition": (k % s).astype(np.int64),
             "image": k.astype(np.int64),
-            "view": (np.arange(n) // b).astype(np.int64),
+            "view": view,
             "set": np.zeros(n, dtype=np.int64),
+            "call": view - 1,
             "blank": np.zeros(n, dtype=bool),
         }
     block = 4 * s
@@ -269,6 +276,7 @@ def authors_global_batch(
         "image": (vol_slot * 2 + sets) * s + part,
         "view": (within % (2 * s)) // s,
         "set": sets,
+        "call": np.where((within % (2 * s)) // s == 1, sets, -1),
     }
     result: dict[str, npt.NDArray[Any]] = {
         k: np.where(blank, -1, v).astype(np.int64) for k, v in out.items()
@@ -345,8 +353,56 @@ def authors_local_batch(
         "image": k.astype(np.int64),
         "view": (np.arange(2 * slices_per_batch) // slices_per_batch + 1).astype(np.int64),
         "set": np.zeros(2 * slices_per_batch, dtype=np.int64),
+        "call": (np.arange(2 * slices_per_batch) // slices_per_batch).astype(np.int64),
         "blank": np.zeros(2 * slices_per_batch, dtype=bool),
     }
+
+
+def authors_batch_indices(
+    rows: dict[str, npt.NDArray[Any]], depths: Sequence[int] | _IntArray
+) -> _IntArray:
+    """Flat slice index of every row: volume v's slice z is ``sum(depths[:v]) + z``.
+
+    This is the index of the slice in all pre-training slices concatenated volume by volume (the
+    order of a slice bank built from the same volumes).
+
+    Parameters
+    ----------
+    rows : dict of str to ndarray
+        A batch of :func:`authors_global_batch` or :func:`authors_local_batch`.
+    depths : sequence of int
+        The `depths` the batch was drawn with.
+
+    Returns
+    -------
+    ndarray of int64, shape (N,)
+        The flat index, -1 on blank rows.
+
+    Raises
+    ------
+    ValueError
+        If `rows` lacks ``"volume"``/``"slice"`` or indexes outside `depths`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rows = {"volume": np.array([1, 0, -1]), "slice": np.array([2, 3, -1])}
+    >>> authors_batch_indices(rows, [5, 4]).tolist()
+    [7, 3, -1]
+    """
+    z = _check_depths(depths)
+    if "volume" not in rows or "slice" not in rows:
+        msg = f"`rows` must hold 'volume' and 'slice'; got keys {sorted(rows)}."
+        raise ValueError(msg)
+    volume = np.asarray(rows["volume"], dtype=np.int64)
+    slice_ = np.asarray(rows["slice"], dtype=np.int64)
+    blank = volume < 0
+    v = np.where(blank, 0, volume)
+    if (v >= len(z)).any() or (~blank & ((slice_ < 0) | (slice_ >= z[v]))).any():
+        msg = "`rows` index a volume or slice outside `depths`."
+        raise ValueError(msg)
+    starts = np.concatenate([[0], np.cumsum(z)])
+    return np.where(blank, -1, starts[v] + slice_).astype(np.int64)
 
 
 def authors_local_loss_arguments(

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._authors_batches import (
+    authors_batch_indices,
     authors_global_batch,
     authors_local_batch,
     authors_local_loss_arguments,
@@ -36,6 +37,7 @@ __all__ = [
     "FIDELITY_ITEMS",
     "TEXT_AND_CODE",
     "FidelityConfig",
+    "authors_batch_indices",
     "authors_global_batch",
     "authors_local_batch",
     "authors_local_loss_arguments",
