@@ -13,6 +13,7 @@ from contrastlocal.training.fidelity import (
     TEXT_AND_CODE,
     FidelityConfig,
     authors_batch_indices,
+    authors_batch_views,
     authors_global_batch,
     authors_local_batch,
     authors_local_loss_arguments,
@@ -100,7 +101,7 @@ def test_partition_slices_match_reference() -> None:
 
 
 @pytest.mark.parametrize(("b", "s"), [(12, 4), (10, 4), (8, 4), (40, 4), (12, 3), (12, 6),
-                                      (5, 4), (7, 3)])
+                                      (5, 4), (7, 3), (4, 4), (1, 4), (1, 3)])
 @pytest.mark.parametrize("blank_rows", [True, False])
 def test_domain_batch_matches_stitching_loop(b: int, s: int, blank_rows: bool) -> None:
     depths = DEPTHS * 2  # 24 volumes: enough for B = 40 (9 per set)
@@ -193,6 +194,37 @@ def test_batch_indices_address_the_concatenated_slices() -> None:
         authors_batch_indices({"volume": np.array([0]), "slice": np.array([9])}, [9])
     with pytest.raises(ValueError, match=r"must hold 'volume' and 'slice'"):
         authors_batch_indices({"volume": np.array([0])}, [9])
+
+
+def test_batch_views_follow_the_rows() -> None:
+    # §1.2-1.3, §4.1: view-0 rows are the slices themselves, blank rows all-zero images, and
+    # the augmented rows of one call share one (δ, c = 1 + δ) draw; crop disabled so that the
+    # shared draw can be read back: x' = c x + δ on zero-mean images without clipping
+    torch = pytest.importorskip("torch")
+    rows = authors_global_batch("domain", 10, DEPTHS, np.random.default_rng(3))
+    n = len(rows["view"])
+    x = torch.rand(n, 1, 6, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x - x.mean(dim=(1, 2, 3), keepdim=True)
+    out = authors_batch_views(x, rows, torch.Generator().manual_seed(1), shared=True, clip=None,
+                              crop_fraction=1.0, corner_range=(0.0, 0.0))
+    for i in range(n):
+        if rows["blank"][i]:
+            assert not out[i].any()
+        elif rows["view"][i] == 0:
+            assert torch.equal(out[i], x[i])
+    pairs = {}
+    for i in np.flatnonzero(rows["call"] >= 0):
+        delta = float(out[i].mean())
+        c = float((out[i, 0, 0, 1] - out[i, 0, 0, 0]) / (x[i, 0, 0, 1] - x[i, 0, 0, 0]))
+        assert c == pytest.approx(1 + delta)
+        pairs.setdefault(int(rows["call"][i]), set()).add(round(delta, 9))
+    assert sorted(pairs) == [0, 1]  # G^D: one call per set
+    assert all(len(v) == 1 for v in pairs.values())  # one draw per call
+    assert pairs[0] != pairs[1]
+    with pytest.raises(ValueError, match=r"`kind` must be 'global' or 'local'"):
+        authors_batch_views(x, rows, torch.Generator(), kind="crop")
+    with pytest.raises(ValueError, match=r"`rows` must describe the 3 rows"):
+        authors_batch_views(x[:3], rows, torch.Generator())
 
 
 # ------------------------------------------------------------------ local loss arguments

@@ -25,6 +25,7 @@ from ..functional import local_region_positions, original_global_layout, origina
 
 __all__ = [
     "authors_batch_indices",
+    "authors_batch_views",
     "authors_global_batch",
     "authors_local_batch",
     "authors_local_loss_arguments",
@@ -266,6 +267,9 @@ def authors_global_batch(
     within = r % block
     sets = within // (2 * s)
     part = within % s
+    if blocks == 0:  # e.g. B < 4 at S = 4: the loop writes no block, every row stays blank
+        orders = [np.zeros(1, dtype=np.int64)] * 2
+        parts = [np.zeros((1, s), dtype=np.int64)] * 2
     slot = np.where(blank, 0, vol_slot)
     volume = np.where(sets == 0, orders[0][slot], orders[1][slot])
     slice_ = np.where(sets == 0, parts[0][slot, part], parts[1][slot, part])
@@ -403,6 +407,78 @@ def authors_batch_indices(
         raise ValueError(msg)
     starts = np.concatenate([[0], np.cumsum(z)])
     return np.where(blank, -1, starts[v] + slice_).astype(np.int64)
+
+
+def authors_batch_views(
+    images: Any,
+    rows: dict[str, npt.NDArray[Any]],
+    generator: Any,
+    *,
+    kind: str = "global",
+    **kwargs: Any,
+) -> Any:
+    """Turn the gathered slices of an authors' batch into the images their script feeds.
+
+    Rows of view 0 keep their slice, blank rows become all-zero images, and the augmented rows
+    are augmented one ``"call"`` at a time, in increasing call order, as the authors' script
+    does (so ``shared=True`` gives one intensity draw per call).
+
+    Parameters
+    ----------
+    images : torch.Tensor of shape (N, C, H, W)
+        The slice of every row (anything on blank rows), e.g. a slice bank indexed by
+        :func:`authors_batch_indices` (blank rows clamped to 0).
+    rows : dict of str to ndarray
+        The batch (:func:`authors_global_batch`, :func:`authors_local_batch`).
+    generator : torch.Generator
+        Source of randomness of the augmentations.
+    kind : {"global", "local"}, default "global"
+        :func:`~contrastlocal.data.augment.global_views` (crop + intensity) or
+        :func:`~contrastlocal.data.augment.intensity_views` (intensity only).
+    **kwargs
+        Passed to the view function (``shared=True``, ``crop_pixels=100``, ...).
+
+    Returns
+    -------
+    torch.Tensor of shape (N, C, H, W)
+        The batch images.
+
+    Raises
+    ------
+    ValueError
+        If `kind` is unknown or `rows` does not match `images`.
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> rows = authors_global_batch("domain", 8, [8, 8, 8], np.random.default_rng(0))
+    >>> x = torch.rand(len(rows["view"]), 1, 16, 16)
+    >>> out = authors_batch_views(x, rows, torch.Generator().manual_seed(0), shared=True)
+    >>> int(rows["blank"].sum()), bool((out[rows["blank"]] == 0).all())
+    (16, True)
+    >>> bool(torch.equal(out[:4], x[:4]))  # rows 0-3: set 0's first volume, not augmented
+    True
+    """
+    import torch
+
+    from ..data.augment import global_views, intensity_views
+
+    if kind not in ("global", "local"):
+        msg = f"`kind` must be 'global' or 'local'; got {kind!r}."
+        raise ValueError(msg)
+    n = images.shape[0]
+    if any(len(rows[k]) != n for k in ("view", "call", "blank")):
+        msg = (f"`rows` must describe the {n} rows of `images`; got "
+               f"{ {k: len(rows[k]) for k in ('view', 'call', 'blank')} }.")
+        raise ValueError(msg)
+    view_fn = global_views if kind == "global" else intensity_views
+    out = images.clone()
+    call = np.asarray(rows["call"])
+    for c in np.unique(call[call >= 0]):
+        index = torch.as_tensor(np.flatnonzero(call == c), device=images.device)
+        out[index] = view_fn(images.index_select(0, index), generator, **kwargs)
+    blank = torch.as_tensor(np.asarray(rows["blank"], dtype=bool), device=images.device)
+    return out.masked_fill(blank.reshape(n, 1, 1, 1), 0.0)
 
 
 def authors_local_loss_arguments(

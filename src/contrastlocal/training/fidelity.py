@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from ._authors_batches import (
     authors_batch_indices,
+    authors_batch_views,
     authors_global_batch,
     authors_local_batch,
     authors_local_loss_arguments,
@@ -38,6 +39,7 @@ __all__ = [
     "TEXT_AND_CODE",
     "FidelityConfig",
     "authors_batch_indices",
+    "authors_batch_views",
     "authors_global_batch",
     "authors_local_batch",
     "authors_local_loss_arguments",
