@@ -14,8 +14,10 @@ kernels. On other devices the whole batch is one chunk. Results do not depend on
 Stage 1 (global loss): :func:`global_views` (crop-and-resize + brightness/contrast).
 Stage 2 (local loss): :func:`intensity_views` (intensity only; the views stay pixel-aligned).
 Stage 3 and the baseline: :func:`geometric_augment` (affine choice + coarse elastic field, images
-and labels with one shared sampling grid) and :func:`mixup`. RGB (Cityscapes): :func:`color_jitter`,
-:func:`random_crop`. :func:`two_views` builds the (2N)-row batch and metadata the losses take.
+and labels with one shared sampling grid), :func:`authors_geometric_augment` (the authors' two
+steps with soft one-hot labels) and :func:`mixup`. RGB (Cityscapes): :func:`color_jitter`,
+:func:`random_crop`, and the paper's recipe :func:`cityscapes_finetune_augment` and
+:func:`colour_views`. :func:`two_views` builds the (2N)-row batch and metadata the losses take.
 
 The functions live in one private module per transform family (``_intensity``, ``_geometric``,
 ``_crop``, ``_mixup``, ``_colour``, ``_views``; shared checks and chunking in ``_common``) and
@@ -29,16 +31,34 @@ segmentation with limited annotations", NeurIPS 2020, arXiv:2006.10511.
 
 from __future__ import annotations
 
-from ._colour import color_jitter
+from ._colour import (
+    CITYSCAPES_FINETUNE_JITTER,
+    CITYSCAPES_VIEW_JITTER,
+    cityscapes_finetune_augment,
+    color_jitter,
+    colour_views,
+)
 from ._crop import crop_resize, random_crop
-from ._geometric import geometric_augment, geometric_params, warp
+from ._geometric import (
+    authors_geometric_augment,
+    authors_warp,
+    geometric_augment,
+    geometric_params,
+    warp,
+)
 from ._intensity import adjust_intensity
 from ._mixup import mixup
 from ._views import global_views, intensity_views, two_views
 
 __all__ = [
+    "CITYSCAPES_FINETUNE_JITTER",
+    "CITYSCAPES_VIEW_JITTER",
     "adjust_intensity",
+    "authors_geometric_augment",
+    "authors_warp",
+    "cityscapes_finetune_augment",
     "color_jitter",
+    "colour_views",
     "crop_resize",
     "geometric_augment",
     "geometric_params",

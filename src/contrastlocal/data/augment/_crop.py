@@ -72,7 +72,7 @@ def crop_resize(images: torch.Tensor, corners: torch.Tensor, crop_fraction: floa
 
 
 def _linear_taps(
-    corner: torch.Tensor, size: int, fraction: float
+    corner: torch.Tensor, size: int, fraction: float | torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """1-D crop-and-resize along one axis: source taps (lo, hi) and the weight of hi, (n, size).
 
@@ -100,7 +100,12 @@ class _CropTaps(NamedTuple):
 
 
 def _crop_resize_taps(
-    corners: torch.Tensor, h: int, w: int, f: float, dtype: torch.dtype
+    corners: torch.Tensor,
+    h: int,
+    w: int,
+    f: float,
+    dtype: torch.dtype,
+    f_xy: torch.Tensor | None = None,
 ) -> _CropTaps:
     """Taps of :func:`crop_resize` for the whole batch (computed once, sliced per chunk).
 
@@ -108,8 +113,12 @@ def _crop_resize_taps(
     lie in a window of ``L = min(H, floor((H - 1) f) + 3)`` source rows starting at
     ``min(y_lo[0], H - L)``: only those rows are resampled along x.
     """
-    y_lo, y_hi, wy = _linear_taps(corners[:, 1], h, f)
-    x_lo, x_hi, wx = _linear_taps(corners[:, 0], w, f)
+    if f_xy is None:
+        y_lo, y_hi, wy = _linear_taps(corners[:, 1], h, f)
+        x_lo, x_hi, wx = _linear_taps(corners[:, 0], w, f)
+    else:  # per-image box sizes (x, y) as fractions; f is their largest y fraction
+        y_lo, y_hi, wy = _linear_taps(corners[:, 1], h, f_xy[:, 1:2])
+        x_lo, x_hi, wx = _linear_taps(corners[:, 0], w, f_xy[:, 0:1])
     window = min(h, math.floor((h - 1) * f) + 3)
     start = y_lo[:, 0].clamp(max=h - window)
     return _CropTaps(

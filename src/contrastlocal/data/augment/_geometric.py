@@ -15,7 +15,13 @@ import torch.nn.functional as F  # noqa: N812
 
 from ._common import _check_generator, _check_images, _check_nonneg, _check_range, _chunks, _uniform
 
-__all__ = ["geometric_augment", "geometric_params", "warp"]
+__all__ = [
+    "authors_geometric_augment",
+    "authors_warp",
+    "geometric_augment",
+    "geometric_params",
+    "warp",
+]
 
 
 def _sampling_grid(
@@ -451,3 +457,154 @@ def _geometric_impl(
         soft - background, grid, mode="bilinear", padding_mode="zeros", align_corners=False
     )
     return out, warped + background
+
+
+def authors_geometric_augment(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    generator: torch.Generator,
+    *,
+    num_classes: int,
+    rotation_degrees: float = 15.0,
+    scale_range: tuple[float, float] = (0.95, 1.05),
+    flip: bool = True,
+    rotation_step_degrees: float = 45.0,
+    elastic_sigma: float = 5.0,
+    elastic_grid: int = 3,
+    elastic_tail: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment as the authors' fine-tuning: their two steps, with soft one-hot labels.
+
+    Step 1, the affine option of each slice (:func:`geometric_params`): images bilinear, labels
+    by nearest neighbour, zero outside. Step 2, the elastic field on a random tail of the batch
+    (all rows with ``elastic_tail=False``): the image and the **one-hot** label bilinearly, edge
+    values repeated outside the image (as their dense warp), so deformed labels are soft
+    (``fidelity.soft_label_warp``; :func:`geometric_augment` composes both steps into one
+    sampling grid instead).
+
+    Parameters
+    ----------
+    images : torch.Tensor of shape (N, C, H, W)
+        Floating-point images.
+    labels : torch.Tensor of shape (N, H, W), integer
+        Label maps with values in [0, `num_classes`).
+    generator : torch.Generator
+        Source of randomness (the draws of :func:`geometric_params`).
+    num_classes : int
+        K.
+    rotation_degrees, scale_range, flip, rotation_step_degrees : see :func:`geometric_params`
+        The affine options.
+    elastic_sigma, elastic_grid : see :func:`geometric_params`
+        The elastic field.
+    elastic_tail : bool, default True
+        Deform only rows ``n0 .. N-1``, ``n0`` uniform in {1, ..., N - 2} (the authors' 2 to
+        N - 1 deformed slices; ``fidelity.elastic_tail``).
+
+    Returns
+    -------
+    images : torch.Tensor of shape (N, C, H, W)
+        Augmented images.
+    labels : torch.Tensor of shape (N, K, H, W)
+        Soft labels (one-hot where a row is not deformed), the images' dtype; every pixel sums
+        to 1.
+
+    Raises
+    ------
+    ValueError
+        If shapes or parameters are invalid.
+    TypeError
+        If `labels` is not an integer tensor.
+
+    Notes
+    -----
+    Their field is applied as ``out(p) = in(p - d(p))``, this one as ``in(p + d(p))``; the
+    displacements are zero-mean Gaussian, so both have the same law.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x = torch.rand(4, 1, 16, 16, generator=g)
+    >>> y = torch.randint(0, 3, (4, 16, 16), generator=g)
+    >>> xa, ya = authors_geometric_augment(x, y, g, num_classes=3)
+    >>> tuple(ya.shape), bool(torch.allclose(ya.sum(1), torch.ones(4, 16, 16)))
+    ((4, 3, 16, 16), True)
+    """
+    _check_images(images)
+    _check_generator(generator)
+    n, _, h, w = images.shape
+    if not isinstance(labels, torch.Tensor) or tuple(labels.shape) != (n, h, w):
+        got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels)
+        msg = f"`labels` must be a tensor of shape (N, H, W) = ({n}, {h}, {w}); got {got}."
+        raise ValueError(msg)
+    if labels.is_floating_point() or labels.is_complex():
+        msg = f"`labels` must have an integer dtype; got dtype {labels.dtype}."
+        raise TypeError(msg)
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        msg = f"`num_classes` must be a positive integer; got {num_classes!r}."
+        raise ValueError(msg)
+    theta, displacement = geometric_params(
+        n, h, w, generator,
+        rotation_degrees=rotation_degrees, scale_range=scale_range, flip=flip,
+        rotation_step_degrees=rotation_step_degrees, elastic_sigma=elastic_sigma,
+        elastic_grid=elastic_grid, elastic_tail=elastic_tail,
+        device=images.device, dtype=images.dtype,
+    )
+    return authors_warp(images, labels, theta, displacement, num_classes=num_classes)
+
+
+def authors_warp(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    theta: torch.Tensor,
+    displacement: torch.Tensor | None,
+    *,
+    num_classes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply the two resampling steps of :func:`authors_geometric_augment` to given transforms.
+
+    Parameters
+    ----------
+    images : torch.Tensor of shape (N, C, H, W)
+        Floating-point images.
+    labels : torch.Tensor of shape (N, H, W), integer
+        Label maps.
+    theta : torch.Tensor of shape (N, 2, 3)
+        Affine maps (:func:`warp`).
+    displacement : torch.Tensor of shape (N, 2, H, W) or None
+        Elastic field in pixels; rows that are exactly zero are left as step 1 made them.
+    num_classes : int
+        K.
+
+    Returns
+    -------
+    images : torch.Tensor of shape (N, C, H, W)
+        The images after both steps.
+    labels : torch.Tensor of shape (N, K, H, W)
+        Soft labels in the images' dtype.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.rand(1, 1, 4, 4)
+    >>> y = torch.tensor([[[0, 1, 1, 0]] * 4])
+    >>> eye = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    >>> xa, ya = authors_warp(x, y, eye, None, num_classes=2)
+    >>> bool(torch.allclose(xa, x)), ya[0, 1, 0].tolist()
+    (True, [0.0, 1.0, 1.0, 0.0])
+    """
+    lab = warp(labels[:, None].to(images.dtype), theta, mode="nearest")[:, 0].round().to(
+        torch.int64
+    )
+    out = warp(images, theta)
+    classes = torch.arange(num_classes, device=images.device).reshape(1, -1, 1, 1)
+    soft = (lab[:, None] == classes).to(images.dtype)
+    if displacement is None:
+        return out, soft
+    eye = torch.zeros_like(theta)
+    eye[:, 0, 0] = 1.0
+    eye[:, 1, 1] = 1.0
+    deformed = (displacement.abs().amax(dim=(1, 2, 3)) > 0).reshape(-1, 1, 1, 1)
+    out = torch.where(deformed, warp(out, eye, displacement, padding_mode="border"), out)
+    soft = torch.where(deformed, warp(soft, eye, displacement, padding_mode="border"), soft)
+    return out, soft

@@ -104,15 +104,30 @@ def _adjust_intensity_inplace(
 
 
 def _intensity_params(
-    images: torch.Tensor, generator: torch.Generator, brightness: float, contrast: float
+    images: torch.Tensor,
+    generator: torch.Generator,
+    brightness: float,
+    contrast: float,
+    shared: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Validate the strengths and draw shift, then factor, each (N,) (:func:`intensity_views`)."""
+    """Validate the strengths and draw shift, then factor, each (N,) (:func:`intensity_views`).
+
+    ``shared=True``: the authors' draw, one ``u ~ U(0, 1)`` for the whole call giving
+    ``shift = -b + 2 b u`` and ``factor = 1 - k + 2 k u`` for every image (so ``factor = 1 +
+    shift`` when ``b = k``).
+    """
     b = _check_nonneg(brightness, "brightness")
     k = _check_nonneg(contrast, "contrast")
     if k >= 1.0:
         msg = f"`contrast` must be in [0, 1) so the factor stays positive; got {contrast!r}."
         raise ValueError(msg)
+    if not isinstance(shared, bool):
+        msg = f"`shared` must be a bool; got {shared!r}."
+        raise TypeError(msg)
     n = images.shape[0]
+    if shared:
+        u = _uniform(1, 0.0, 1.0, generator, images).expand(n)
+        return -b + (2 * b) * u, (1.0 - k) + (2 * k) * u
     shift = _uniform(n, -b, b, generator, images)
     factor = _uniform(n, 1.0 - k, 1.0 + k, generator, images)
     return shift, factor

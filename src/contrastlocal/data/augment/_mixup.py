@@ -29,6 +29,9 @@ def mixup(
         Source of randomness.
     alpha : float, default 0.2
         :math:`\lambda_i \sim \mathrm{Beta}(\alpha, \alpha)` per image; 0 gives the identity.
+        Neither the paper's supplement nor the authors' code (which has no Mixup) states α; the
+        default is the value of the Mixup paper's ImageNet experiments (Zhang et al. 2018, who
+        report α in [0.1, 0.4] working there).
 
     Returns
     -------
@@ -46,7 +49,7 @@ def mixup(
     -----
     The result is a function of the generator state. With a CPU generator the Beta draws use
     NumPy seeded from `generator` (torch has no generator-aware Beta sampler); with a generator
-    on an accelerator they are drawn on that device by :func:`_beta_on_device`, so the call
+    on an accelerator they are drawn on that device by ``_beta_on_device``, so the call
     reads nothing back to the host (no synchronisation in a training step).
 
     References

@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from ._colour import colour_views
 from ._common import (
     _check_clip,
     _check_generator,
@@ -38,6 +39,7 @@ def intensity_views(
     brightness: float = 0.3,
     contrast: float = 0.3,
     clip: tuple[float, float] | None = (0.0, 1.5),
+    shared: bool = False,
 ) -> torch.Tensor:
     r"""One intensity-only view of each image: independent brightness and contrast per image.
 
@@ -53,6 +55,10 @@ def intensity_views(
         :math:`c \sim U(1 - k, 1 + k)`, ``0 <= k < 1``.
     clip : pair of float or None, default (0.0, 1.5)
         Output range; None for none.
+    shared : bool, default False
+        The authors' draw (``fidelity.shared_intensity``): one :math:`u \sim U(0, 1)` for the
+        whole call, :math:`\delta = -b + 2bu` and :math:`c = 1 - k + 2ku` for every image (with
+        the default strengths :math:`c = 1 + \delta`). Default: independent draws per image.
 
     Returns
     -------
@@ -82,7 +88,7 @@ def intensity_views(
     """
     _check_images(images)
     _check_generator(generator)
-    shift, factor = _intensity_params(images, generator, brightness, contrast)
+    shift, factor = _intensity_params(images, generator, brightness, contrast, shared)
     return adjust_intensity(images, shift, factor, clip=clip)
 
 
@@ -95,6 +101,9 @@ def global_views(
     brightness: float = 0.3,
     contrast: float = 0.3,
     clip: tuple[float, float] | None = (0.0, 1.5),
+    shared: bool = False,
+    crop_pixels: int | None = None,
+    corner_pixels: tuple[int, int] = (10, 69),
 ) -> torch.Tensor:
     """One stage-1 view of each image: random crop-and-resize, then brightness and contrast.
 
@@ -116,6 +125,18 @@ def global_views(
         Contrast factor range, see :func:`intensity_views`.
     clip : pair of float or None, default (0.0, 1.5)
         Output range; None for none.
+    shared : bool, default False
+        One correlated brightness/contrast draw for the whole call, as the authors' code
+        (``fidelity.shared_intensity``; see :func:`intensity_views`).
+    crop_pixels : int, optional
+        The authors' fixed crop (``fidelity.fixed_crop``): a ``crop_pixels`` x ``crop_pixels``
+        box whose corner x and y are integers drawn uniformly in `corner_pixels` (inclusive),
+        whatever the image size (the authors: 100 and [10, 69], also on 160 x 160 MM-WHS
+        images, where a box past the border is cut there, ``min(100, 160 - corner)`` pixels,
+        and the cut box is stretched to the full size). Replaces `crop_fraction` and
+        `corner_range`.
+    corner_pixels : pair of int, default (10, 69)
+        Range of the integer corner with `crop_pixels`.
 
     Returns
     -------
@@ -125,8 +146,8 @@ def global_views(
     Raises
     ------
     ValueError
-        If the crop leaves the image (``corner_range[1] + crop_fraction > 1``) or a parameter is
-        out of range.
+        If the crop leaves the image (``corner_range[1] + crop_fraction > 1``, or a corner of
+        `corner_pixels` outside the image), or a parameter is out of range.
 
     Notes
     -----
@@ -158,15 +179,21 @@ def global_views(
         )
         raise ValueError(msg)
     n = images.shape[0]
-    if f == 1.0 and corner_range == (0.0, 0.0):
+    f_xy = None
+    if crop_pixels is not None:
+        corners, f_xy = _pixel_corners(images, generator, crop_pixels, corner_pixels)
+        f = float(f_xy[:, 1].max()) if n else 1.0
+    elif f == 1.0 and corner_range == (0.0, 0.0):
         return intensity_views(
-            images, generator, brightness=brightness, contrast=contrast, clip=clip
+            images, generator, brightness=brightness, contrast=contrast, clip=clip,
+            shared=shared,
         )
-    corners = _uniform((n, 2), corner_range[0], corner_range[1], generator, images)
-    shift, factor = _intensity_params(images, generator, brightness, contrast)
+    else:
+        corners = _uniform((n, 2), corner_range[0], corner_range[1], generator, images)
+    shift, factor = _intensity_params(images, generator, brightness, contrast, shared)
     _check_clip(clip)
     c = corners.to(device=images.device, dtype=_coord_dtype(images))
-    taps = _crop_resize_taps(c, images.shape[2], images.shape[3], f, images.dtype)
+    taps = _crop_resize_taps(c, images.shape[2], images.shape[3], f, images.dtype, f_xy)
     d = shift.reshape(n, 1, 1, 1)
     k = factor.reshape(n, 1, 1, 1)
     # crop_resize then adjust_intensity, fused chunk by chunk (same draws, same values)
@@ -177,11 +204,41 @@ def global_views(
     return out
 
 
+def _pixel_corners(
+    images: torch.Tensor,
+    generator: torch.Generator,
+    crop_pixels: int,
+    corner_pixels: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Integer crop corners and box sizes, (n, 2) each as (x, y) fractions of the image size.
+
+    The box is cut where it passes the image border (``min(crop, size - corner)`` pixels), as
+    the authors' slicing does on images smaller than corner + crop (MM-WHS).
+    """
+    n, _, h, w = images.shape
+    ints = (crop_pixels, *corner_pixels) if len(corner_pixels) == 2 else ()
+    if not ints or any(isinstance(v, bool) or not isinstance(v, int) for v in ints):
+        msg = (f"`crop_pixels` must be an int and `corner_pixels` a pair of ints; got "
+               f"{crop_pixels!r} and {corner_pixels!r}.")
+        raise TypeError(msg)
+    lo, hi = corner_pixels
+    if not (crop_pixels >= 1 and 0 <= lo <= hi < min(h, w)):
+        msg = (f"`crop_pixels` must be >= 1 and `corner_pixels` (lo, hi) must satisfy "
+               f"0 <= lo <= hi < {min(h, w)} (inside the {h} x {w} image); got {crop_pixels} "
+               f"and {corner_pixels!r}.")
+        raise ValueError(msg)
+    xy = torch.randint(lo, hi + 1, (n, 2), generator=generator, device=generator.device)
+    dtype = _coord_dtype(images)
+    size = torch.tensor([w, h], dtype=dtype, device=generator.device)
+    box = torch.minimum(torch.full_like(size, float(crop_pixels)), size - xy.to(dtype))
+    return (xy.to(dtype) / size).to(images.device), (box / size).to(images.device)
+
+
 def two_views(
     batch: Mapping[str, torch.Tensor],
     generator: torch.Generator,
     *,
-    kind: Literal["global", "local"] = "global",
+    kind: Literal["global", "local", "colour_global", "colour_local"] = "global",
     include_original: bool = False,
     **kwargs: float | tuple[float, float] | None,
 ) -> dict[str, torch.Tensor]:
@@ -195,9 +252,10 @@ def two_views(
         :func:`contrastlocal.data.slices.collate_slices` or ``SliceDataset.get_batch``.
     generator : torch.Generator
         Source of randomness.
-    kind : {"global", "local"}, default "global"
+    kind : {"global", "local", "colour_global", "colour_local"}, default "global"
         ``"global"``: :func:`global_views` (crop-and-resize + intensity) for stage 1;
-        ``"local"``: :func:`intensity_views` (pixel-aligned) for stage 2.
+        ``"local"``: :func:`intensity_views` (pixel-aligned) for stage 2; the ``colour_``
+        kinds: :func:`colour_views` of that kind (RGB images, the paper's Cityscapes views).
     include_original : bool, default False
         If True the first view is the unaugmented image, as the original code's G^D batches;
         default: two independent augmented views.
@@ -242,8 +300,15 @@ def two_views(
     elif kind == "local":
         view1 = images if include_original else intensity_views(images, generator, **kwargs)  # type: ignore[arg-type]
         view2 = intensity_views(images, generator, **kwargs)  # type: ignore[arg-type]
+    elif kind in ("colour_global", "colour_local"):
+        k = kind.removeprefix("colour_")
+        view1 = (
+            images if include_original else colour_views(images, generator, kind=k, **kwargs)  # type: ignore[arg-type]
+        )
+        view2 = colour_views(images, generator, kind=k, **kwargs)  # type: ignore[arg-type]
     else:
-        msg = f"`kind` must be 'global' or 'local'; got {kind!r}."
+        msg = (f"`kind` must be 'global', 'local', 'colour_global' or 'colour_local'; got "
+               f"{kind!r}.")
         raise ValueError(msg)
     out: dict[str, torch.Tensor] = {"images": torch.cat([view1, view2])}
     device = images.device
