@@ -38,7 +38,9 @@ def _targets(k: int, batch: int = 3, size: int = 16, seed: int = 6) -> list[torc
     return [torch.randint(0, 3, (batch, size, size), generator=g) for _ in range(k)]
 
 
-def _assert_state_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tol: float) -> None:
+def _assert_state_equal(
+    a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], **tol: float
+) -> None:
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], msg=key, **tol)  # type: ignore[arg-type]

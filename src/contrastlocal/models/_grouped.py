@@ -149,19 +149,19 @@ class _GroupedHead(nn.Module):
 
 
 def _architecture(net: UNet) -> dict[str, Any]:
-    """The settings that must agree for networks to be grouped (and rebuild one of them)."""
-    first = net.encoder_levels[0].conv1
-    up = net.decoder_blocks[0].up_conv.conv
+    """Return the settings that must agree for networks to be grouped (and rebuild one)."""
+    first: Any = net.encoder_levels[0]
+    block: Any = net.decoder_blocks[0]
     return {
         "in_channels": net.in_channels,
         "out_channels": net.out_channels,
         "channels": net.channels,
-        "up_kernel_size": int(up.kernel_size[0]),
-        "upsample_mode": net.decoder_blocks[0].upsample_mode,
+        "up_kernel_size": int(block.up_conv.conv.kernel_size[0]),
+        "upsample_mode": block.upsample_mode,
         "norm": "none" if net.norm is None else net.norm,
         "act": net.act,
         "spatial_dims": net.spatial_dims,
-        "kernel_size": int(first.conv.kernel_size[0]),
+        "kernel_size": int(first.conv1.conv.kernel_size[0]),
         "norm_eps": net.norm_eps,
         "norm_momentum": net.norm_momentum,
     }
@@ -351,7 +351,8 @@ class GroupedUNet(nn.Module):
         out: dict[str, torch.Tensor] = {}
         for key, tensor in self.state_dict().items():
             t = tensor.detach()
-            out[key] = t[k].clone() if key.endswith(_TRACKED) else t.chunk(self.groups, 0)[k].clone()
+            part = t[k] if key.endswith(_TRACKED) else t.chunk(self.groups, 0)[k]
+            out[key] = part.clone()
         return out
 
     def unet(self, k: int) -> UNet:
