@@ -12,7 +12,9 @@ from contrastlocal.training import Volume, finetune, train_baseline  # noqa: E40
 from contrastlocal.training._grouped import (  # noqa: E402
     FinetuneCell,
     check_concurrent,
+    default_concurrent,
     estimate_concurrent,
+    finetune_grid,
     finetune_grouped,
 )
 
@@ -85,6 +87,10 @@ def test_grouped_equals_cells_one_after_another():
     assert len({round(x, 6) for x in losses}) == 3
     assert together[2].validation == []  # no validation volumes: last weights
     assert together[0].best_iteration in (2, 3)
+    # the grid runner: 3 cells, 2 at a time, in order
+    grid = finetune_grid(cells, config, concurrent=2, dtype=torch.float64)
+    for a, b in zip(grid, alone, strict=True):
+        _assert_same_result(a, b, rtol=1e-9, atol=1e-11)
 
 
 def test_k1_equals_finetune_and_baseline():
@@ -147,6 +153,12 @@ def test_estimate_and_limit():
         estimate_concurrent(config, "cpu", memory_limit=-1)
     # the real free memory of this machine fits at least one tiny cell
     assert estimate_concurrent(config, "cpu").max_cells >= 1
+    assert default_concurrent(config, "cpu", memory_limit=limit) == 3
+    assert default_concurrent(config, "cpu", memory_limit=10**12) == 8
+    assert default_concurrent(config, "cpu", memory_limit=1) == 1
+    with pytest.raises(ValueError, match="do not fit"):
+        finetune_grid([FinetuneCell(volumes()["train"], [])], config, concurrent=4,
+                      memory_limit=limit)
 
 
 def test_activation_estimate_matches_layer_outputs():

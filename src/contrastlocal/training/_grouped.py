@@ -54,9 +54,14 @@ __all__ = [
     "ConcurrencyEstimate",
     "FinetuneCell",
     "check_concurrent",
+    "default_concurrent",
     "estimate_concurrent",
+    "finetune_grid",
     "finetune_grouped",
 ]
+
+#: Most cells :func:`default_concurrent` proposes (benchmarks/bench_grid.py measures K <= 8).
+_DEFAULT_CAP = 8
 
 #: Share of the free memory the estimate lets the cells use (the rest: allocator, cuDNN work space).
 _HEADROOM = 0.85
@@ -273,6 +278,71 @@ class _Cast(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(x.to(self.dtype))
         return out
+
+
+def default_concurrent(
+    config: ExperimentConfig,
+    device: str | torch.device = "cpu",
+    *,
+    cap: int = _DEFAULT_CAP,
+    memory_limit: int | None = None,
+) -> int:
+    """Return a ``--concurrent`` default: the cells that fit in memory, at most `cap`, at least 1.
+
+    Parameters
+    ----------
+    config, device, memory_limit
+        As :func:`estimate_concurrent`.
+    cap : int, default 8
+        Upper bound (the largest K that benchmarks/bench_grid.py measures by default).
+
+    Returns
+    -------
+    int
+        ``max(1, min(cap, max_cells))``.
+    """
+    est = estimate_concurrent(config, device, memory_limit=memory_limit)
+    return max(1, min(cap, est.max_cells))
+
+
+def finetune_grid(
+    cells: Sequence[FinetuneCell],
+    config: ExperimentConfig | None = None,
+    *,
+    concurrent: int = 1,
+    memory_limit: int | None = None,
+    dtype: torch.dtype = torch.float32,
+    **overrides: Any,
+) -> list[StageResult]:
+    """Fine-tune any number of cells, `concurrent` at a time, in order.
+
+    Parameters
+    ----------
+    cells : sequence of FinetuneCell
+        All runs of the grid.
+    config, memory_limit, dtype, **overrides
+        As :func:`finetune_grouped`.
+    concurrent : int, default 1
+        K, the cells per grouped network (checked against the memory estimate before training).
+
+    Returns
+    -------
+    list of StageResult
+        One per cell, in the order of `cells` (the same as with ``concurrent=1``).
+
+    Raises
+    ------
+    ValueError
+        If `concurrent` is not a positive integer or does not fit, or as :func:`finetune_grouped`.
+    """
+    cfg = _with_overrides(config, "finetune", overrides)
+    check_concurrent(concurrent, cfg, _runtime(cfg, False).device, memory_limit=memory_limit)
+    out: list[StageResult] = []
+    for start in range(0, len(cells), concurrent):
+        out += finetune_grouped(
+            cells[start : start + concurrent], cfg, memory_limit=memory_limit, dtype=dtype
+        )
+    return out
 
 
 @dataclass
