@@ -133,6 +133,20 @@ def test_cuda_graph_rejects_other_shapes_and_optimisers_on_cuda():
 
 
 @pytest.mark.gpu
+def test_cuda_graph_refuses_a_step_that_reads_back_to_the_host_on_cuda():
+    net, opt, loss_fn = _setup("cuda")
+
+    def syncing(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = loss_fn(x, y)
+        return loss * 2 if loss.item() > 0 else loss
+
+    with pytest.raises(ValueError, match="synchronises with the host"):
+        TrainStep(net, syncing, opt, _batches("cuda")[0], mode="cuda_graph")
+    # the CUDA context is still usable
+    assert float(torch.ones(2, device="cuda").sum()) == 2.0
+
+
+@pytest.mark.gpu
 @pytest.mark.usefixtures("_exact_float32")
 def test_reduce_overhead_compiled_step_equals_eager_on_cuda():
     eager = _train("eager", "cuda")

@@ -11,7 +11,9 @@ performs zero-grad → forward → backward → optimiser step, in one of three 
     and launches the graph (one launch instead of hundreds). The pattern is torch's documented
     whole-network capture: warm-up iterations on a side stream, gradients set to None before the
     capture so the backward allocates them from the graph's pool, and the optimiser built with
-    ``capturable=True`` (Adam / AdamW; set here when the optimiser has no state yet). The warm-up
+    ``capturable=True`` (Adam / AdamW; set here when the optimiser has no state yet). The first
+    warm-up step runs under ``torch.cuda.set_sync_debug_mode("error")``: a step that reads values
+    back to the host is refused with a ``ValueError`` before any capture is attempted. The warm-up
     steps are undone -- weights, buffers (batch-norm statistics) and optimiser state are restored
     in place -- so the first replayed step is the first training step and results equal the eager
     step's for the same inputs (to floating-point tolerance: capturable Adam keeps its step count
@@ -184,10 +186,27 @@ class TrainStep:
         side = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            for _ in range(warmup):
+            for i in range(warmup):
                 opt.zero_grad(set_to_none=True)
-                self.loss_fn(*self._static_inputs).backward()  # type: ignore[no-untyped-call]
-                opt.step()
+                # the first warm-up step runs with host-synchronisation checks: a step that reads
+                # a value back (.item(), nonzero, a host-side condition) cannot be captured, and a
+                # capture that fails half-way can leave the CUDA context unusable
+                old_mode = torch.cuda.get_sync_debug_mode()
+                if i == 0:
+                    torch.cuda.set_sync_debug_mode("error")
+                try:
+                    self.loss_fn(*self._static_inputs).backward()  # type: ignore[no-untyped-call]
+                    opt.step()
+                except RuntimeError as exc:
+                    if i == 0 and "synchroniz" in str(exc):
+                        msg = (
+                            "mode='cuda_graph': the step synchronises with the host (it reads a "
+                            f"value back), so it cannot be captured as a CUDA graph: {exc}"
+                        )
+                        raise ValueError(msg) from exc
+                    raise
+                finally:
+                    torch.cuda.set_sync_debug_mode(old_mode)
         torch.cuda.current_stream(self.device).wait_stream(side)
         # undo the warm-up in place (the graph records these very tensors' addresses)
         with torch.no_grad():
