@@ -93,6 +93,19 @@ def test_grouped_equals_cells_one_after_another():
         _assert_same_result(a, b, rtol=1e-9, atol=1e-11)
 
 
+def test_compiled_and_graph_fallback_steps_equal_eager():
+    config = _config(iterations=2)
+    cells = _cells(config)[:2]
+    eager = finetune_grouped(cells, config, dtype=torch.float64)
+    compiled = finetune_grouped(
+        cells, config, dtype=torch.float64, step_mode="compile", compile_backend="aot_eager"
+    )
+    fallback = finetune_grouped(cells, config, dtype=torch.float64, step_mode="cuda_graph")
+    for a, b, c in zip(eager, compiled, fallback, strict=True):
+        _assert_same_result(b, a, rtol=1e-9, atol=1e-11)
+        _assert_same_result(c, a, rtol=0, atol=0)
+
+
 def test_k1_equals_finetune_and_baseline():
     """One cell through the driver is stages.finetune / train_baseline (same draws, same steps)."""
     config = _config()

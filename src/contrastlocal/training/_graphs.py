@@ -43,6 +43,11 @@ StepMode = Literal["eager", "cuda_graph", "compile"]
 _MODES = ("eager", "cuda_graph", "compile")
 
 
+def _backward(loss: torch.Tensor) -> None:
+    """Backward of a scalar loss, or of the sum of a vector of per-run losses."""
+    (loss if loss.ndim == 0 else loss.sum()).backward()  # type: ignore[no-untyped-call]
+
+
 class TrainStep:
     """One optimisation step as a callable: eager, captured as a CUDA graph, or compiled.
 
@@ -52,7 +57,8 @@ class TrainStep:
         The network trained by `optimizer` (its weights and buffers are restored after the CUDA
         graph's warm-up).
     loss_fn : callable
-        ``loss_fn(*inputs)`` returns the scalar loss (it calls `model`); no host reads or random
+        ``loss_fn(*inputs)`` returns the scalar loss, or a vector of per-run losses whose sum is
+        minimised (K cells of a grouped network); it calls `model`. No host reads or random
         draws inside for ``"cuda_graph"``.
     optimizer : torch.optim.Optimizer
         Updates `model`'s parameters; Adam or AdamW for ``"cuda_graph"``.
@@ -195,7 +201,7 @@ class TrainStep:
                 if i == 0:
                     torch.cuda.set_sync_debug_mode("error")
                 try:
-                    self.loss_fn(*self._static_inputs).backward()  # type: ignore[no-untyped-call]
+                    _backward(self.loss_fn(*self._static_inputs))
                     opt.step()
                 except RuntimeError as exc:
                     if i == 0 and "synchroniz" in str(exc):
@@ -224,7 +230,7 @@ class TrainStep:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             loss = self.loss_fn(*self._static_inputs)
-            loss.backward()  # type: ignore[no-untyped-call]
+            _backward(loss)
             opt.step()
         self._static_loss = loss.detach()
         self._graph = graph
@@ -257,7 +263,7 @@ class TrainStep:
             self.optimizer.zero_grad(set_to_none=True)
             fn = self._compiled if self._compiled is not None else self.loss_fn
             loss = fn(*inputs)
-            loss.backward()  # type: ignore[no-untyped-call]
+            _backward(loss)
             self.optimizer.step()
             out = loss.detach().clone()
         if t0 is not None:

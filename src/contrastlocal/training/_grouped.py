@@ -32,6 +32,7 @@ from torch import nn
 
 from ..data import augment
 from ..models import GroupedUNet, UNet
+from ._graphs import StepMode, TrainStep
 from ._loop import autocast_context, derive_seed
 from .config import ExperimentConfig
 from .evaluation import Volume, evaluate
@@ -365,6 +366,8 @@ def finetune_grouped(
     *,
     memory_limit: int | None = None,
     dtype: torch.dtype = torch.float32,
+    step_mode: StepMode = "eager",
+    compile_backend: str | None = None,
     **overrides: Any,
 ) -> list[StageResult]:
     """Fine-tune K cells at once in one grouped network; per cell as :func:`finetune` would.
@@ -381,6 +384,12 @@ def finetune_grouped(
     dtype : torch.dtype, default torch.float32
         Parameter dtype of the networks (float64 for exactness checks: the batches are drawn
         and augmented in float32 as by ``finetune``, then cast; validation casts its inputs).
+    step_mode : {"eager", "cuda_graph", "compile"}, default "eager"
+        How the grouped forward / backward / Adam step runs (:class:`TrainStep`; the cells'
+        batches and augmentation are drawn eagerly before it). ``"cuda_graph"`` off CUDA runs
+        eagerly; not with fp16 autocast (its gradient scaler).
+    compile_backend : str, optional
+        ``torch.compile`` backend for ``step_mode="compile"``.
     **overrides : Any
         Settings of ``config.finetune`` to change.
 
@@ -413,6 +422,9 @@ def finetune_grouped(
         if len(cell.val):
             _check_volumes(cell.val, f"cells[{i}].val", cfg)
     rt = _runtime(cfg, False)
+    if rt.scaler is not None and step_mode != "eager":
+        msg = f"`step_mode` {step_mode!r} does not support fp16 autocast; use amp='bf16'."
+        raise ValueError(msg)
     check_concurrent(len(cells), cfg, rt.device, memory_limit=memory_limit)
     st = cfg.finetune
     num_classes = cfg.model.num_classes
@@ -453,30 +465,38 @@ def finetune_grouped(
             images, target = augment.mixup(images, target, gen, alpha=cs.mixup_alpha)
         return images.to(dtype), target.to(dtype)
 
+    def loss_fn(x: torch.Tensor, *targets: torch.Tensor) -> torch.Tensor:
+        with autocast_context(rt.device, rt.amp):
+            logits = grouped(_images(x, rt))
+        return torch.stack(
+            [
+                _segmentation_loss(lg, t, st.loss)
+                for lg, t in zip(grouped.split(logits), targets, strict=True)
+            ]
+        )
+
+    train_step: TrainStep | None = None
     running = torch.zeros(k_cells, device=rt.device)
     count = 0
     t_start = time.perf_counter()
     t_interval = t_start
     for it in range(st.iterations):
         done = it + 1
-        optimizer.zero_grad(set_to_none=True)
         pairs = [cell_batch(c, it) for c in states]
-        x = grouped.stack([p[0] for p in pairs])
-        with autocast_context(rt.device, rt.amp):
-            logits = grouped(_images(x, rt))
-        losses = torch.stack(
-            [
-                _segmentation_loss(lg, p[1], st.loss)
-                for lg, p in zip(grouped.split(logits), pairs, strict=True)
-            ]
-        )
+        inputs = (grouped.stack([p[0] for p in pairs]), *(p[1] for p in pairs))
         if rt.scaler is not None:
+            optimizer.zero_grad(set_to_none=True)
+            losses = loss_fn(*inputs)
             rt.scaler.scale(losses.sum()).backward()
             rt.scaler.step(optimizer)
             rt.scaler.update()
         else:
-            losses.sum().backward()  # type: ignore[no-untyped-call]
-            optimizer.step()
+            if train_step is None:
+                train_step = TrainStep(
+                    grouped, loss_fn, optimizer, inputs, mode=step_mode, fallback=True,
+                    compile_backend=compile_backend,
+                )
+            losses = train_step(*inputs)
         running = running + losses.detach().float()
         count += 1
         is_log = done % st.log_every == 0 or done == st.iterations
