@@ -124,6 +124,39 @@ def test_k1_equals_finetune_and_baseline():
     _assert_same_result(ours_b, ref_b)
 
 
+def test_outputs_written_like_finetune(tmp_path):
+    from contrastlocal.training import load_weights, read_metrics
+
+    config = _config()
+    v = volumes()
+    cell = FinetuneCell(v["train"], v["val"], seed=7, out=tmp_path / "grouped")
+    # one cell: float32 results equal finetune's (several cells: see the float64 test above)
+    ours = finetune_grouped([cell], config)[0]
+    finetune(v["train"], v["val"], config.replace(seed=7), out=tmp_path / "ref")
+    assert ours.stage_dir == tmp_path / "grouped"
+    for name in ("best.pt", "final.pt"):
+        a, b = UNet(1, 4, channels=(4, 8, 16)), UNet(1, 4, channels=(4, 8, 16))
+        pa = load_weights(a, tmp_path / "grouped" / name)
+        pb = load_weights(b, tmp_path / "ref" / name)
+        assert pa["iteration"] == pb["iteration"]
+        assert pa.get("settings") == pb.get("settings")
+        for key, value in a.state_dict().items():
+            torch.testing.assert_close(value, b.state_dict()[key], msg=key, **TOL)
+    ra = read_metrics(tmp_path / "grouped" / "metrics.jsonl")
+    rb = read_metrics(tmp_path / "ref" / "metrics.jsonl")
+    assert [(r["iteration"], "val_dice" in r) for r in ra] == [
+        (r["iteration"], "val_dice" in r) for r in rb
+    ]
+    np.testing.assert_allclose(
+        [r.get("val_dice", r.get("loss")) for r in ra],
+        [r.get("val_dice", r.get("loss")) for r in rb], **TOL,
+    )
+    best = UNet(1, 4, channels=(4, 8, 16))
+    load_weights(best, tmp_path / "grouped" / "best.pt")
+    for key, value in best.state_dict().items():
+        torch.testing.assert_close(value, ours.network.state_dict()[key], rtol=0, atol=0)
+
+
 def test_bad_cells():
     config = _config()
     v = volumes()

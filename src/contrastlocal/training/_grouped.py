@@ -10,8 +10,9 @@ cell's ``(seed, stage, iteration)`` NumPy stream, augmentation and mixup draw fr
 ``(seed, stage, iteration)`` torch generator, validation runs every ``validate_every`` iterations
 (and at the end) on the cell's validation volumes, and the cell keeps its best validation Dice.
 
-What it does not do (the per-cell loop of ``finetune`` does): checkpoints, resume and
-``metrics.jsonl`` output, progress bars, torch.compile, several processes (DDP). A stopped
+What it does not do (the per-cell loop of ``finetune`` does): periodic checkpoints and resume
+(a cell's ``metrics.jsonl``, ``best.pt`` and ``final.pt`` are written once, after training),
+progress bars, ``runtime.compile`` (use ``step_mode``), several processes (DDP). A stopped
 (non-finite) cell stops the whole group with a ``FloatingPointError`` naming it.
 
 :func:`estimate_concurrent` sizes K from the device's memory.
@@ -24,6 +25,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,9 @@ from torch import nn
 from ..data import augment
 from ..models import GroupedUNet, UNet
 from ._graphs import StepMode, TrainStep
+from ._logging import MetricsLog
 from ._loop import autocast_context, derive_seed
+from .checkpoint import architecture_signature, save_checkpoint
 from .config import ExperimentConfig
 from .evaluation import Volume, evaluate
 from .stages import (
@@ -46,6 +50,7 @@ from .stages import (
     _one_hot,
     _runtime,
     _segmentation_loss,
+    _settings,
     _SliceBank,
     _with_overrides,
     build_unet,
@@ -82,6 +87,9 @@ class FinetuneCell:
         The cell's seed (``config.seed`` when None).
     baseline : bool
         ``train_baseline`` semantics: random initialisation, augmentation forced on.
+    out : path or None
+        The cell's output folder: after training, ``metrics.jsonl``, ``best.pt`` (with
+        validation) and ``final.pt`` are written there in the format of ``finetune``'s.
     """
 
     train: Sequence[Volume]
@@ -89,6 +97,7 @@ class FinetuneCell:
     init: nn.Module | str | os.PathLike[str] | None = None
     seed: int | None = None
     baseline: bool = False
+    out: str | os.PathLike[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -360,6 +369,30 @@ class _Cell:
     best_state: dict[str, torch.Tensor] | None = None
 
 
+def _write_outputs(stage_dir: Path, last: UNet, c: _Cell) -> None:
+    """metrics.jsonl, best.pt and final.pt of one cell, as ``finetune`` writes them."""
+    log = MetricsLog(stage_dir / "metrics.jsonl")
+    for record in sorted(
+        c.history + c.validation, key=lambda r: (r["iteration"], "val_dice" in r)
+    ):
+        log.write(record)
+    signature = architecture_signature(last)
+    if c.best_state is not None:
+        save_checkpoint(
+            stage_dir / "best.pt",
+            {"stage": "finetune", "iteration": c.best_iteration, "architecture": signature,
+             "model": c.best_state, "score": c.best_score, "metric": "val_dice"},
+        )
+    settings = _settings(
+        c.cfg, "finetune", c.train, val=[v.case_id for v in c.val], init=sorted(c.copied)
+    )
+    save_checkpoint(
+        stage_dir / "final.pt",
+        {"stage": "finetune", "iteration": c.cfg.finetune.iterations, "architecture": signature,
+         "model": last.state_dict(), "settings": settings},
+    )
+
+
 def finetune_grouped(
     cells: Sequence[FinetuneCell],
     config: ExperimentConfig | None = None,
@@ -540,8 +573,11 @@ def finetune_grouped(
                     c.best_state = grouped.state_dict_of(k)
     seconds = time.perf_counter() - t_start
     results: list[StageResult] = []
-    for k, c in enumerate(states):
+    for k, (cell, c) in enumerate(zip(cells, states, strict=True)):
         net = grouped.unet(k)
+        stage_dir = None if cell.out is None else Path(cell.out)
+        if stage_dir is not None:
+            _write_outputs(stage_dir, net, c)
         if c.best_state is not None:
             net.load_state_dict(c.best_state)
         net.train()
@@ -549,7 +585,8 @@ def finetune_grouped(
             StageResult(
                 network=net, history=c.history, validation=c.validation,
                 best_iteration=c.best_iteration, best_score=c.best_score, seconds=seconds,
-                iterations=st.iterations, resumed_from=0, stage_dir=None, copied_keys=c.copied,
+                iterations=st.iterations, resumed_from=0, stage_dir=stage_dir,
+                copied_keys=c.copied,
             )
         )
     return results
