@@ -356,7 +356,23 @@ class GroupedUNet(nn.Module):
         return out
 
     def unet(self, k: int) -> UNet:
-        """Network `k` as a separate :class:`UNet` (same device, dtype and training mode)."""
+        """Return network `k` as a separate :class:`UNet` (same device, dtype, training mode).
+
+        Parameters
+        ----------
+        k : int
+            Group index, ``0 … K - 1``.
+
+        Returns
+        -------
+        UNet
+            A new network holding copies of group `k`'s weights and buffers.
+
+        Raises
+        ------
+        ValueError
+            If `k` is out of range.
+        """
         net = UNet(**self.architecture)
         ref = next(self.parameters())
         net.to(device=ref.device, dtype=ref.dtype)
@@ -365,11 +381,30 @@ class GroupedUNet(nn.Module):
         return net
 
     def to_unets(self) -> list[UNet]:
-        """All K networks as separate :class:`UNet` instances."""
+        """Return all K networks as separate :class:`UNet` instances.
+
+        Returns
+        -------
+        list of UNet
+            ``[self.unet(0), …, self.unet(K - 1)]``.
+        """
         return [self.unet(k) for k in range(self.groups)]
 
     def load_unet(self, k: int, source: UNet | dict[str, torch.Tensor]) -> None:
-        """Overwrite network `k`'s weights and buffers in place (from a UNet or its state dict)."""
+        """Overwrite network `k`'s weights and buffers in place.
+
+        Parameters
+        ----------
+        k : int
+            Group index, ``0 … K - 1``.
+        source : UNet or dict of str to tensor
+            A network of the same architecture, or its state dict.
+
+        Raises
+        ------
+        ValueError
+            If `k` is out of range.
+        """
         check_int_in_range(k, "k", 0, self.groups - 1)
         state = source.state_dict() if isinstance(source, nn.Module) else source
         own = self.state_dict()
@@ -380,14 +415,46 @@ class GroupedUNet(nn.Module):
 
     # ------------------------------------------------------------------------- layout
     def stack(self, parts: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Concatenate K per-network batches (B, C, …) into the grouped layout (B, K·C, …)."""
+        """Concatenate K per-network batches into the grouped layout.
+
+        Parameters
+        ----------
+        parts : sequence of tensor of shape (B, C, ...)
+            Network k's batch at position k.
+
+        Returns
+        -------
+        tensor of shape (B, K·C, ...)
+            The grouped input.
+
+        Raises
+        ------
+        ValueError
+            If `parts` does not hold K tensors.
+        """
         if len(parts) != self.groups:
             msg = f"`parts` must hold {self.groups} tensors (one per network); got {len(parts)}."
             raise ValueError(msg)
         return torch.cat(list(parts), dim=1)
 
     def split(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Split a grouped tensor (B, K·C, …) into K per-network views (B, C, …)."""
+        """Split a grouped tensor into K per-network views.
+
+        Parameters
+        ----------
+        x : tensor of shape (B, K·C, ...)
+            A grouped input or output.
+
+        Returns
+        -------
+        list of tensor of shape (B, C, ...)
+            Network k's block at position k (views, no copy).
+
+        Raises
+        ------
+        ValueError
+            If dim 1 is not divisible by K.
+        """
         if x.ndim < 2 or x.shape[1] % self.groups:
             msg = (
                 f"`x` must have a channel axis (dim 1) divisible by groups = {self.groups}; "
@@ -398,7 +465,7 @@ class GroupedUNet(nn.Module):
 
     # ------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits of the K networks, (B, K·out_channels, H, W[, Z]).
+        """Compute the logits of the K networks, (B, K·out_channels, H, W[, Z]).
 
         Parameters
         ----------
