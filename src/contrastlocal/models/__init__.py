@@ -7,6 +7,7 @@ local loss the output of the first l decoder blocks.
 
 from __future__ import annotations
 
+from ._grouped import GroupedUNet
 from ._heads import GlobalProjectionHead, LocalProjectionHead
 from ._stages import (
     GlobalPretrainNetwork,
@@ -23,6 +24,7 @@ from ._unet import UNet
 __all__ = [
     "GlobalPretrainNetwork",
     "GlobalProjectionHead",
+    "GroupedUNet",
     "LocalPretrainNetwork",
     "LocalProjectionHead",
     "UNet",
