@@ -613,10 +613,9 @@ def _run_recipe(
     t0 = time.perf_counter()
     # under torchrun: the process group first; rank 0 prepares the cache, the others reuse it,
     # and only rank 0 evaluates and writes files (the stages write on rank 0 only)
-    from contrastlocal.training import _distributed
-    from contrastlocal.training.stages import _resolve_device
+    from contrastlocal.training import _distributed, init_distributed
 
-    _distributed.setup(_resolve_device(cfg.runtime.device))
+    init_distributed(cfg.runtime.device)
     main = _distributed.is_main()
     if not main:
         log = _quiet  # one report per run: rank 0 prints, as it alone writes the files

@@ -10,6 +10,7 @@ the checkpoint by validation 3D Dice; :func:`train_baseline` is stage 3 from ran
 
 from __future__ import annotations
 
+from ._distributed import init_distributed
 from ._logging import read_metrics
 from .checkpoint import (
     architecture_signature,
@@ -66,6 +67,7 @@ __all__ = [
     "finetune",
     "format_results_table",
     "hd95_per_class",
+    "init_distributed",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",

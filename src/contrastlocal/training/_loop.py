@@ -85,6 +85,8 @@ class LoopSpec:
     callback: Callable[[int, dict[str, Any]], None] | None = None
     #: the network written to final.pt / best.pt (default: `model`)
     export: nn.Module | None = None
+    #: ids of the parameters whose gradients a DDP wrapper averages (the loop averages the rest)
+    ddp_managed: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -249,12 +251,12 @@ def run_loop(spec: LoopSpec) -> LoopResult:
             loss = spec.step(it)
             if spec.scaler is not None:
                 spec.scaler.scale(loss).backward()
-                _distributed.average_gradients(params)  # those no DDP wrapper averaged
+                _distributed.average_gradients(params, spec.ddp_managed)  # no DDP wrapper's
                 spec.scaler.step(spec.optimizer)
                 spec.scaler.update()
             else:
                 loss.backward()  # type: ignore[no-untyped-call]
-                _distributed.average_gradients(params)
+                _distributed.average_gradients(params, spec.ddp_managed)
                 spec.optimizer.step()
             value = loss.detach().float()
             running = running + value
