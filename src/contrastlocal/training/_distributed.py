@@ -55,7 +55,7 @@ def barrier() -> None:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The device a ``runtime.device`` name means (``auto``: CUDA when available)."""
+    """Return the device a ``runtime.device`` name means (``auto``: CUDA when available)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
@@ -107,7 +107,7 @@ def setup(device: torch.device) -> torch.device:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """This rank's device: ``cuda`` without an index means the rank's local GPU."""
+    """Return the device of this rank (``cuda`` without an index: the rank's local GPU)."""
     if active() and device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return device

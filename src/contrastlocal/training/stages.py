@@ -305,14 +305,16 @@ def _prepare_module(net: nn.Module, rt: _Runtime) -> nn.Module:
 def _forward_fn(
     net: nn.Module, rt: _Runtime, *, ddp: bool = True, find_unused: bool = False
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], frozenset[int]]:
-    """The forward function of a stage and the ids of the parameters its DDP wrapper averages.
+    """Return a stage's forward function and the ids of the parameters its DDP wrapper averages.
 
     Several processes: `net` goes through DDP (``ddp=False``: the loop averages the gradients
     instead). ``runtime.compile`` compiles the module the stage forwards through, i.e. the DDP
     wrapper itself (torch's documented order), so the compiled step still averages gradients.
     """
     wrapped = (
-        _distributed.wrap(net, rt.device, sync_batchnorm=rt.sync_batchnorm, find_unused=find_unused)
+        _distributed.wrap(
+            net, rt.device, sync_batchnorm=rt.sync_batchnorm, find_unused=find_unused
+        )
         if ddp
         else _distributed.Wrapped(net)
     )
