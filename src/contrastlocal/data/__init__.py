@@ -41,6 +41,8 @@ _LAZY: dict[str, str] = {
     "SliceDataset": "contrastlocal.data.slices",
     "collate_slices": "contrastlocal.data.slices",
     "two_views": "contrastlocal.data.augment",
+    "Volume": "contrastlocal.data.volumes",
+    "load_volumes": "contrastlocal.data.volumes",
 }
 
 __all__ = sorted(_LAZY)

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from ..samplers import slice_partition
 from .preprocess import Geometry, PreprocessConfig
 
 __all__ = [
@@ -142,7 +143,7 @@ def _atomic_write_bytes(path: Path, writer: Any) -> None:
 
 
 def _partitions(num_slices: int, num_partitions: int) -> list[int]:
-    return [z * num_partitions // num_slices for z in range(num_slices)]
+    return [int(p) for p in slice_partition(np.arange(num_slices), num_slices, num_partitions)]
 
 
 class CacheWriter:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..data.volumes import Volume
 from .config import ExperimentConfig, preset
-from .evaluation import Volume, evaluate
+from .evaluation import evaluate
 from .results import format_results_table, write_results
 from .stages import finetune, pretrain_global, pretrain_local
 

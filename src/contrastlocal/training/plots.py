@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..samplers import slice_partition
+
 __all__ = [
     "pca_2d",
     "plot_dice_per_class",
@@ -389,7 +391,7 @@ def plot_results_summary(
 
 def _partition_slices(num_slices: int, num_partitions: int) -> list[tuple[int, int]]:
     """[start, stop) of each partition: slice z is in partition floor(z * S / Z)."""
-    p = (np.arange(num_slices) * num_partitions) // num_slices
+    p = slice_partition(np.arange(num_slices), num_slices, num_partitions)
     out = []
     for s in range(num_partitions):
         idx = np.flatnonzero(p == s)

@@ -28,6 +28,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from ..data import augment
 from ..data.slices import SliceDataset
+from ..data.volumes import Volume
 from ..models import (
     GlobalPretrainNetwork,
     LocalPretrainNetwork,
@@ -50,7 +51,7 @@ from .config import (
     config_to_dict,
     preset,
 )
-from .evaluation import Volume, evaluate
+from .evaluation import evaluate
 
 __all__ = [
     "StageResult",
