@@ -158,7 +158,7 @@ def _bad_cases(tmp: Path, data: Path) -> list[tuple[list[str], str]]:
             "--encoder",
         ),
         (["evaluate", "--dataset", "acdc", "--data", str(data), "--out", "o"], "--checkpoint"),
-        (["prepare", "acdc", "--root", str(tmp / "missing"), "--out", str(tmp / "c")], "missing"),
+        (["prepare", "acdc", "--data", str(tmp / "missing"), "--out", str(tmp / "c")], "missing"),
     ]
 
 

@@ -5,12 +5,15 @@ stage 2 (:func:`pretrain_local`) the first l decoder blocks and g_2 with a local
 the frozen encoder, stage 3 (:func:`finetune`) the whole UNet on a few labelled volumes, choosing
 the checkpoint by validation 3D Dice; :func:`train_baseline` is stage 3 from random weights and
 :func:`pretrain_joint` optimises L_g + λ_l·L_l in one stage. :func:`evaluate` reports per-class
-3D Dice and HD95 at native resolution.
+3D Dice and HD95 at native resolution. :func:`run_recipe` runs the whole recipe (stages,
+fine-tuning grid, evaluation, tables and plots); its steps (:func:`plan_stages`,
+:func:`plan_cells`, :func:`run_stage`, :func:`run_cell`) are callable one by one, keyed by their
+settings.
 """
 
 from __future__ import annotations
 
-from ._distributed import init_distributed
+from ._distributed import init_distributed, is_main_process, main_process_first
 from ._logging import read_metrics
 from .checkpoint import (
     architecture_signature,
@@ -35,6 +38,26 @@ from .config import (
 )
 from .evaluation import EvaluationResult, Volume, evaluate, load_volumes, predict_volume
 from .metrics import dice_per_class, hd95_per_class, surface_distances
+from .recipe import (
+    KEYED_LAYOUT,
+    RUN_LAYOUT,
+    CellOutcome,
+    FinetuneCell,
+    Layout,
+    RecipePlan,
+    RecipeResult,
+    StageCell,
+    init_keys,
+    open_run_directory,
+    plan_cells,
+    plan_recipe,
+    plan_stages,
+    run_cell,
+    run_recipe,
+    run_stage,
+    select_labelled,
+    settings_key,
+)
 from .results import INIT_LABELS, format_results_table, results_to_csv, write_results
 from .stages import (
     StageResult,
@@ -49,13 +72,21 @@ from .stages import (
 __all__ = [
     "DATASETS",
     "INIT_LABELS",
+    "KEYED_LAYOUT",
+    "RUN_LAYOUT",
+    "CellOutcome",
     "EvaluationResult",
     "ExperimentConfig",
+    "FinetuneCell",
     "FinetuneConfig",
     "GlobalStageConfig",
+    "Layout",
     "LocalStageConfig",
     "ModelConfig",
+    "RecipePlan",
+    "RecipeResult",
     "RuntimeConfig",
+    "StageCell",
     "StageResult",
     "Volume",
     "architecture_signature",
@@ -68,12 +99,19 @@ __all__ = [
     "format_results_table",
     "hd95_per_class",
     "init_distributed",
+    "init_keys",
+    "is_main_process",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
     "load_volumes",
     "load_weights",
+    "main_process_first",
+    "open_run_directory",
+    "plan_cells",
+    "plan_recipe",
+    "plan_stages",
     "predict_volume",
     "preset",
     "pretrain_global",
@@ -81,7 +119,12 @@ __all__ = [
     "pretrain_local",
     "read_metrics",
     "results_to_csv",
+    "run_cell",
+    "run_recipe",
+    "run_stage",
     "save_checkpoint",
+    "select_labelled",
+    "settings_key",
     "surface_distances",
     "train_baseline",
     "write_results",

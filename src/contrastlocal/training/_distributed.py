@@ -21,7 +21,9 @@ With one process (no ``WORLD_SIZE`` > 1 and no initialised group) everything her
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,38 @@ def is_main() -> bool:
 def barrier() -> None:
     if active():
         dist.barrier()
+
+
+def is_main_process() -> bool:
+    """Return whether this process is rank 0 (always True with one process).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import is_main_process
+    >>> is_main_process()
+    True
+    """
+    return is_main()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the body on rank 0 first, then on the other ranks (e.g. preparing a shared cache).
+
+    With one process it just runs the body.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import main_process_first
+    >>> with main_process_first():
+    ...     pass
+    """
+    main = is_main()
+    if not main:
+        barrier()
+    yield
+    if main:
+        barrier()
 
 
 def resolve_device(name: str) -> torch.device:
