@@ -8,8 +8,8 @@ one-line message on standard error and exit status 2, never a traceback.
 Sub-commands: ``demo`` (the recipe on synthetic data, CPU, no download), ``run`` (a dataset as
 distributed: prepare, three stages, baseline, table, plots), one per stage (``pretrain-global``,
 ``pretrain-local``, ``finetune``, ``baseline``, ``evaluate``) and ``prepare`` (the cache only).
-The package holds the parser (:mod:`.parser`), the commands (:mod:`.commands`), the settings
-(:mod:`.settings`: preset, TOML, ``--set``) and the dataset folder of a command (:mod:`.data`).
+The package holds the parser (``_parser``), the commands (``_commands``), the settings
+(``_settings``: preset, TOML, ``--set``) and the dataset folder of a command (``_data``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .parser import build_parser
-from .settings import parse_set_option
+from ._parser import build_parser
+from ._settings import parse_set_option
 
-__all__ = ["build_parser", "demo_plots", "main", "parse_set_option"]
+__all__ = ["build_parser", "main", "parse_set_option"]
 
 
 def __getattr__(name: str) -> Any:

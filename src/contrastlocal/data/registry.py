@@ -51,6 +51,13 @@ class DatasetInfo:
         The paper's |X_tr| values (labelled training volumes, or images for Cityscapes).
     num_combinations : int
         Combinations (different draws of the labelled set) per |X_tr| in the paper.
+
+    Examples
+    --------
+    >>> from contrastlocal.data.registry import DATASETS
+    >>> info = DATASETS["prostate"]
+    >>> info.reader, info.num_classes, info.preparable, DATASETS["synthetic"].preparable
+    ('ProstateReader', 3, True, False)
     """
 
     name: str
@@ -98,7 +105,25 @@ class DatasetInfo:
         return config
 
     def open_reader(self, root: str | os.PathLike[str], **options: Any) -> DatasetReader:
-        """Return the reader of the dataset folder `root` (see :func:`get_reader`)."""
+        """Return the reader of the dataset folder `root`.
+
+        Parameters
+        ----------
+        root : path
+            The dataset folder as distributed.
+        **options : Any
+            Reader options (see :func:`contrastlocal.data.readers.get_reader`).
+
+        Returns
+        -------
+        DatasetReader
+            The reader, with ``case_ids`` and ``read(case_id)``.
+
+        Raises
+        ------
+        ValueError
+            If the dataset is generated in memory (no reader).
+        """
         from .readers import get_reader
 
         if self.reader is None:

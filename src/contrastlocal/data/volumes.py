@@ -213,6 +213,13 @@ class PreparedDataset:
         The prepared cache.
     splits : DatasetSplits
         Pre-training, test and fine-tuning ids (all present in the cache).
+
+    Examples
+    --------
+    >>> from contrastlocal.data import open_dataset
+    >>> data = open_dataset("acdc", "ACDC/database", "cache")  # doctest: +SKIP
+    >>> len(data.pretrain_volumes()), sorted(data.labelled())  # doctest: +SKIP
+    (52, [1, 2, 8])
     """
 
     dataset: str
@@ -221,7 +228,21 @@ class PreparedDataset:
     splits: DatasetSplits
 
     def volumes(self, ids: Sequence[str], *, native: bool) -> list[Volume]:
-        """Load `ids` from the cache; ``native=True`` adds the native labels (evaluation)."""
+        """Load volumes from the cache.
+
+        Parameters
+        ----------
+        ids : sequence of str
+            Case ids, in order.
+        native : bool
+            Also read the native labels from the dataset folder (evaluation at native
+            resolution).
+
+        Returns
+        -------
+        list of Volume
+            One per id.
+        """
         from .registry import get_dataset
 
         labels = None
@@ -235,21 +256,45 @@ class PreparedDataset:
         return load_volumes(self.cache, list(ids), native_labels=labels)
 
     def labelled(self) -> dict[int, list[int]]:
-        """Return ``{|X_tr|: combinations}`` of the fine-tuning splits."""
+        """Return ``{|X_tr|: combinations}`` of the fine-tuning splits.
+
+        Returns
+        -------
+        dict of int to list of int
+            Sorted combinations per |X_tr|.
+        """
         return {k: sorted(v) for k, v in self.splits.finetune.items()}
 
     def pretrain_volumes(self) -> list[Volume]:
-        """Return the pre-training volumes (processed grid)."""
+        """Return the pre-training volumes (processed grid).
+
+        Returns
+        -------
+        list of Volume
+            The volumes of ``splits.pretrain``.
+        """
         return self.volumes(self.splits.pretrain, native=False)
 
     def test_volumes(self) -> list[Volume]:
-        """Return the test volumes, with native labels (evaluation at native resolution)."""
+        """Return the test volumes, with native labels (evaluation at native resolution).
+
+        Returns
+        -------
+        list of Volume
+            The volumes of ``splits.test``.
+        """
         return self.volumes(self.splits.test, native=True)
 
     def finetune_volumes(
         self,
     ) -> Mapping[int, Mapping[int, tuple[Sequence[Volume], Sequence[Volume]]]]:
-        """Return ``[|X_tr|][combination] -> (train, val)``, each set loaded when accessed."""
+        """Return ``[|X_tr|][combination] -> (train, val)``, each set loaded when accessed.
+
+        Returns
+        -------
+        mapping
+            The fine-tuning sets, as :func:`~contrastlocal.training.run_recipe` takes them.
+        """
         return _LazySplits(self)
 
 

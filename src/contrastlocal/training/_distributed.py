@@ -59,6 +59,11 @@ def barrier() -> None:
 def is_main_process() -> bool:
     """Return whether this process is rank 0 (always True with one process).
 
+    Returns
+    -------
+    bool
+        True on rank 0, or without a process group of several processes.
+
     Examples
     --------
     >>> from contrastlocal.training import is_main_process
@@ -73,6 +78,11 @@ def main_process_first() -> Iterator[None]:
     """Run the body on rank 0 first, then on the other ranks (e.g. preparing a shared cache).
 
     With one process it just runs the body.
+
+    Yields
+    ------
+    None
+        Control, once the earlier ranks are done (rank 0 first).
 
     Examples
     --------

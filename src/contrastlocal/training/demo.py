@@ -168,6 +168,13 @@ def demo_volumes(seed: int, settings: DemoSettings) -> dict[str, list[Volume]]:
     -------
     dict
         ``{"labelled": [...], "val": [...], "test": [...]}``.
+
+    Examples
+    --------
+    >>> from contrastlocal.training.demo import demo_settings, demo_volumes
+    >>> data = demo_volumes(0, demo_settings(quick=True))
+    >>> {k: len(v) for k, v in data.items()}
+    {'labelled': 2, 'val': 1, 'test': 1}
     """
     s = settings
     vols = _make(max(s.num_labelled) + s.num_val + s.num_test, 20_000 + seed, s)
@@ -177,7 +184,27 @@ def demo_volumes(seed: int, settings: DemoSettings) -> dict[str, list[Volume]]:
 
 
 def demo_cell_dir(seed: int, init: str, num_labelled: int) -> str:
-    """Return the folder (relative to the demo's output) of one fine-tuning run."""
+    """Return the folder (relative to the demo's output) of one fine-tuning run.
+
+    Parameters
+    ----------
+    seed : int
+        The demo seed.
+    init : str
+        The row (``"random"``, ``"GD"``, ``"GD+LD"``).
+    num_labelled : int
+        |X_tr|.
+
+    Returns
+    -------
+    str
+        ``"seed<seed>/finetune_<init>_n<num_labelled>"``.
+
+    Examples
+    --------
+    >>> demo_cell_dir(1, "GD+LD", 2)
+    'seed1/finetune_GD+LD_n2'
+    """
     return f"seed{seed}/finetune_{init}_n{num_labelled}"
 
 

@@ -139,6 +139,13 @@ class StageCell:
         Its output directory (None: nothing written).
     parent : StageCell or None
         Stage 2's stage 1.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import plan_stages, preset
+    >>> g, loc = plan_stages(preset("acdc"))
+    >>> g.kind, loc.kind, loc.parent.key == g.key, len(g.key)
+    ('global', 'local', True, 16)
     """
 
     kind: Literal["global", "local"]
@@ -168,6 +175,13 @@ class FinetuneCell:
         Its output directory.
     source : StageCell or None
         The stage whose network initialises it (None: random weights).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import plan_recipe, preset
+    >>> cell = plan_recipe(preset("acdc"), {2: [3]}, out="run").cells[1]
+    >>> cell.name, cell.source.kind, cell.directory.as_posix()
+    ('GD_n2_c3', 'global', 'run/finetune/GD_n2_c3')
     """
 
     init: str
@@ -194,6 +208,14 @@ class Layout:
         ``stage(cell) -> relative path`` of a :class:`StageCell`.
     cell : callable
         ``cell(cell) -> relative path`` of a :class:`FinetuneCell`.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import Layout, plan_recipe, preset
+    >>> flat = Layout(stage=lambda s: s.kind, cell=lambda c: c.name)
+    >>> [c.directory.name for c in plan_recipe(preset("acdc"), {1: [1]}, out="r",
+    ...                                         layout=flat).cells]
+    ['random_n1_c1', 'GD_n1_c1', 'GD+LD_n1_c1']
     """
 
     stage: Callable[[StageCell], str]
@@ -364,6 +386,13 @@ class RecipePlan:
         Every fine-tuning cell, in the order they run.
     rows : tuple of str
         Row keys of the results table, in order.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import plan_recipe, preset
+    >>> plan = plan_recipe(preset("prostate"), {1: [1, 2]})
+    >>> plan.rows, len(plan.cells), plan.stages[1].parent is plan.stages[0]
+    (('random', 'GD', 'GD+LD'), 6, True)
     """
 
     config: ExperimentConfig
@@ -396,8 +425,20 @@ def plan_recipe(
 
     Parameters
     ----------
-    config, labelled, out, layout, rows, tag_config, data_tag
+    config : ExperimentConfig
+        The settings.
+    labelled : mapping or sequence of pairs
+        ``{|X_tr|: combinations}``, as in :func:`plan_cells`.
+    out : path, optional
+        The run's output directory.
+    layout : Layout, default RUN_LAYOUT
+        Where each cell writes.
+    rows : sequence of str, optional
+        Rows to run (default: all three).
+    tag_config : bool, default False
         As in :func:`plan_cells`.
+    data_tag : str, default ""
+        Names the data in the keys.
 
     Returns
     -------
@@ -500,6 +541,16 @@ def open_run_directory(
     -------
     Path or None
         `out` as a path.
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> from contrastlocal.training import open_run_directory, preset
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = open_run_directory(Path(tmp) / "run", preset("acdc"))
+    ...     json.loads((path / "config.json").read_text())["dataset"]
+    'acdc'
     """
     if out is None:
         return None
@@ -535,6 +586,20 @@ def run_stage(
     StageResult
         As :func:`~contrastlocal.training.pretrain_global` /
         :func:`~contrastlocal.training.pretrain_local`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, plan_stages, preset, run_stage
+    >>> rng = np.random.default_rng(0)
+    >>> vols = [Volume(rng.random((8, 32, 32), dtype=np.float32), case_id=str(i))
+    ...         for i in range(4)]
+    >>> cfg = preset("synthetic", **{"model.image_size": (32, 32), "model.channels": (4, 8, 8, 8),
+    ...                              "global_stage.iterations": 1,
+    ...                              "global_stage.volumes_per_batch": 2,
+    ...                              "runtime.progress": False})
+    >>> run_stage(plan_stages(cfg)[0], vols).iterations
+    1
     """
     if cell.kind == "global":
         return pretrain_global(volumes, cell.config, out=cell.directory, resume=resume)
@@ -568,6 +633,21 @@ def run_cell(
     -------
     StageResult
         As :func:`~contrastlocal.training.finetune`, with the best validation checkpoint.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, plan_cells, plan_stages, preset, run_cell
+    >>> rng = np.random.default_rng(0)
+    >>> vols = [Volume(rng.random((8, 32, 32), dtype=np.float32),
+    ...                rng.integers(0, 4, (8, 32, 32)).astype(np.uint8), case_id=str(i))
+    ...         for i in range(2)]
+    >>> cfg = preset("synthetic", **{"model.image_size": (32, 32), "model.channels": (4, 8, 8, 8),
+    ...                              "finetune.iterations": 1, "finetune.batch_size": 2,
+    ...                              "finetune.validate_every": 1, "runtime.progress": False})
+    >>> baseline = plan_cells(cfg, {1: [1]}, plan_stages(cfg), rows=["random"])[0]
+    >>> run_cell(baseline, vols[:1], vols[1:]).best_iteration
+    1
     """
     if cell.source is None:
         return train_baseline(train, val, cell.config, out=cell.directory, resume=resume)
@@ -588,6 +668,13 @@ class CellOutcome:
         Its scores on the test volumes.
     seconds : float
         Wall time of training and evaluation.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import run_recipe
+    >>> outcome = run_recipe(pretrain, splits, test, config).outcomes[0]  # doctest: +SKIP
+    >>> outcome.cell.name, outcome.evaluation.mean_dice  # doctest: +SKIP
+    ('random_n1_c1', 0.62)
     """
 
     cell: FinetuneCell
@@ -596,7 +683,13 @@ class CellOutcome:
     seconds: float
 
     def record(self) -> dict[str, Any]:
-        """Return the per-volume record written to ``evaluation.json``."""
+        """Return the per-volume record written to ``evaluation.json``.
+
+        Returns
+        -------
+        dict
+            ``summary``, ``volumes``, ``best_iteration`` and ``best_validation_dice``.
+        """
         return {
             "summary": self.evaluation.summary(),
             "volumes": self.evaluation.per_volume(),
@@ -626,6 +719,13 @@ class RecipeResult:
         Tables, evaluation and plots written.
     seconds : float
         Wall time.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import run_recipe
+    >>> result = run_recipe(pretrain, splits, test, config, out="run")  # doctest: +SKIP
+    >>> result.finite, sorted(result.results)  # doctest: +SKIP
+    (True, ['GD', 'GD+LD', 'random'])
     """
 
     plan: RecipePlan

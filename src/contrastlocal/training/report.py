@@ -55,6 +55,19 @@ def write_recipe_report(
     -------
     list of Path
         The files written.
+
+    Raises
+    ------
+    ValueError
+        If `result` has no output directory.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import run_recipe
+    >>> from contrastlocal.training.report import write_recipe_report
+    >>> result = run_recipe(pretrain, splits, test, config, out="run")  # doctest: +SKIP
+    >>> [p.name for p in write_recipe_report(result, pretrain, plots=False)]  # doctest: +SKIP
+    ['results.json', 'evaluation.json', 'results.md', 'results.csv']
     """
     say = log if log is not None else (lambda _text: None)
     if result.out is None:
@@ -174,6 +187,17 @@ def global_embeddings(
     -------
     (ndarray of shape (N, D), ndarray of shape (N,))
         Embeddings and partitions of the N slices.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from contrastlocal.models import GlobalPretrainNetwork, UNet
+    >>> from contrastlocal.training import Volume
+    >>> net = GlobalPretrainNetwork(UNet(channels=(4, 8)), (16, 16), 8, 4)
+    >>> vols = [Volume(np.zeros((6, 16, 16), np.float32))]
+    >>> emb, parts = global_embeddings(net, vols, num_partitions=3)
+    >>> emb.shape, parts.tolist()
+    ((6, 4), [0, 0, 1, 1, 2, 2])
     """
     rows, parts = [], []
     was = network.training
@@ -238,6 +262,18 @@ def pretrain_plots(
     -------
     list of Path
         ``partitions.png`` and ``embeddings.png`` (those written).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from contrastlocal.training import Volume, preset
+    >>> vols = [Volume(np.random.default_rng(i).random((8, 16, 16), dtype=np.float32))
+    ...         for i in range(2)]
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     [p.name for p in pretrain_plots(preset("acdc"), vols, None, Path(tmp), "G^D")]
+    ['partitions.png']
     """
     from .plots import plot_embedding_projection, plot_partition_grid
 

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .data import prepare
-from .settings import UsageError, experiment
+from ._data import prepare
+from ._settings import UsageError, experiment
 
 if TYPE_CHECKING:
     from contrastlocal.data.volumes import PreparedDataset

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .settings import UsageError
+from ._settings import UsageError
 
 if TYPE_CHECKING:
     from contrastlocal.data.volumes import PreparedDataset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from . import commands
+from . import _commands as commands
 
 __all__ = ["build_parser"]
 
