@@ -8,7 +8,8 @@ three initialisations — random (the baseline of ``contrastlocal run``:
 decoder blocks) — are fine-tuned with the *same* budget, batch, augmentation and validation-based
 checkpoint selection on |X_tr| = 1 and 2 labelled volumes and scored on held-out test volumes
 (mean foreground 3D Dice). No seed is selected or dropped. The stages and cells are those of
-:mod:`contrastlocal.training.recipe` (:func:`plan_stages`, :func:`plan_cells`), so every row
+:mod:`contrastlocal.training.recipe` (:func:`~contrastlocal.training.plan_stages`,
+:func:`~contrastlocal.training.plan_cells`), so every row
 means what it means in ``contrastlocal run``.
 """
 
@@ -24,7 +25,7 @@ from pathlib import Path
 from ..data.volumes import Volume
 from .config import ExperimentConfig, preset
 from .evaluation import evaluate
-from .recipe import Layout, plan_cells, plan_stages, run_cell, run_stage
+from .recipe import Layout, plan_cells, plan_stages, run_cell, run_stage, threads_of
 from .results import format_results_table, write_results
 
 __all__ = [
@@ -274,13 +275,9 @@ def run_demo(
     if not seeds:
         msg = "`seeds` must hold at least one seed; got an empty sequence."
         raise ValueError(msg)
-    import torch
-
-    threads = torch.get_num_threads()  # the stages set the demo's thread count; restore it after
-    try:
+    # the demo's thread count (runtime.num_threads) for the whole run, the caller's after
+    with threads_of(demo_settings(quick=quick).config):
         return _run_demo(out, seeds=seeds, quick=quick, progress=progress, log=log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _load_average() -> float | None:

@@ -1,17 +1,21 @@
 """The three-stage recipe as a Python API: plan, pre-train, fine-tune every cell, evaluate, report.
 
-:func:`run_recipe` is the whole recipe on volumes already in memory (``contrastlocal run``, the
-demo and the examples call it); its steps are public and keyed by their settings, so that a
-caller running many configurations (a table of the paper) can share what they have in common:
+:func:`~contrastlocal.training.run_recipe` is the whole recipe on volumes already in memory
+(``contrastlocal run``, the demo and the examples call it); its steps are public and keyed by
+their settings, so that a caller running many configurations (a table of the paper) can share
+what they have in common:
 
-- :func:`plan_stages` gives the two pre-training :class:`StageCell` (stage 1, global loss; stage
-  2, local loss on the stage-1 encoder) and :func:`plan_cells` the :class:`FinetuneCell` of every
-  (initialisation, |X_tr|, combination); each cell has a deterministic ``key`` computed from every
-  setting that determines its result (a stage 2 includes its stage 1's key, a fine-tuning cell
-  its initialising stage's key) and its own output directory, chosen by a :class:`Layout`;
-- :func:`run_stage` and :func:`run_cell` run one cell (resuming from its checkpoints);
-- :func:`open_run_directory` is the one place where a run's output directory is created and its
-  settings recorded before any work starts.
+- :func:`~contrastlocal.training.plan_stages` gives the two pre-training
+  :class:`~contrastlocal.training.StageCell` (stage 1, global loss; stage 2, local loss on the
+  stage-1 encoder) and :func:`~contrastlocal.training.plan_cells` the
+  :class:`~contrastlocal.training.FinetuneCell` of every (initialisation, |X_tr|, combination);
+  each cell has a deterministic ``key`` computed from every setting that determines its result
+  (a stage 2 includes its stage 1's key, a fine-tuning cell its initialising stage's key) and its
+  own output directory, chosen by a :class:`~contrastlocal.training.Layout`;
+- :func:`~contrastlocal.training.run_stage` and :func:`~contrastlocal.training.run_cell` run one
+  cell (resuming from its checkpoints);
+- :func:`~contrastlocal.training.open_run_directory` is the one place where a run's output
+  directory is created and its settings recorded before any work starts.
 
 Rows of the results: ``"random"`` is :func:`~contrastlocal.training.train_baseline` (random
 weights, affine + elastic augmentation: the paper's baseline), ``"GD"`` (or ``"GR"``, ...) is
@@ -202,7 +206,7 @@ class FinetuneCell:
 class Layout:
     """Where each cell writes, relative to the run's output directory.
 
-    Attributes
+    Parameters
     ----------
     stage : callable
         ``stage(cell) -> relative path`` of a :class:`StageCell`.
@@ -746,7 +750,7 @@ class RecipeResult:
 
 
 @contextlib.contextmanager
-def _threads(config: ExperimentConfig) -> Iterator[None]:
+def threads_of(config: ExperimentConfig) -> Iterator[None]:
     """Use ``runtime.num_threads`` for the whole run (stages and evaluation); restore after."""
     before = torch.get_num_threads()
     try:
@@ -837,7 +841,7 @@ def run_recipe(
     [0.41]
     """
     t0 = time.perf_counter()
-    with _threads(config):
+    with threads_of(config):
         _distributed.init_distributed(config.runtime.device)
         main = _distributed.is_main()
         say = log if (log is not None and main) else _silent

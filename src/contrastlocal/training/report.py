@@ -4,7 +4,7 @@
 (``results.json`` / ``.md`` / ``.csv``, ``evaluation.json``, ``plots/*.png``), :func:`demo_plots`
 the demo's figures, :func:`pretrain_plots` the partition grid and the embeddings before and after
 stage 1. The drawing itself is :mod:`contrastlocal.training.plots`; the tables are
-:mod:`contrastlocal.training.results`.
+:func:`~contrastlocal.training.write_results`.
 """
 
 from __future__ import annotations
