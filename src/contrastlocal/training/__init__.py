@@ -38,26 +38,28 @@ from .config import (
 )
 from .evaluation import EvaluationResult, Volume, evaluate, load_volumes, predict_volume
 from .metrics import dice_per_class, hd95_per_class, surface_distances
-from .recipe import (
+from .plan import (
     KEYED_LAYOUT,
     RUN_LAYOUT,
-    CellOutcome,
     FinetuneCell,
-    FinetuneSplits,
     Layout,
     RecipePlan,
-    RecipeResult,
     StageCell,
     init_keys,
-    open_run_directory,
     plan_cells,
     plan_recipe,
     plan_stages,
+    select_labelled,
+    settings_key,
+)
+from .recipe import (
+    CellOutcome,
+    FinetuneSplits,
+    RecipeResult,
+    open_run_directory,
     run_cell,
     run_recipe,
     run_stage,
-    select_labelled,
-    settings_key,
 )
 from .results import INIT_LABELS, format_results_table, results_to_csv, write_results
 from .stages import (

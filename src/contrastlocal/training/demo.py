@@ -25,7 +25,8 @@ from pathlib import Path
 from ..data.volumes import Volume
 from .config import ExperimentConfig, preset
 from .evaluation import evaluate
-from .recipe import Layout, plan_cells, plan_stages, run_cell, run_stage, threads_of
+from .plan import Layout, plan_cells, plan_stages
+from .recipe import run_cell, run_stage, threads_of
 from .results import format_results_table, write_results
 
 __all__ = [
