@@ -2,7 +2,9 @@
 
 Not an example by itself (its name starts with ``_``): ``acdc_full.py``, ``prostate_full.py``,
 ``mmwhs_full.py`` and ``cityscapes_full.py`` call :func:`main` with their dataset. The recipe is
-that of ``contrastlocal run`` (see ``contrastlocal run --help``):
+that of ``contrastlocal run`` (see ``contrastlocal run --help``), called through the Python API:
+:func:`contrastlocal.data.open_dataset` prepares the cache and resolves the splits,
+:func:`contrastlocal.training.run_recipe` runs everything below.
 
 1. prepare the cache from the dataset folder as distributed (once; reused after);
 2. stage 1: encoder + g_1 with the global loss (G^D; Cityscapes G^R) on the pre-training volumes;
@@ -25,28 +27,32 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from contrastlocal.cli import main as cli_main
+from contrastlocal.cli import parse_set_option
+from contrastlocal.data import open_dataset
+from contrastlocal.training import load_config, preset, run_recipe
 
 # a few iterations on 32x32 slices with a 3-level UNet: the pipeline, not the numbers
-_SMOKE_SETTINGS = [
-    "model.channels=[4, 8, 16]",
-    "model.global_hidden_features=16",
-    "global_stage.iterations=2",
-    "global_stage.volumes_per_batch=2",
-    "global_stage.log_every=1",
-    "local_stage.iterations=2",
-    "local_stage.volumes_per_batch=2",
-    "local_stage.num_decoder_blocks=1",
-    "local_stage.log_every=1",
-    "finetune.iterations=2",
-    "finetune.batch_size=2",
-    "finetune.validate_every=1",
-    "finetune.log_every=1",
-]
+_SMOKE_SETTINGS: dict[str, Any] = {
+    "model.channels": [4, 8, 16],
+    "model.global_hidden_features": 16,
+    "global_stage.iterations": 2,
+    "global_stage.volumes_per_batch": 2,
+    "global_stage.log_every": 1,
+    "local_stage.iterations": 2,
+    "local_stage.volumes_per_batch": 2,
+    "local_stage.num_decoder_blocks": 1,
+    "local_stage.log_every": 1,
+    "finetune.iterations": 2,
+    "finetune.batch_size": 2,
+    "finetune.validate_every": 1,
+    "finetune.log_every": 1,
+    "runtime.progress": False,
+}
 
 
-def _write_fixture(dataset: str, root: Path) -> tuple[Path, list[str]]:
+def _write_fixture(dataset: str, root: Path) -> tuple[Path, dict[str, Any]]:
     """Write a tiny tree in the layout of `dataset`; return it and its extra settings."""
     from contrastlocal.data import fixtures
 
@@ -59,8 +65,8 @@ def _write_fixture(dataset: str, root: Path) -> tuple[Path, list[str]]:
     else:
         path = fixtures.write_cityscapes_fixture(root, images_per_city=2)
         # Cityscapes images are read at 1/4 resolution: the 64x128 fixture gives 16x32 slices
-        return path, ["model.image_size=[16, 32]", "model.channels=[4, 8]"]
-    return path, ["model.image_size=[32, 32]"]
+        return path, {"model.image_size": [16, 32], "model.channels": [4, 8]}
+    return path, {"model.image_size": [32, 32]}
 
 
 def build_parser(dataset: str, description: str) -> argparse.ArgumentParser:
@@ -90,46 +96,52 @@ def build_parser(dataset: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
+def _ints(values: Sequence[str] | None) -> list[int] | None:
+    return None if not values else [int(v) for v in values]
+
+
 def main(dataset: str, description: str, argv: Sequence[str] | None = None) -> int:
     """Run the full recipe (or its smoke test) on `dataset`; return the exit status."""
     args = build_parser(dataset, description).parse_args(argv)
-    common = ["--device", args.device]
-    for item in args.set:
-        common += ["--set", item]
-    if args.config:
-        common += ["--config", args.config]
+    cfg = load_config(args.config) if args.config else preset(dataset)
+    cfg = cfg.replace(**parse_set_option(args.set)).replace(runtime={"device": args.device})
     if args.smoke:
         with tempfile.TemporaryDirectory(prefix=f"{dataset}_smoke_") as tmp:
-            data, extra = _write_fixture(dataset, Path(tmp) / "raw")
+            root, extra = _write_fixture(dataset, Path(tmp) / "raw")
+            device = "cpu" if args.device == "auto" else args.device
+            cfg = cfg.replace(**{**_SMOKE_SETTINGS, **extra, **parse_set_option(args.set)})
+            cfg = cfg.replace(runtime={"device": device})
             out = Path(tmp) / "run"
-            argv_run = [
-                "run", "--dataset", dataset, "--data", str(data), "--out", str(out),
-                "--splits", "auto", "--n4", "none", "--workers", "0", "--no-progress",
-                "--num-labelled", "1", "--combinations", "1",
-                "--device", "cpu" if args.device == "auto" else args.device,
-            ]  # fmt: skip
-            for item in [*_SMOKE_SETTINGS, *extra, *args.set]:
-                argv_run += ["--set", item]
-            status = cli_main(argv_run)
-            if status == 0:
-                missing = [
-                    name
-                    for name in ("results.json", "results.md", "plots/results.png")
-                    if not (out / name).is_file()
-                ]
-                if missing:
-                    print(f"smoke test: missing outputs {missing}", file=sys.stderr)
-                    return 1
-                print(f"smoke test passed ({dataset}): every stage ran end to end")
-            return status
+            data = open_dataset(dataset, root, out / "cache", image_size=cfg.model.image_size,
+                                n4="none", splits="auto", num_labelled=[1], workers=0,
+                                progress=False)  # fmt: skip
+            result = run_recipe(data.pretrain_volumes(), data.finetune_volumes(),
+                                data.test_volumes(), cfg, out=out, num_labelled=[1],
+                                combinations=[1], log=print)  # fmt: skip
+            missing = [
+                name
+                for name in ("results.json", "results.md", "plots/results.png")
+                if not (out / name).is_file()
+            ]
+            if missing:
+                print(f"smoke test: missing outputs {missing}", file=sys.stderr)
+                return 1
+            print(f"smoke test passed ({dataset}): every stage ran end to end")
+            return 0 if result.finite else 1
     if args.data is None:
         print(f"{dataset}_full.py: error: --data is required (or use --smoke)", file=sys.stderr)
         return 2
-    argv_run = ["run", "--dataset", dataset, "--data", args.data, "--out", args.out, *common]
-    if args.cache:
-        argv_run += ["--cache", args.cache]
-    if args.num_labelled:
-        argv_run += ["--num-labelled", *args.num_labelled]
-    if args.combinations:
-        argv_run += ["--combinations", *args.combinations]
-    return cli_main(argv_run)
+    cache = Path(args.cache) if args.cache else Path(args.out) / "cache"
+    data = open_dataset(dataset, args.data, cache, image_size=cfg.model.image_size)
+    result = run_recipe(
+        data.pretrain_volumes(),
+        data.finetune_volumes(),
+        data.test_volumes(),
+        cfg,
+        out=args.out,
+        num_labelled=_ints(args.num_labelled),
+        combinations=_ints(args.combinations),
+        tag_config=dataset != "cityscapes",
+        log=print,
+    )
+    return 0 if result.finite else 1

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from contrastlocal.data.volumes import Volume
 from contrastlocal.training import (
     evaluate,
     finetune,
@@ -39,7 +40,6 @@ from contrastlocal.training import (
     pretrain_local,
     write_results,
 )
-from contrastlocal.training.evaluation import Volume
 
 GRIDS = ("batch", "partitions", "decoder", "joint")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from contrastlocal.cli import demo_plots
 from contrastlocal.training import format_results_table
 from contrastlocal.training.demo import run_demo
+from contrastlocal.training.report import demo_plots
 
 
 def main() -> int:

@@ -158,7 +158,7 @@ def _bad_cases(tmp: Path, data: Path) -> list[tuple[list[str], str]]:
             "--encoder",
         ),
         (["evaluate", "--dataset", "acdc", "--data", str(data), "--out", "o"], "--checkpoint"),
-        (["prepare", "acdc", "--root", str(tmp / "missing"), "--out", str(tmp / "c")], "missing"),
+        (["prepare", "acdc", "--data", str(tmp / "missing"), "--out", str(tmp / "c")], "missing"),
     ]
 
 
@@ -320,3 +320,23 @@ def test_cli_stage_subcommands_chain_on_fixture(
     assert (g / "plots" / "partitions.png").is_file()
     assert (g / "plots" / "embeddings.png").is_file()
     assert (ft / "plots" / "dice_per_class.png").is_file()
+
+
+def test_prepare_root_is_a_deprecated_alias_of_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One word for the dataset folder (`--data`); `prepare --root` still works and warns."""
+    from contrastlocal.data.fixtures import write_acdc_fixture
+
+    data = write_acdc_fixture(tmp_path / "raw", num_patients=2, num_testing=0)
+    common = ["--out", str(tmp_path / "c"), "--n4", "none", "--workers", "0", "--no-progress"]
+    code, out_new, err_new = _run_main(["prepare", "acdc", "--data", str(data), *common], capsys)
+    assert code == 0, err_new
+    assert err_new == ""
+    code, out_old, err_old = _run_main(["prepare", "acdc", "--root", str(data), *common], capsys)
+    assert code == 0, err_old
+    assert out_old == out_new  # the same cache
+    assert "--root is deprecated; use --data" in err_old
+    code, _, err = _run_main(["prepare", "acdc", *common], capsys)
+    assert code == 2
+    assert "--data" in err

@@ -47,10 +47,17 @@ def worker(rank: int, out_dir: str, port: int) -> None:
     import torch.distributed as dist
 
     torch.set_num_threads(1)
-    from contrastlocal.training import finetune, pretrain_global, pretrain_joint, pretrain_local
+    from contrastlocal.training import (
+        finetune,
+        init_distributed,
+        pretrain_global,
+        pretrain_joint,
+        pretrain_local,
+    )
 
     from ._helpers import tiny_config, volumes
 
+    init_distributed("cpu")  # the caller starts the process group, not the stages
     run = Path(out_dir) / "run"
     writes: list[str] = []
     _record_writes(run, writes)  # on both ranks: rank 0's list shows that the hook sees writes

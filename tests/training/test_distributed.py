@@ -104,3 +104,24 @@ def test_cli_run_under_torchrun_two_processes(tmp_path):
     records = [json.loads(ln) for ln in (out / "global" / "metrics.jsonl").read_text().splitlines()]
     iterations = [r["iteration"] for r in records]
     assert iterations == [2]  # rank 0 alone writes the log (final iteration, no duplicate)
+
+
+def test_compile_under_two_processes_averages_gradients(tmp_path):
+    """``runtime.compile=True`` under 2 processes trains as the eager 2-process run does.
+
+    The compiled forward pass must go through the DDP wrapper: compiling the bare network
+    bypassed it, each rank then stepped on its own shard's gradients and rank 0's weights
+    (broadcast at the end) differed from the eager run's averaged ones.
+    """
+    from . import _distributed_compile_worker as cw
+
+    torch.multiprocessing.spawn(cw.worker, args=(str(tmp_path), _free_port()),
+                                nprocs=cw.WORLD_SIZE, join=True)
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    for stage in ("global", "finetune"):
+        for rank in ranks:
+            eager, compiled = rank[f"{stage}_compileFalse"], rank[f"{stage}_compileTrue"]
+            assert eager.keys() == compiled.keys()
+            for key, value in eager.items():
+                torch.testing.assert_close(compiled[key], value, rtol=1e-4, atol=1e-5,
+                                           msg=lambda m, s=stage, k=key: f"{s} {k}: {m}")

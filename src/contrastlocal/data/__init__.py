@@ -35,12 +35,19 @@ _LAZY: dict[str, str] = {
     "open_cache": "contrastlocal.data.cache",
     "SPLITS": "contrastlocal.data.splits",
     "get_split": "contrastlocal.data.splits",
+    "auto_splits": "contrastlocal.data.splits",
+    "DatasetInfo": "contrastlocal.data.registry",
+    "get_dataset": "contrastlocal.data.registry",
     "make_cityscapes_split": "contrastlocal.data.splits",
     "prepare_dataset": "contrastlocal.data.prepare",
     "prepare_cases": "contrastlocal.data.prepare",
     "SliceDataset": "contrastlocal.data.slices",
     "collate_slices": "contrastlocal.data.slices",
     "two_views": "contrastlocal.data.augment",
+    "Volume": "contrastlocal.data.volumes",
+    "load_volumes": "contrastlocal.data.volumes",
+    "open_dataset": "contrastlocal.data.volumes",
+    "PreparedDataset": "contrastlocal.data.volumes",
 }
 
 __all__ = sorted(_LAZY)

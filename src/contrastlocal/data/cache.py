@@ -36,6 +36,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from ..samplers import slice_partition
 from .preprocess import Geometry, PreprocessConfig
 
 __all__ = [
@@ -250,7 +251,7 @@ def cache_os_error(err: OSError, path: Path, needed: int | None = None) -> OSErr
 
 
 def _partitions(num_slices: int, num_partitions: int) -> list[int]:
-    return [z * num_partitions // num_slices for z in range(num_slices)]
+    return [int(p) for p in slice_partition(np.arange(num_slices), num_slices, num_partitions)]
 
 
 def file_fingerprint(path: str | os.PathLike[str]) -> dict[str, Any]:

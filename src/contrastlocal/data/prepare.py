@@ -46,6 +46,7 @@ from .cache import (
     file_fingerprint,
 )
 from .preprocess import PREPROCESS_PRESETS, PreprocessConfig, preprocess_case
+from .registry import PREPARABLE, get_dataset
 from .splits import DatasetSplits, make_cityscapes_split, resolve_split
 
 __all__ = [
@@ -60,8 +61,8 @@ __all__ = [
     "run_prepare",
 ]
 
-#: Datasets ``prepare`` knows (names of readers and pre-processing presets).
-DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes")
+#: Datasets ``prepare`` knows (those of the registry read from files).
+DATASETS: tuple[str, ...] = PREPARABLE
 #: What ``prepare`` does with NaN or infinite voxels: refuse the case (default) or set them to 0.
 NONFINITE_POLICIES: tuple[str, ...] = ("error", "zero")
 NonfinitePolicy = Literal["error", "zero"]
@@ -851,12 +852,18 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     --------
     >>> p = argparse.ArgumentParser()
     >>> add_prepare_arguments(p)
-    >>> args = p.parse_args(["acdc", "--root", "ACDC", "--out", "cache", "--n4", "none"])
-    >>> args.dataset, args.n4, args.split
-    ('acdc', 'none', 'all')
+    >>> args = p.parse_args(["acdc", "--data", "ACDC", "--out", "cache", "--n4", "none"])
+    >>> args.dataset, args.data, args.n4, args.split
+    ('acdc', PosixPath('ACDC'), 'none', 'all')
     """
     parser.add_argument("dataset", choices=DATASETS, help="dataset to pre-process")
-    parser.add_argument("--root", required=True, type=Path, help="dataset folder as distributed")
+    folder = parser.add_mutually_exclusive_group(required=True)
+    folder.add_argument(
+        "--data", type=Path, metavar="PATH", help="dataset folder as distributed"
+    )
+    folder.add_argument(
+        "--root", dest="data", type=Path, action=_DeprecatedAlias, help=argparse.SUPPRESS
+    )
     parser.add_argument("--out", required=True, type=Path, help="root folder of the caches")
     parser.add_argument(
         "--split",
@@ -890,6 +897,24 @@ def add_prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+class _DeprecatedAlias(argparse.Action):
+    """An old spelling of an option: stores like the new one, warns once on stderr."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use --data "
+            "(the same word as the other commands)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
 def run_prepare(args: argparse.Namespace) -> int:
     """Run ``contrastlocal prepare`` with parsed arguments.
 
@@ -911,19 +936,17 @@ def run_prepare(args: argparse.Namespace) -> int:
     >>> add_prepare_arguments(parser)
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     root = write_acdc_fixture(f"{tmp}/acdc", num_patients=2)
-    ...     args = parser.parse_args(["acdc", "--root", str(root), "--out", f"{tmp}/cache",
+    ...     args = parser.parse_args(["acdc", "--data", str(root), "--out", f"{tmp}/cache",
     ...                               "--n4", "none", "--workers", "0", "--no-progress"])
     ...     status = run_prepare(args)  # doctest: +ELLIPSIS
     /.../acdc/all-...
     >>> status
     0
     """
-    config = PREPROCESS_PRESETS[args.dataset]
-    if getattr(args, "n4", None) is not None:
-        config = replace(config, n4=args.n4)
+    config = get_dataset(args.dataset).preprocess_config(n4=getattr(args, "n4", None))
     path = prepare_dataset(
         args.dataset,
-        args.root,
+        args.data,
         args.out,
         split=args.split,
         config=config,

@@ -30,6 +30,7 @@ __all__ = [
     "CITYSCAPES_FINETUNE_SIZES",
     "SPLITS",
     "DatasetSplits",
+    "auto_splits",
     "get_split",
     "make_cityscapes_split",
     "resolve_split",
@@ -322,6 +323,54 @@ def make_cityscapes_split(
                     tuple(val_pool[:n_val]),
                 )
     return DatasetSplits(pretrain=pretrain, test=test, finetune=finetune)
+
+
+def auto_splits(case_ids: Iterable[str], num_labelled: Sequence[int]) -> DatasetSplits:
+    """Split the cases found in a small folder (fixtures, subsets of a release).
+
+    Parameters
+    ----------
+    case_ids : iterable of str
+        The ids found (at least 3: training, validation and test need one each).
+    num_labelled : sequence of int
+        |X_tr| values wanted; sizes larger than the training pool are left out.
+
+    Returns
+    -------
+    DatasetSplits
+        The last ``max(1, n // 5)`` sorted ids are the test set, the 1 (fewer than 10 cases) or
+        2 before them the validation set, the rest the training pool; every id but the test
+        ones is pre-trained on. |X_tr| = k gets ``min(5, max(1, pool // k))`` combinations,
+        combination c taking ``k`` consecutive pool ids from ``c * k`` (wrapping around).
+
+    Raises
+    ------
+    ValueError
+        If fewer than 3 cases are given.
+
+    Examples
+    --------
+    >>> s = auto_splits([f"{i:03d}" for i in range(1, 6)], [1, 2])
+    >>> s.test, s.pretrain, s.finetune[2][1]
+    (('005',), ('001', '002', '003', '004'), (('001', '002'), ('004',)))
+    """
+    ids = sorted(case_ids)
+    n = len(ids)
+    if n < 3:
+        msg = f"automatic splits need at least 3 cases (train, validation, test); found {n}."
+        raise ValueError(msg)
+    num_test = max(1, n // 5)
+    num_val = 1 if n < 10 else 2
+    test = tuple(ids[n - num_test :])
+    val = tuple(ids[n - num_test - num_val : n - num_test])
+    pool = ids[: n - num_test - num_val]
+    finetune: dict[int, dict[int, TrainVal]] = {}
+    for k in num_labelled:
+        if k > len(pool):
+            continue
+        combos = min(5, max(1, len(pool) // k))
+        finetune[k] = {c + 1: (tuple((pool * 2)[c * k : c * k + k]), val) for c in range(combos)}
+    return DatasetSplits(pretrain=tuple(ids[: n - num_test]), test=test, finetune=finetune)
 
 
 def _splits_for(dataset: str, splits: DatasetSplits | None) -> DatasetSplits:

@@ -14,7 +14,52 @@ import numpy.typing as npt
 
 from .._validation import check_int_in_range
 
-__all__ = ["PartitionBatchSampler", "slice_metadata"]
+__all__ = ["PartitionBatchSampler", "slice_metadata", "slice_partition"]
+
+
+def slice_partition(
+    slice_index: npt.ArrayLike, num_slices: npt.ArrayLike, num_partitions: int
+) -> npt.NDArray[np.int64]:
+    r"""Return the partition :math:`\lfloor z S / Z \rfloor` of slice ``z`` of ``Z`` slices.
+
+    The one definition of a slice's partition, used by the sampler, the cache index, the plots
+    and the command line.
+
+    Parameters
+    ----------
+    slice_index : int or array of int
+        Slice indices ``z`` (``0 <= z < Z``).
+    num_slices : int or array of int
+        Slices ``Z`` of the volume of each index (broadcast against `slice_index`).
+    num_partitions : int
+        Number of partitions ``S`` (>= 1).
+
+    Returns
+    -------
+    ndarray of int64
+        The partition of each slice, in ``0 .. S - 1``, of the broadcast shape.
+
+    Raises
+    ------
+    ValueError
+        If `num_partitions` < 1, a `num_slices` < 1 or an index is outside ``[0, Z)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> slice_partition(np.arange(10), 10, 4).tolist()
+    [0, 0, 0, 1, 1, 2, 2, 2, 3, 3]
+    """
+    num_partitions = check_int_in_range(num_partitions, "num_partitions", 1)
+    z = np.asarray(slice_index, dtype=np.int64)
+    nz = np.asarray(num_slices, dtype=np.int64)
+    if np.any(nz < 1):
+        msg = f"`num_slices` must be >= 1; got {nz.min()}."
+        raise ValueError(msg)
+    if np.any(z < 0) or np.any(z >= nz):
+        msg = f"`slice_index` must lie in [0, num_slices); got values {z.min()}..{z.max()}."
+        raise ValueError(msg)
+    return np.asarray((z * num_partitions) // nz, dtype=np.int64)
 
 
 def _check_slices_per_volume(slices_per_volume: Any, num_partitions: int) -> npt.NDArray[np.int64]:
@@ -105,7 +150,7 @@ def slice_metadata(
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
     z = np.arange(int(counts.sum()), dtype=np.int64) - offsets[volume_index]
     nz = counts[volume_index]
-    partition = (z * num_partitions) // nz
+    partition = slice_partition(z, nz, num_partitions)
     position = z / np.maximum(nz - 1, 1)
     return {
         "volume_index": volume_index,

@@ -5,11 +5,15 @@ stage 2 (:func:`pretrain_local`) the first l decoder blocks and g_2 with a local
 the frozen encoder, stage 3 (:func:`finetune`) the whole UNet on a few labelled volumes, choosing
 the checkpoint by validation 3D Dice; :func:`train_baseline` is stage 3 from random weights and
 :func:`pretrain_joint` optimises L_g + λ_l·L_l in one stage. :func:`evaluate` reports per-class
-3D Dice and HD95 at native resolution.
+3D Dice and HD95 at native resolution. :func:`run_recipe` runs the whole recipe (stages,
+fine-tuning grid, evaluation, tables and plots); its steps (:func:`plan_stages`,
+:func:`plan_cells`, :func:`run_stage`, :func:`run_cell`) are callable one by one, keyed by their
+settings.
 """
 
 from __future__ import annotations
 
+from ._distributed import init_distributed, is_main_process, main_process_first
 from ._logging import read_metrics
 from .checkpoint import (
     architecture_signature,
@@ -42,6 +46,29 @@ from .metrics import (
     hd95_per_class,
     surface_distances,
 )
+from .plan import (
+    KEYED_LAYOUT,
+    RUN_LAYOUT,
+    FinetuneCell,
+    Layout,
+    RecipePlan,
+    StageCell,
+    init_keys,
+    plan_cells,
+    plan_recipe,
+    plan_stages,
+    select_labelled,
+    settings_key,
+)
+from .recipe import (
+    CellOutcome,
+    FinetuneSplits,
+    RecipeResult,
+    open_run_directory,
+    run_cell,
+    run_recipe,
+    run_stage,
+)
 from .results import INIT_LABELS, format_results_table, results_to_csv, write_results
 from .stages import (
     StageResult,
@@ -57,14 +84,23 @@ __all__ = [
     "DATASETS",
     "DICE_DEFINITIONS",
     "INIT_LABELS",
+    "KEYED_LAYOUT",
+    "RUN_LAYOUT",
+    "CellOutcome",
     "EvaluationResult",
     "ExperimentConfig",
+    "FinetuneCell",
     "FinetuneConfig",
+    "FinetuneSplits",
     "GlobalStageConfig",
     "ImageSetDice",
+    "Layout",
     "LocalStageConfig",
     "ModelConfig",
+    "RecipePlan",
+    "RecipeResult",
     "RuntimeConfig",
+    "StageCell",
     "StageResult",
     "Volume",
     "architecture_signature",
@@ -78,12 +114,20 @@ __all__ = [
     "finetune",
     "format_results_table",
     "hd95_per_class",
+    "init_distributed",
+    "init_keys",
+    "is_main_process",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
     "load_volumes",
     "load_weights",
+    "main_process_first",
+    "open_run_directory",
+    "plan_cells",
+    "plan_recipe",
+    "plan_stages",
     "predict_volume",
     "preset",
     "pretrain_global",
@@ -91,7 +135,12 @@ __all__ = [
     "pretrain_local",
     "read_metrics",
     "results_to_csv",
+    "run_cell",
+    "run_recipe",
+    "run_stage",
     "save_checkpoint",
+    "select_labelled",
+    "settings_key",
     "surface_distances",
     "train_baseline",
     "write_results",

@@ -1,8 +1,9 @@
 """Data-parallel plumbing of the pipeline: process group from torchrun, DDP, rank-0 I/O (private).
 
 Under ``torchrun --nproc_per_node=K -m contrastlocal run ...`` the environment holds
-``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; the first stage that resolves its runtime calls
-:func:`setup` and every stage then
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; the caller starts the process group with
+:func:`setup` (public as :func:`contrastlocal.training.init_distributed`; the recipe and the
+CLI call it) and every stage then
 
 - shards its partition sampler over the K processes (``num_replicas``/``rank``) and makes the
   per-iteration random draws depend on the rank too;
@@ -11,7 +12,8 @@ Under ``torchrun --nproc_per_node=K -m contrastlocal run ...`` the environment h
   decoder and head, or its later decoder blocks and head, get no gradient), optionally with
   SyncBatchNorm (CUDA only);
 - averages, in the loop, the gradients of the optimised parameters that no DDP wrapper covers
-  (the local loss's projection, the joint stage whose two forward passes share one UNet);
+  (the local loss's projection, the joint stage whose two forward passes share one UNet):
+  :func:`wrap` returns a :class:`Wrapped` naming the parameters its wrapper averages;
 - writes metrics, checkpoints and evaluation on rank 0 only, with barriers around them.
 
 With one process (no ``WORLD_SIZE`` > 1 and no initialised group) everything here is a no-op.
@@ -19,7 +21,10 @@ With one process (no ``WORLD_SIZE`` > 1 and no initialised group) everything her
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,9 +32,6 @@ import torch.distributed as dist
 from torch import nn
 
 __all__: list[str] = []
-
-# parameters whose gradients a DDP wrapper averages (by id); the loop averages the others
-_DDP_MANAGED: set[int] = set()
 
 
 def active() -> bool:
@@ -54,6 +56,89 @@ def barrier() -> None:
         dist.barrier()
 
 
+def is_main_process() -> bool:
+    """Return whether this process is rank 0 (always True with one process).
+
+    Returns
+    -------
+    bool
+        True on rank 0, or without a process group of several processes.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import is_main_process
+    >>> is_main_process()
+    True
+    """
+    return is_main()
+
+
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Run the body on rank 0 first, then on the other ranks (e.g. preparing a shared cache).
+
+    With one process it just runs the body.
+
+    Yields
+    ------
+    None
+        Control, once the earlier ranks are done (rank 0 first).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import main_process_first
+    >>> with main_process_first():
+    ...     pass
+    """
+    main = is_main()
+    if not main:
+        barrier()
+    yield
+    if main:
+        barrier()
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the device a ``runtime.device`` name means (``auto``: CUDA when available)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        msg = f"`runtime.device` is {name!r} but CUDA is not available on this machine."
+        raise ValueError(msg)
+    return dev
+
+
+def init_distributed(device: str | torch.device = "cpu") -> torch.device:
+    """Start the process group that ``torchrun`` describes; return this process's device.
+
+    Call it once, before the stages, in a script started by ``torchrun --nproc_per_node=K``
+    (the environment holds ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``): the stages then shard
+    their batches over the K processes and average gradients. Without ``WORLD_SIZE`` > 1, or
+    when a group is already initialised, it starts nothing. :func:`run_recipe` and the command
+    line call it; the stages never do.
+
+    Parameters
+    ----------
+    device : str or torch.device, default "cpu"
+        The training device (``cpu``, ``cuda``, ``cuda:N`` or ``auto``): gloo is used on the
+        CPU, NCCL on CUDA.
+
+    Returns
+    -------
+    torch.device
+        The device of this process (``cuda`` becomes the rank's local GPU).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import init_distributed
+    >>> init_distributed("cpu")  # one process: nothing to start
+    device(type='cpu')
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    return setup(dev)
+
+
 def setup(device: torch.device) -> torch.device:
     """Start the process group from torchrun's environment (once); return this rank's device."""
     wanted = int(os.environ.get("WORLD_SIZE", "1"))
@@ -62,6 +147,11 @@ def setup(device: torch.device) -> torch.device:
         if device.type == "cuda":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend)
+    return local_device(device)
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Return the device of this rank (``cuda`` without an index: the rank's local GPU)."""
     if active() and device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return device
@@ -72,10 +162,29 @@ def seed_suffix() -> tuple[int, ...]:
     return (rank(),) if active() else ()
 
 
-def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool, find_unused: bool) -> Any:
+@dataclass(frozen=True)
+class Wrapped:
+    """The module a stage forwards through and the parameters whose gradients it averages.
+
+    Attributes
+    ----------
+    module : nn.Module
+        The network itself (one process) or its DDP wrapper.
+    managed : frozenset of int
+        ``id`` of every parameter whose gradient the wrapper averages; the loop averages the
+        gradients of the other optimised parameters (:func:`average_gradients`).
+    """
+
+    module: nn.Module
+    managed: frozenset[int] = frozenset()
+
+
+def wrap(
+    net: nn.Module, device: torch.device, *, sync_batchnorm: bool, find_unused: bool
+) -> Wrapped:
     """`net` for the forward pass: itself, or a DDP wrapper around it (several processes)."""
     if not active():
-        return net
+        return Wrapped(net)
     if sync_batchnorm and device.type == "cpu":
         msg = ("`runtime.sync_batchnorm` needs GPUs (torch's SyncBatchNorm does not run on the "
                f"CPU); got runtime.sync_batchnorm=True with device {device}.")
@@ -88,15 +197,14 @@ def wrap(net: nn.Module, device: torch.device, *, sync_batchnorm: bool, find_unu
     wrapped = nn.parallel.DistributedDataParallel(
         net, device_ids=ids, find_unused_parameters=find_unused
     )
-    _DDP_MANAGED.update(id(p) for p in net.parameters())
-    return wrapped
+    return Wrapped(wrapped, frozenset(id(p) for p in net.parameters()))
 
 
-def average_gradients(params: list[torch.Tensor]) -> None:
-    """All-reduce (mean) the gradients of the parameters no DDP wrapper covers."""
+def average_gradients(params: list[torch.Tensor], managed: frozenset[int] = frozenset()) -> None:
+    """All-reduce (mean) the gradients of `params` except those a DDP wrapper averages."""
     if not active():
         return
-    grads = [p.grad for p in params if id(p) not in _DDP_MANAGED and p.grad is not None]
+    grads = [p.grad for p in params if id(p) not in managed and p.grad is not None]
     if not grads:
         return
     flat = torch.cat([g.reshape(-1) for g in grads])

@@ -85,6 +85,8 @@ class LoopSpec:
     callback: Callable[[int, dict[str, Any]], None] | None = None
     #: the network written to final.pt / best.pt (default: `model`)
     export: nn.Module | None = None
+    #: ids of the parameters whose gradients a DDP wrapper averages (the loop averages the rest)
+    ddp_managed: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -128,98 +130,107 @@ def _noop() -> Iterator[None]:
     yield
 
 
-def run_loop(spec: LoopSpec) -> LoopResult:
-    """Run (or resume) the optimisation loop described by `spec`."""
-    ckpt_dir = None if spec.stage_dir is None else spec.stage_dir / "checkpoints"
-    best_path = None if spec.stage_dir is None else spec.stage_dir / "best.pt"
-    signature = architecture_signature(spec.model)
-    export = spec.model if spec.export is None else spec.export
-    export_signature = architecture_signature(export)
-    start = 0
-    best_score: float | None = None
-    best_iteration: int | None = None
-    last_good: Path | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    best_dirty = False
-    if ckpt_dir is not None and not spec.resume and _distributed.is_main():
-        # a fresh run: stale files of an earlier run must not be resumed from or selected later
-        for _, old in list_checkpoints(ckpt_dir):
-            old.unlink(missing_ok=True)
-        if best_path is not None:
-            best_path.unlink(missing_ok=True)
-    if ckpt_dir is not None and spec.resume:
-        latest = latest_checkpoint(ckpt_dir)
-        if latest is not None:
-            data = load_checkpoint(latest, map_location=spec.device)
-            check_architecture(data["architecture"], spec.model, repr(str(latest)))
-            theirs = _fingerprint(data.get("settings", {}))
-            ours = _fingerprint(spec.settings)
-            if theirs != ours:
-                changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-                msg = (
-                    f"cannot resume stage {spec.name!r} from {latest}: it was written with "
-                    f"different settings ({', '.join(changed)}); pass resume=False or use "
-                    "another output folder."
-                )
-                raise ValueError(msg)
-            spec.model.load_state_dict(data["model"])
-            spec.optimizer.load_state_dict(data["optimizer"])
-            if spec.scaler is not None and data.get("scaler"):
-                spec.scaler.load_state_dict(data["scaler"])
-            torch.set_rng_state(data["rng"]["torch"].cpu())
-            _set_numpy_state(data["rng"]["numpy"])
-            if torch.cuda.is_available() and data["rng"].get("cuda") is not None:
-                torch.cuda.set_rng_state_all([s.cpu() for s in data["rng"]["cuda"]])
-            start = int(data["iteration"])
-            best_score = data.get("best_score")
-            best_iteration = data.get("best_iteration")
-            last_good = latest
-    # several processes: start from rank 0's weights; only rank 0 logs, evaluates and writes
-    _distributed.broadcast_module(spec.model)
-    main = _distributed.is_main()
-    params = [p for group in spec.optimizer.param_groups for p in group["params"]]
+def _clear_stale(spec: LoopSpec, ckpt_dir: Path | None, best_path: Path | None) -> None:
+    """Delete an earlier run's checkpoints and best.pt before a fresh (non-resumed) run."""
+    if ckpt_dir is None or spec.resume or not _distributed.is_main():
+        return
+    for _, old in list_checkpoints(ckpt_dir):
+        old.unlink(missing_ok=True)
+    if best_path is not None:
+        best_path.unlink(missing_ok=True)
 
-    log = MetricsLog(
-        None if spec.stage_dir is None or not main else spec.stage_dir / "metrics.jsonl",
-        resume_iteration=start if start > 0 else None,
-    )
-    history: list[dict[str, Any]] = []
-    validation: list[dict[str, Any]] = []
-    bar = Progress(spec.iterations, start, spec.name, spec.progress and main)
-    # on the CPU a host read is free: check every step; on CUDA only at log/checkpoint times
-    check_every = 1 if spec.device.type == "cpu" else spec.log_every
-    running = torch.zeros((), device=spec.device)
-    bad = torch.zeros((), dtype=torch.bool, device=spec.device)
-    count = 0
-    t_start = time.perf_counter()
-    t_interval = t_start
-    spec.model.train()
 
-    def save_best() -> None:
-        nonlocal best_dirty
-        if best_path is None or not best_dirty or best_state is None:
+def _restore_rng(rng: Mapping[str, Any]) -> None:
+    torch.set_rng_state(rng["torch"].cpu())
+    _set_numpy_state(rng["numpy"])
+    if torch.cuda.is_available() and rng.get("cuda") is not None:
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+
+@dataclass
+class _Best:
+    """The best validation score so far and the weights that reached it (kept in memory)."""
+
+    score: float | None = None
+    iteration: int | None = None
+    state: dict[str, torch.Tensor] | None = None
+    dirty: bool = False  # not yet written to best.pt
+
+
+class _Loop:
+    """One run of :func:`run_loop`: resume, step, log, validate, checkpoint, finish."""
+
+    def __init__(self, spec: LoopSpec) -> None:
+        self.spec = spec
+        self.ckpt_dir = None if spec.stage_dir is None else spec.stage_dir / "checkpoints"
+        self.best_path = None if spec.stage_dir is None else spec.stage_dir / "best.pt"
+        self.signature = architecture_signature(spec.model)
+        self.export = spec.model if spec.export is None else spec.export
+        self.export_signature = architecture_signature(self.export)
+        self.start = 0
+        self.best = _Best()
+        self.last_good: Path | None = None
+        self.history: list[dict[str, Any]] = []
+        self.validation: list[dict[str, Any]] = []
+
+    # ---- start
+    def resume(self) -> None:
+        """Load the newest checkpoint of a resumed run (after checking its settings)."""
+        spec = self.spec
+        _clear_stale(spec, self.ckpt_dir, self.best_path)
+        if self.ckpt_dir is None or not spec.resume:
+            return
+        latest = latest_checkpoint(self.ckpt_dir)
+        if latest is None:
+            return
+        data = load_checkpoint(latest, map_location=spec.device)
+        check_architecture(data["architecture"], spec.model, repr(str(latest)))
+        theirs = _fingerprint(data.get("settings", {}))
+        ours = _fingerprint(spec.settings)
+        if theirs != ours:
+            changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+            msg = (
+                f"cannot resume stage {spec.name!r} from {latest}: it was written with "
+                f"different settings ({', '.join(changed)}); pass resume=False or use "
+                "another output folder."
+            )
+            raise ValueError(msg)
+        spec.model.load_state_dict(data["model"])
+        spec.optimizer.load_state_dict(data["optimizer"])
+        if spec.scaler is not None and data.get("scaler"):
+            spec.scaler.load_state_dict(data["scaler"])
+        _restore_rng(data["rng"])
+        self.start = int(data["iteration"])
+        self.best.score = data.get("best_score")
+        self.best.iteration = data.get("best_iteration")
+        self.last_good = latest
+
+    # ---- checkpoints
+    def save_best(self) -> None:
+        best = self.best
+        if self.best_path is None or not best.dirty or best.state is None:
             return
         save_checkpoint(
-            best_path,
+            self.best_path,
             {
-                "stage": spec.name,
-                "iteration": best_iteration,
-                "architecture": export_signature,
-                "model": best_state,
-                "score": best_score,
-                "metric": spec.select_metric,
+                "stage": self.spec.name,
+                "iteration": best.iteration,
+                "architecture": self.export_signature,
+                "model": best.state,
+                "score": best.score,
+                "metric": self.spec.select_metric,
             },
         )
-        best_dirty = False
+        best.dirty = False
 
-    def save(iteration: int) -> None:
-        nonlocal last_good
-        if ckpt_dir is None:
+    def save(self, iteration: int) -> None:
+        spec = self.spec
+        if self.ckpt_dir is None:
             return
-        if not main:
+        if not _distributed.is_main():
             _distributed.barrier()  # rank 0 writes
             return
-        save_best()
+        self.save_best()
         rng: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": _numpy_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -227,119 +238,167 @@ def run_loop(spec: LoopSpec) -> LoopResult:
             "format": 1,
             "stage": spec.name,
             "iteration": iteration,
-            "architecture": signature,
+            "architecture": self.signature,
             "model": spec.model.state_dict(),
             "optimizer": spec.optimizer.state_dict(),
             "scaler": None if spec.scaler is None else spec.scaler.state_dict(),
             "rng": rng,
             "sampler": None if spec.sampler_position is None else spec.sampler_position(iteration),
             "settings": spec.settings,
-            "best_score": best_score,
-            "best_iteration": best_iteration,
+            "best_score": self.best.score,
+            "best_iteration": self.best.iteration,
         }
-        last_good = save_checkpoint(ckpt_dir / f"iter_{iteration:07d}.pt", payload)
-        for _, old in list_checkpoints(ckpt_dir)[:-_KEEP]:
+        self.last_good = save_checkpoint(self.ckpt_dir / f"iter_{iteration:07d}.pt", payload)
+        for _, old in list_checkpoints(self.ckpt_dir)[:-_KEEP]:
             old.unlink(missing_ok=True)
         _distributed.barrier()
 
-    try:
-        for it in range(start, spec.iterations):
-            done = it + 1
-            spec.optimizer.zero_grad(set_to_none=True)
-            loss = spec.step(it)
-            if spec.scaler is not None:
-                spec.scaler.scale(loss).backward()
-                _distributed.average_gradients(params)  # those no DDP wrapper averaged
-                spec.scaler.step(spec.optimizer)
-                spec.scaler.update()
-            else:
-                loss.backward()  # type: ignore[no-untyped-call]
-                _distributed.average_gradients(params)
-                spec.optimizer.step()
-            value = loss.detach().float()
-            running = running + value
-            bad = bad | ~torch.isfinite(value)
-            count += 1
-            bar.update()
-            is_log = done % spec.log_every == 0 or done == spec.iterations
-            is_val = main and spec.validate is not None and (
-                done % spec.validate_every == 0 or done == spec.iterations
-            )
-            is_ckpt = done % spec.checkpoint_every == 0 or done == spec.iterations
-            if (done % check_every == 0 or is_log or is_val or is_ckpt) and bool(bad):
-                raise _non_finite_error(spec.name, done, last_good)
-            record: dict[str, Any] = {}
-            if is_log:
-                now = time.perf_counter()
-                mean_loss = float(running) / count
-                record = {
-                    "stage": spec.name,
-                    "iteration": done,
-                    "loss": mean_loss,
-                    "it_per_s": count / max(now - t_interval, 1e-9),
-                    "elapsed_s": now - t_start,
-                }
-                history.append(record)
-                log.write(record)
-                bar.set_postfix(loss=f"{mean_loss:.4f}")
-                running = torch.zeros((), device=spec.device)
-                count = 0
-                t_interval = now
-            if is_val:
-                assert spec.validate is not None
-                metrics = spec.validate(done)
-                spec.model.train()
-                vrec = {"stage": spec.name, "iteration": done, **metrics}
-                validation.append(vrec)
-                log.write(vrec)
-                score = float(metrics[spec.select_metric])
-                if math.isfinite(score) and (best_score is None or score > best_score + 1e-7):
-                    best_score, best_iteration = score, done
-                    # kept in memory; written to best.pt with the next checkpoint, so the file
-                    # on disk always matches the best score stored in the newest checkpoint
-                    best_state = {k: v.detach().clone() for k, v in export.state_dict().items()}
-                    best_dirty = True
-                bar.set_postfix(**{spec.select_metric: f"{score:.3f}"})
-            if is_ckpt:
-                save(done)
-            if spec.callback is not None:
-                spec.callback(done, record)
-    finally:
-        bar.close()
-    # identical weights and buffers everywhere (BN statistics differ per process without DDP's
-    # buffer broadcast); rank 0's selection of the best checkpoint
-    _distributed.broadcast_module(spec.model)
-    best_state, best_iteration, best_score = _distributed.broadcast_object(
-        (best_state, best_iteration, best_score)
-    )
-    final = None
-    if spec.stage_dir is not None and not main:
-        _distributed.barrier()  # wait for rank 0's final.pt
-        final = spec.stage_dir / "final.pt"
-    elif spec.stage_dir is not None:
-        final = save_checkpoint(
-            spec.stage_dir / "final.pt",
-            {
-                "stage": spec.name,
-                "iteration": spec.iterations,
-                "architecture": export_signature,
-                "model": export.state_dict(),
-                "settings": spec.settings,
-            },
+    # ---- one iteration
+    def optimise(self, it: int, params: list[torch.Tensor]) -> torch.Tensor:
+        """One optimisation step; return the (undetached) loss."""
+        spec = self.spec
+        spec.optimizer.zero_grad(set_to_none=True)
+        loss = spec.step(it)
+        if spec.scaler is not None:
+            spec.scaler.scale(loss).backward()
+            _distributed.average_gradients(params, spec.ddp_managed)  # no DDP wrapper's
+            spec.scaler.step(spec.optimizer)
+            spec.scaler.update()
+        else:
+            loss.backward()  # type: ignore[no-untyped-call]
+            _distributed.average_gradients(params, spec.ddp_managed)
+            spec.optimizer.step()
+        return loss
+
+    def validate(self, done: int, log: MetricsLog, bar: Progress) -> None:
+        spec = self.spec
+        assert spec.validate is not None
+        metrics = spec.validate(done)
+        spec.model.train()
+        vrec = {"stage": spec.name, "iteration": done, **metrics}
+        self.validation.append(vrec)
+        log.write(vrec)
+        score = float(metrics[spec.select_metric])
+        best = self.best
+        if math.isfinite(score) and (best.score is None or score > best.score + 1e-7):
+            best.score, best.iteration = score, done
+            # kept in memory; written to best.pt with the next checkpoint, so the file
+            # on disk always matches the best score stored in the newest checkpoint
+            best.state = {k: v.detach().clone() for k, v in self.export.state_dict().items()}
+            best.dirty = True
+        bar.set_postfix(**{spec.select_metric: f"{score:.3f}"})
+
+    # ---- the loop
+    def iterate(self) -> float:
+        """Run the remaining iterations; return the start time (``perf_counter``)."""
+        spec = self.spec
+        main = _distributed.is_main()
+        params = [p for group in spec.optimizer.param_groups for p in group["params"]]
+        log = MetricsLog(
+            None if spec.stage_dir is None or not main else spec.stage_dir / "metrics.jsonl",
+            resume_iteration=self.start if self.start > 0 else None,
         )
-        _distributed.barrier()
-    return LoopResult(
-        iterations=spec.iterations,
-        resumed_from=start,
-        history=history,
-        validation=validation,
-        best_iteration=best_iteration,
-        best_score=best_score,
-        seconds=time.perf_counter() - t_start,
-        final_checkpoint=final,
-        best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
-        best_state=best_state,
-    )
+        bar = Progress(spec.iterations, self.start, spec.name, spec.progress and main)
+        # on the CPU a host read is free: check every step; on CUDA only at log/checkpoint times
+        check_every = 1 if spec.device.type == "cpu" else spec.log_every
+        running = torch.zeros((), device=spec.device)
+        bad = torch.zeros((), dtype=torch.bool, device=spec.device)
+        count = 0
+        t_start = time.perf_counter()
+        t_interval = t_start
+        spec.model.train()
+        try:
+            for it in range(self.start, spec.iterations):
+                done = it + 1
+                value = self.optimise(it, params).detach().float()
+                running = running + value
+                bad = bad | ~torch.isfinite(value)
+                count += 1
+                bar.update()
+                is_log = done % spec.log_every == 0 or done == spec.iterations
+                is_val = main and spec.validate is not None and (
+                    done % spec.validate_every == 0 or done == spec.iterations
+                )
+                is_ckpt = done % spec.checkpoint_every == 0 or done == spec.iterations
+                if (done % check_every == 0 or is_log or is_val or is_ckpt) and bool(bad):
+                    raise _non_finite_error(spec.name, done, self.last_good)
+                record: dict[str, Any] = {}
+                if is_log:
+                    now = time.perf_counter()
+                    mean_loss = float(running) / count
+                    record = {
+                        "stage": spec.name,
+                        "iteration": done,
+                        "loss": mean_loss,
+                        "it_per_s": count / max(now - t_interval, 1e-9),
+                        "elapsed_s": now - t_start,
+                    }
+                    self.history.append(record)
+                    log.write(record)
+                    bar.set_postfix(loss=f"{mean_loss:.4f}")
+                    running = torch.zeros((), device=spec.device)
+                    count = 0
+                    t_interval = now
+                if is_val:
+                    self.validate(done, log, bar)
+                if is_ckpt:
+                    self.save(done)
+                if spec.callback is not None:
+                    spec.callback(done, record)
+        finally:
+            bar.close()
+        return t_start
+
+    # ---- end
+    def finish(self, t_start: float) -> LoopResult:
+        """Share rank 0's weights and selection, write final.pt, return the result."""
+        spec = self.spec
+        # identical weights and buffers everywhere (BN statistics differ per process without
+        # DDP's buffer broadcast); rank 0's selection of the best checkpoint
+        _distributed.broadcast_module(spec.model)
+        best = self.best
+        best.state, best.iteration, best.score = _distributed.broadcast_object(
+            (best.state, best.iteration, best.score)
+        )
+        final = None
+        if spec.stage_dir is not None and not _distributed.is_main():
+            _distributed.barrier()  # wait for rank 0's final.pt
+            final = spec.stage_dir / "final.pt"
+        elif spec.stage_dir is not None:
+            final = save_checkpoint(
+                spec.stage_dir / "final.pt",
+                {
+                    "stage": spec.name,
+                    "iteration": spec.iterations,
+                    "architecture": self.export_signature,
+                    "model": self.export.state_dict(),
+                    "settings": spec.settings,
+                },
+            )
+            _distributed.barrier()
+        best_path = self.best_path
+        return LoopResult(
+            iterations=spec.iterations,
+            resumed_from=self.start,
+            history=self.history,
+            validation=self.validation,
+            best_iteration=best.iteration,
+            best_score=best.score,
+            seconds=time.perf_counter() - t_start,
+            final_checkpoint=final,
+            best_checkpoint=best_path if best_path is not None and best_path.exists() else None,
+            best_state=best.state,
+        )
+
+
+def run_loop(spec: LoopSpec) -> LoopResult:
+    """Run (or resume) the optimisation loop described by `spec`."""
+    loop = _Loop(spec)
+    loop.resume()
+    # several processes: start from rank 0's weights; only rank 0 logs, evaluates and writes
+    _distributed.broadcast_module(spec.model)
+    t_start = loop.iterate()
+    return loop.finish(t_start)
 
 
 def autocast_context(device: torch.device, amp: str) -> Any:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ..data.registry import DATASETS as _REGISTRY
+
 __all__ = [
     "DATASETS",
     "ExperimentConfig",
@@ -32,8 +34,8 @@ __all__ = [
     "validate_for_run",
 ]
 
-#: Names accepted by :func:`preset`.
-DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes", "synthetic")
+#: Names accepted by :func:`preset` (the datasets of :mod:`contrastlocal.data.registry`).
+DATASETS: tuple[str, ...] = tuple(_REGISTRY)
 #: Region patterns of the local loss (:func:`contrastlocal.functional.local_region_positions`).
 SUPPORTED_NUM_REGIONS: tuple[int, ...] = (13, 9)
 #: Largest learning rate :func:`validate_for_run` accepts (Adam moves every weight by about the
@@ -544,21 +546,29 @@ def _apply(obj: Any, overrides: Mapping[str, Any], prefix: str) -> Any:
     return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
 
 
+def _classes(dataset: str) -> int:
+    return _REGISTRY[dataset].num_classes
+
+
 def _preset_base(dataset: str) -> ExperimentConfig:
     if dataset == "acdc":
-        return ExperimentConfig(dataset="acdc", model=ModelConfig(num_classes=4))
+        return ExperimentConfig(dataset="acdc", model=ModelConfig(num_classes=_classes("acdc")))
     if dataset == "prostate":
-        return ExperimentConfig(dataset="prostate", model=ModelConfig(num_classes=3))
+        return ExperimentConfig(
+            dataset="prostate", model=ModelConfig(num_classes=_classes("prostate"))
+        )
     if dataset == "mmwhs":
         return ExperimentConfig(
-            dataset="mmwhs", model=ModelConfig(num_classes=8, image_size=(160, 160))
+            dataset="mmwhs", model=ModelConfig(num_classes=_classes("mmwhs"), image_size=(160, 160))
         )
     if dataset == "cityscapes":
         # The seed ran Cityscapes with G^R + L^R: images are unrelated 2D scenes, so "partitions"
         # carry no meaning; every image is its own volume with a single partition.
         return ExperimentConfig(
             dataset="cityscapes",
-            model=ModelConfig(in_channels=3, num_classes=13, image_size=(256, 512)),
+            model=ModelConfig(
+                in_channels=3, num_classes=_classes("cityscapes"), image_size=(256, 512)
+            ),
             global_stage=GlobalStageConfig(
                 strategy="random", num_partitions=1, volumes_per_batch=40
             ),
@@ -569,7 +579,7 @@ def _preset_base(dataset: str) -> ExperimentConfig:
         return ExperimentConfig(
             dataset="synthetic",
             model=ModelConfig(
-                num_classes=4,
+                num_classes=_classes("synthetic"),
                 channels=(8, 16, 32, 32, 32),
                 image_size=(64, 64),
                 global_hidden_features=128,

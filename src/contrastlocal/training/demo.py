@@ -3,10 +3,14 @@
 The encoder is pre-trained with G^D and the decoder with L^D once, on an unlabelled pool of
 synthetic volumes (shared by all seeds, to fit the CPU budget). For each seed a fresh synthetic
 dataset of labelled, validation and test volumes is generated (disjoint from the pool), then
-three initialisations — random, G^D (encoder), G^D + L^D (encoder and l
+three initialisations — random (the baseline of ``contrastlocal run``:
+:func:`~contrastlocal.training.train_baseline`), G^D (encoder), G^D + L^D (encoder and l
 decoder blocks) — are fine-tuned with the *same* budget, batch, augmentation and validation-based
 checkpoint selection on |X_tr| = 1 and 2 labelled volumes and scored on held-out test volumes
-(mean foreground 3D Dice). No seed is selected or dropped.
+(mean foreground 3D Dice). No seed is selected or dropped. The stages and cells are those of
+:mod:`contrastlocal.training.recipe` (:func:`~contrastlocal.training.plan_stages`,
+:func:`~contrastlocal.training.plan_cells`), so every row
+means what it means in ``contrastlocal run``.
 """
 
 from __future__ import annotations
@@ -17,14 +21,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from ..data.volumes import Volume
 from .config import ExperimentConfig, preset
-from .evaluation import Volume, evaluate
+from .evaluation import evaluate
+from .plan import Layout, plan_cells, plan_stages
+from .recipe import run_cell, run_stage, threads_of
 from .results import format_results_table, write_results
-from .stages import finetune, pretrain_global, pretrain_local
 
-__all__ = ["DEMO_INITIALISATIONS", "DemoSettings", "demo_settings", "run_demo"]
+__all__ = [
+    "DEMO_INITIALISATIONS",
+    "DEMO_LAYOUT",
+    "DemoSettings",
+    "demo_cell_dir",
+    "demo_settings",
+    "demo_volumes",
+    "run_demo",
+]
 
 #: Row keys of the demo's results, in order.
 DEMO_INITIALISATIONS: tuple[str, ...] = ("random", "GD", "GD+LD")
@@ -143,13 +156,65 @@ def _make(n: int, seed: int, settings: DemoSettings) -> list[Volume]:
     return [Volume.from_case(c, prep) for c in cases]
 
 
-def _volumes(seed: int, settings: DemoSettings) -> dict[str, list[Volume]]:
-    """Labelled, validation and test volumes of one seed (a dataset of their own)."""
+def demo_volumes(seed: int, settings: DemoSettings) -> dict[str, list[Volume]]:
+    """Return the labelled, validation and test volumes of one seed (a dataset of their own).
+
+    Parameters
+    ----------
+    seed : int
+        The demo seed (the volumes are generated from ``20000 + seed``).
+    settings : DemoSettings
+        Sizes (:func:`demo_settings`).
+
+    Returns
+    -------
+    dict
+        ``{"labelled": [...], "val": [...], "test": [...]}``.
+
+    Examples
+    --------
+    >>> from contrastlocal.training.demo import demo_settings, demo_volumes
+    >>> data = demo_volumes(0, demo_settings(quick=True))
+    >>> {k: len(v) for k, v in data.items()}
+    {'labelled': 2, 'val': 1, 'test': 1}
+    """
     s = settings
     vols = _make(max(s.num_labelled) + s.num_val + s.num_test, 20_000 + seed, s)
     b = max(s.num_labelled)
     c = b + s.num_val
     return {"labelled": vols[:b], "val": vols[b:c], "test": vols[c:]}
+
+
+def demo_cell_dir(seed: int, init: str, num_labelled: int) -> str:
+    """Return the folder (relative to the demo's output) of one fine-tuning run.
+
+    Parameters
+    ----------
+    seed : int
+        The demo seed.
+    init : str
+        The row (``"random"``, ``"GD"``, ``"GD+LD"``).
+    num_labelled : int
+        |X_tr|.
+
+    Returns
+    -------
+    str
+        ``"seed<seed>/finetune_<init>_n<num_labelled>"``.
+
+    Examples
+    --------
+    >>> demo_cell_dir(1, "GD+LD", 2)
+    'seed1/finetune_GD+LD_n2'
+    """
+    return f"seed{seed}/finetune_{init}_n{num_labelled}"
+
+
+#: The demo's layout: shared pre-training in ``pretrain/``, fine-tuning per seed.
+DEMO_LAYOUT = Layout(
+    stage=lambda s: f"pretrain/{s.kind}",
+    cell=lambda c: demo_cell_dir(c.config.seed, c.init, c.num_labelled),
+)
 
 
 def run_demo(
@@ -211,13 +276,9 @@ def run_demo(
     if not seeds:
         msg = "`seeds` must hold at least one seed; got an empty sequence."
         raise ValueError(msg)
-    import torch
-
-    threads = torch.get_num_threads()  # the stages set the demo's thread count; restore it after
-    try:
+    # the demo's thread count (runtime.num_threads) for the whole run, the caller's after
+    with threads_of(demo_settings(quick=quick).config):
         return _run_demo(out, seeds=seeds, quick=quick, progress=progress, log=log)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _load_average() -> float | None:
@@ -247,13 +308,12 @@ def _run_demo(
     load_start = _load_average()
     # pre-training once, on an unlabelled pool disjoint from every seed's labelled/test data
     cfg0 = settings.config.replace(seed=0, runtime={"progress": progress})
+    stages = plan_stages(cfg0, out=root, layout=DEMO_LAYOUT)
     pool = _make(settings.num_pretrain, 10_000, settings)
-    pre = None if root is None else root / "pretrain"
     t, c = time.perf_counter(), time.process_time()
-    g = pretrain_global(pool, cfg0, out=None if pre is None else pre / "global", resume=False)
-    loc = pretrain_local(
-        pool, cfg0, encoder=g.network, out=None if pre is None else pre / "local", resume=False
-    )
+    g = run_stage(stages[0], pool, resume=False)
+    loc = run_stage(stages[1], pool, encoder=g.network, resume=False)
+    networks = {stages[0].key: g.network, stages[1].key: loc.network}
     timings["pretrain_s"] = time.perf_counter() - t
     timings["pretrain_cpu_s"] = time.process_time() - c
     say(
@@ -262,57 +322,66 @@ def _run_demo(
     )
     for seed in seeds:
         cfg = settings.config.replace(seed=seed, runtime={"progress": progress})
-        data = _volumes(seed, settings)
-        sub = None if root is None else root / f"seed{seed}"
-        inits: dict[str, Any] = {"random": None, "GD": g.network, "GD+LD": loc.network}
-        for n in settings.num_labelled:
-            for key, init in inits.items():
-                t, c = time.perf_counter(), time.process_time()
-                ft_dir = None if sub is None else sub / f"finetune_{key}_n{n}"
-                res = finetune(
-                    data["labelled"][:n], data["val"], cfg, init=init, out=ft_dir, resume=False
-                )
-                score = evaluate(
-                    res.network,
-                    data["test"],
-                    num_classes=cfg.model.num_classes,
-                    compute_hd95=False,
-                ).mean_dice
-                results[key][str(n)].append(score)
-                timings[f"seed{seed}/{key}/n{n}_s"] = time.perf_counter() - t
-                timings[f"seed{seed}/{key}/n{n}_cpu_s"] = time.process_time() - c
-                say(f"seed {seed}: {key:6s} |X_tr| = {n}: test Dice {score:.3f}")
+        data = demo_volumes(seed, settings)
+        labelled = [(n, [1]) for n in settings.num_labelled]
+        for cell in plan_cells(cfg, labelled, stages, out=root, layout=DEMO_LAYOUT):
+            n, key = cell.num_labelled, cell.init
+            t, c = time.perf_counter(), time.process_time()
+            init = None if cell.source is None else networks[cell.source.key]
+            res = run_cell(cell, data["labelled"][:n], data["val"], init=init, resume=False)
+            score = evaluate(
+                res.network,
+                data["test"],
+                num_classes=cfg.model.num_classes,
+                compute_hd95=False,
+            ).mean_dice
+            results[key][str(n)].append(score)
+            timings[f"seed{seed}/{key}/n{n}_s"] = time.perf_counter() - t
+            timings[f"seed{seed}/{key}/n{n}_cpu_s"] = time.process_time() - c
+            say(f"seed {seed}: {key:6s} |X_tr| = {n}: test Dice {score:.3f}")
     timings["total_s"] = time.perf_counter() - t0
     timings["total_cpu_s"] = time.process_time() - c0
     load = {"start": load_start, "end": _load_average()}
     if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-        title = (
-            f"Synthetic demo: test Dice (mean ± std over {len(seeds)} seed(s)), "
-            f"{'quick mode' if quick else 'CPU'}"
-        )
-        write_results(results, root, stem="results", title=title)
-        (root / "run.json").write_text(
-            json.dumps(
-                {
-                    "seeds": list(seeds),
-                    "quick": quick,
-                    "timings": timings,
-                    "load_average_1min": load,
-                    "torch_threads": settings.config.runtime.num_threads,
-                    "image_size": settings.image_size,
-                    "num_pretrain": settings.num_pretrain,
-                    "num_val": settings.num_val,
-                    "num_test": settings.num_test,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
+        _write_demo_files(root, results, settings, seeds, quick, timings, load)
     say(format_results_table(results))
     say(
         f"total {timings['total_s']:.0f} s wall, {timings['total_cpu_s']:.0f} s CPU"
         + ("" if load["end"] is None else f" (1-min load average at the end {load['end']:.1f})")
     )
     return results
+
+
+def _write_demo_files(
+    root: Path,
+    results: dict[str, dict[str, list[float]]],
+    settings: DemoSettings,
+    seeds: tuple[int, ...],
+    quick: bool,
+    timings: dict[str, float],
+    load: dict[str, float | None],
+) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    title = (
+        f"Synthetic demo: test Dice (mean ± std over {len(seeds)} seed(s)), "
+        f"{'quick mode' if quick else 'CPU'}"
+    )
+    write_results(results, root, stem="results", title=title)
+    (root / "run.json").write_text(
+        json.dumps(
+            {
+                "seeds": list(seeds),
+                "quick": quick,
+                "timings": timings,
+                "load_average_1min": load,
+                "torch_threads": settings.config.runtime.num_threads,
+                "image_size": settings.image_size,
+                "num_pretrain": settings.num_pretrain,
+                "num_val": settings.num_val,
+                "num_test": settings.num_test,
+            },
+            indent=2,
+        )
+        + "\n"
+    )

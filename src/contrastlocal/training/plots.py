@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..samplers import slice_partition
+
 __all__ = [
     "pca_2d",
     "plot_dice_per_class",
@@ -389,7 +391,7 @@ def plot_results_summary(
 
 def _partition_slices(num_slices: int, num_partitions: int) -> list[tuple[int, int]]:
     """[start, stop) of each partition: slice z is in partition floor(z * S / Z)."""
-    p = (np.arange(num_slices) * num_partitions) // num_slices
+    p = slice_partition(np.arange(num_slices), num_slices, num_partitions)
     out = []
     for s in range(num_partitions):
         idx = np.flatnonzero(p == s)
@@ -452,6 +454,36 @@ def plot_partition_grid(
     ...     plot_partition_grid(vols, pathlib.Path(tmp) / "partitions.png").name
     'partitions.png'
     """
+    vols, labs, rows_names = _check_partition_grid(volumes, num_partitions, labels, names)
+    s = num_partitions
+    cell = 1.7
+    fig = _figure(cell * s + 0.6, cell * len(vols) + 0.6)
+    axes = fig.subplots(len(vols), s, squeeze=False)
+    for r, v in enumerate(vols):
+        for c, (lo, hi) in enumerate(_partition_slices(v.shape[0], s)):
+            _draw_partition_cell(axes[r][c], v, labs[r], (lo + hi - 1) // 2)
+            if r == 0:
+                axes[r][c].set_title(
+                    f"partition {c + 1}\n(slices {c}/{s}–{c + 1}/{s} of Z)", fontsize=8
+                )
+            if c == 0:
+                axes[r][c].set_ylabel(rows_names[r], fontsize=8)
+    if any(lab is not None for lab in labs):
+        _contour_legend(fig, labs, class_names)
+    fig.suptitle(
+        title or "Partitions: rows = volumes, columns = partitions (middle slice of each)",
+        fontsize=10,
+    )
+    return _save(fig, out)
+
+
+def _check_partition_grid(
+    volumes: Sequence[npt.ArrayLike],
+    num_partitions: int,
+    labels: Sequence[npt.ArrayLike | None] | None,
+    names: Sequence[str] | None,
+) -> tuple[list[npt.NDArray[np.float32]], list[Any], list[str]]:
+    """Validate :func:`plot_partition_grid`'s inputs; return volumes, labels and row names."""
     if len(volumes) == 0:
         msg = "`volumes` must hold at least one volume; got none."
         raise ValueError(msg)
@@ -474,74 +506,63 @@ def plot_partition_grid(
             f"{len(labs)} and {len(rows_names)}."
         )
         raise ValueError(msg)
-    s = num_partitions
-    cell = 1.7
-    fig = _figure(cell * s + 0.6, cell * len(vols) + 0.6)
-    axes = fig.subplots(len(vols), s, squeeze=False)
-    for r, v in enumerate(vols):
-        ranges = _partition_slices(v.shape[0], s)
-        for c, (lo, hi) in enumerate(ranges):
-            ax = axes[r][c]
-            z = (lo + hi - 1) // 2
-            img = v[z]
-            if img.ndim == 3:  # (C, H, W)
-                rgb = np.moveaxis(img[:3], 0, -1)
-                lo_v, hi_v = np.percentile(rgb, [1, 99])
-                ax.imshow(np.clip((rgb - lo_v) / max(hi_v - lo_v, 1e-6), 0, 1))
-            else:
-                lo_v, hi_v = np.percentile(v, [1, 99.5])
-                ax.imshow(img, cmap="gray", vmin=lo_v, vmax=hi_v, interpolation="nearest")
-            lab = labs[r]
-            if lab is not None:
-                lab_z = np.asarray(lab)[z]
-                classes = [k for k in np.unique(lab_z) if k != 0]
-                for k in classes:
-                    ax.contour(lab_z == k, levels=[0.5], colors=[_colour(int(k))], linewidths=0.7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"partition {c + 1}\n(slices {c}/{s}–{c + 1}/{s} of Z)", fontsize=8)
-            ax.text(
-                0.02,
-                0.03,
-                f"z={z}/{v.shape[0]}",
-                color="yellow",
-                fontsize=6,
-                transform=ax.transAxes,
-            )
-            if c == 0:
-                ax.set_ylabel(rows_names[r], fontsize=8)
-    if any(lab is not None for lab in labs):
-        from matplotlib.lines import Line2D
+    return vols, labs, rows_names
 
-        present = sorted(
-            {int(k) for lab in labs if lab is not None for k in np.unique(np.asarray(lab))} - {0}
-        )
-        cname = list(class_names) if class_names is not None else []
-        handles = [
-            Line2D(
-                [0],
-                [0],
-                color=_colour(k),
-                lw=1.5,
-                label=cname[k - 1] if k - 1 < len(cname) else f"class {k}",
-            )
-            for k in present
-        ]
-        fig.legend(
-            handles=handles,
-            loc="outside lower center",
-            ncols=max(1, len(handles)),
-            fontsize=8,
-            frameon=False,
-            title="label contours",
-            title_fontsize=8,
-        )
-    fig.suptitle(
-        title or "Partitions: rows = volumes, columns = partitions (middle slice of each)",
-        fontsize=10,
+
+def _draw_partition_cell(ax: Any, v: npt.NDArray[np.float32], lab: Any, z: int) -> None:
+    """Slice `z` of volume `v` (grey or RGB) with the contours of its labels."""
+    img = v[z]
+    if img.ndim == 3:  # (C, H, W)
+        rgb = np.moveaxis(img[:3], 0, -1)
+        lo_v, hi_v = np.percentile(rgb, [1, 99])
+        ax.imshow(np.clip((rgb - lo_v) / max(hi_v - lo_v, 1e-6), 0, 1))
+    else:
+        lo_v, hi_v = np.percentile(v, [1, 99.5])
+        ax.imshow(img, cmap="gray", vmin=lo_v, vmax=hi_v, interpolation="nearest")
+    if lab is not None:
+        lab_z = np.asarray(lab)[z]
+        classes = [k for k in np.unique(lab_z) if k != 0]
+        for k in classes:
+            ax.contour(lab_z == k, levels=[0.5], colors=[_colour(int(k))], linewidths=0.7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(
+        0.02,
+        0.03,
+        f"z={z}/{v.shape[0]}",
+        color="yellow",
+        fontsize=6,
+        transform=ax.transAxes,
     )
-    return _save(fig, out)
+
+
+def _contour_legend(fig: Any, labs: Sequence[Any], class_names: Sequence[str] | None) -> None:
+    """Legend of the label contours: one entry per class present in any label volume."""
+    from matplotlib.lines import Line2D
+
+    present = sorted(
+        {int(k) for lab in labs if lab is not None for k in np.unique(np.asarray(lab))} - {0}
+    )
+    cname = list(class_names) if class_names is not None else []
+    handles = [
+        Line2D(
+            [0],
+            [0],
+            color=_colour(k),
+            lw=1.5,
+            label=cname[k - 1] if k - 1 < len(cname) else f"class {k}",
+        )
+        for k in present
+    ]
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=max(1, len(handles)),
+        fontsize=8,
+        frameon=False,
+        title="label contours",
+        title_fontsize=8,
+    )
 
 
 def pca_2d(

@@ -13,11 +13,12 @@ decoder blocks; projection heads and optimiser states are never carried over.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from ..data import augment
 from ..data.slices import SliceDataset
+from ..data.volumes import Volume
 from ..models import (
     GlobalPretrainNetwork,
     LocalPretrainNetwork,
@@ -49,7 +51,7 @@ from .config import (
     config_to_dict,
     preset,
 )
-from .evaluation import Volume, evaluate
+from .evaluation import evaluate
 
 __all__ = [
     "StageResult",
@@ -120,14 +122,7 @@ class StageResult:
 
 
 # ------------------------------------------------------------------------------------ set-up
-def _resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        msg = f"`runtime.device` is {name!r} but CUDA is not available on this machine."
-        raise ValueError(msg)
-    return dev
+_resolve_device = _distributed.resolve_device
 
 
 @dataclass
@@ -143,10 +138,9 @@ class _Runtime:
 
 def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
     rt = config.runtime
-    device = _distributed.setup(_resolve_device(rt.device))  # torchrun: process group, rank's GPU
-    _distributed._DDP_MANAGED.clear()
+    device = _distributed.local_device(_resolve_device(rt.device))  # torchrun: rank's GPU
     if rt.num_threads is not None:
-        torch.set_num_threads(rt.num_threads)
+        torch.set_num_threads(rt.num_threads)  # restored by @_isolated when the stage returns
     amp = rt.amp if device.type == "cuda" else "none"
     channels_last = rt.channels_last if rt.channels_last is not None else device.type == "cuda"
     scaler = None
@@ -311,18 +305,49 @@ def _prepare_module(net: nn.Module, rt: _Runtime) -> nn.Module:
 
 def _forward_fn(
     net: nn.Module, rt: _Runtime, *, ddp: bool = True, find_unused: bool = False
-) -> Callable[[torch.Tensor], torch.Tensor]:
-    # several processes: DDP (ddp=False: the loop averages the gradients instead)
-    fn: Callable[[torch.Tensor], torch.Tensor] = (
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], frozenset[int]]:
+    """Return a stage's forward function and the ids of the parameters its DDP wrapper averages.
+
+    Several processes: `net` goes through DDP (``ddp=False``: the loop averages the gradients
+    instead). ``runtime.compile`` compiles the module the stage forwards through, i.e. the DDP
+    wrapper itself (torch's documented order), so the compiled step still averages gradients.
+    """
+    wrapped = (
         _distributed.wrap(
             net, rt.device, sync_batchnorm=rt.sync_batchnorm, find_unused=find_unused
         )
         if ddp
-        else net
+        else _distributed.Wrapped(net)
     )
+    fn: Callable[[torch.Tensor], torch.Tensor] = wrapped.module
     if rt.compile:
-        fn = torch.compile(net)  # type: ignore[assignment]
-    return fn
+        fn = torch.compile(wrapped.module)  # type: ignore[assignment]
+    return fn, wrapped.managed
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _isolated(stage: _F) -> _F:
+    """Run `stage` without leaving global state behind (the caller's RNG and thread count).
+
+    A stage seeds torch's default generator (network initialisation draws from it) and may set
+    ``runtime.num_threads``; both happen inside :func:`torch.random.fork_rng` and the thread
+    count is restored on return, so calling a stage never changes the caller's random stream
+    or thread pool.
+    """
+
+    @functools.wraps(stage)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        threads = torch.get_num_threads()
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        try:
+            with torch.random.fork_rng(devices=devices):
+                return stage(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _images(x: torch.Tensor, rt: _Runtime) -> torch.Tensor:
@@ -419,6 +444,7 @@ def _network_from_checkpoint(path: str | Path, config: ExperimentConfig) -> nn.M
 
 
 # ------------------------------------------------------------------------------------ stage 1
+@_isolated
 def pretrain_global(
     volumes: Sequence[Volume],
     config: ExperimentConfig | None = None,
@@ -497,7 +523,7 @@ def pretrain_global(
     bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _GLOBAL)
     net = _global_network(build_unet(cfg), cfg.model)
     _prepare_module(net, rt)
-    forward = _forward_fn(net, rt, find_unused=True)  # the UNet's decoder and head are unused
+    forward, managed = _forward_fn(net, rt, find_unused=True)  # decoder and head: unused
     criterion = _global_criterion(st)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
@@ -521,6 +547,7 @@ def pretrain_global(
             step=step,
             settings=_settings(cfg, "global_stage", volumes),
             sampler_position=stream.position,
+            ddp_managed=managed,
             **_loop_options(st, rt, out, resume, callback),
         )
     )
@@ -562,6 +589,7 @@ class _LocalStage(nn.Module):
         self.criterion = criterion
 
 
+@_isolated
 def pretrain_local(
     volumes: Sequence[Volume],
     config: ExperimentConfig | None = None,
@@ -642,7 +670,7 @@ def pretrain_local(
     criterion = _local_criterion(st, net, cfg.model.image_size)
     holder = _LocalStage(net, criterion)
     _prepare_module(holder, rt)
-    forward = _forward_fn(net, rt, find_unused=True)  # the later decoder blocks, head: unused
+    forward, managed = _forward_fn(net, rt, find_unused=True)  # later decoder blocks: unused
     params = [p for p in holder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
 
@@ -666,6 +694,7 @@ def pretrain_local(
             settings=_settings(cfg, "local_stage", volumes, encoder=bool(copied)),
             sampler_position=stream.position,
             export=net,
+            ddp_managed=managed,
             **_loop_options(st, rt, out, resume, callback),
         )
     )
@@ -688,6 +717,7 @@ class _JointStage(nn.Module):
         self.criterion = criterion
 
 
+@_isolated
 def pretrain_joint(
     volumes: Sequence[Volume],
     config: ExperimentConfig | None = None,
@@ -761,8 +791,8 @@ def pretrain_joint(
     holder = _JointStage(global_net, local_net, local_criterion)
     _prepare_module(holder, rt)
     # two forward passes through one UNet per step: no DDP wrapper, averaged by the loop
-    global_forward = _forward_fn(global_net, rt, ddp=False)
-    local_forward = _forward_fn(local_net, rt, ddp=False)
+    global_forward, _ = _forward_fn(global_net, rt, ddp=False)
+    local_forward, _ = _forward_fn(local_net, rt, ddp=False)
     global_criterion = _global_criterion(gs)
     optimizer = torch.optim.Adam(holder.parameters(), lr=gs.learning_rate)
     weight = ls.lambda_local
@@ -842,6 +872,7 @@ def _segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) ->
     return 1.0 - dice.mean()
 
 
+@_isolated
 def finetune(
     train: Sequence[Volume],
     val: Sequence[Volume],
@@ -936,7 +967,7 @@ def finetune(
     total = len(bank.dataset)
     num_classes = cfg.model.num_classes
     _prepare_module(unet, rt)
-    forward = _forward_fn(unet, rt)
+    forward, managed = _forward_fn(unet, rt)
     optimizer = torch.optim.Adam(unet.parameters(), lr=st.learning_rate)
 
     def step(it: int) -> torch.Tensor:
@@ -982,6 +1013,7 @@ def finetune(
             ),
             validate=validate if len(val) else None,
             validate_every=st.validate_every,
+            ddp_managed=managed,
             **_loop_options(st, rt, out, resume, callback),
         )
     )
