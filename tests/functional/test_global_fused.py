@@ -27,13 +27,13 @@ def _both(z, image, partition, strategy, tau):
     zf = torch.tensor(z, dtype=torch.float64, requires_grad=True)
     fused = global_contrastive_loss(
         zf, image_ids=torch.tensor(image), partition_ids=torch.tensor(partition),
-        strategy=strategy, temperature=tau,
+        strategy=strategy, temperature=tau, check_pairs=False,
     )
     (gf,) = torch.autograd.grad(fused, zf)
     za = torch.tensor(z, dtype=torch.float64, requires_grad=True)
     terms = global_contrastive_loss(
         za, image_ids=torch.tensor(image), partition_ids=torch.tensor(partition),
-        strategy=strategy, temperature=tau, reduction="none",
+        strategy=strategy, temperature=tau, reduction="pairwise", check_pairs=False,
     )
     pos, _ = global_pairing(image, partition, strategy=strategy)
     agnostic = terms.sum() / float(pos.sum())
