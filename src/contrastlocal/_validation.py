@@ -126,7 +126,8 @@ def host_values(x: Any) -> Any:
     if module.startswith("torch"):
         if x.device.type != "cpu" or _torch_traced(x):
             return None
-        return x.detach().numpy()
+        t = x.detach()
+        return (t.float() if t.dtype.is_floating_point and t.itemsize < 4 else t).numpy()
     if module.startswith("jax"):
         try:
             if "cpu" not in str(x.device).lower():

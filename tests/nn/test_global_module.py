@@ -63,11 +63,12 @@ def test_global_contrastive_loss_module_validates_in_init(kwargs, error, match):
         GlobalContrastiveLoss(**kwargs)
 
 
-def test_global_contrastive_loss_module_gather_without_process_group_raises():
+def test_global_contrastive_loss_module_gather_without_process_group_is_single_process():
     assert not torch.distributed.is_initialized()
     module = GlobalContrastiveLoss(gather_distributed=True)
-    with pytest.raises(RuntimeError, match="process group"):
-        module(_z(), IMAGE, PARTITION)
+    z = _z()
+    torch.testing.assert_close(module(z, IMAGE, PARTITION),
+                               GlobalContrastiveLoss()(z, IMAGE, PARTITION), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
