@@ -113,7 +113,7 @@ def test_local_contrastive_loss_matches_oracle_value_and_gradient(case, temperat
 def test_local_contrastive_loss_reductions_match_oracle(case):
     features, projection, kwargs, weights, positions, negatives = _case_inputs(case, seed=3)
     k = kwargs["region_size"]
-    none = local_contrastive_loss(features, projection=projection, reduction="none", **kwargs)
+    none = local_contrastive_loss(features, projection=projection, reduction="pairwise", **kwargs)
     expected = ref.local_loss_reference(
         features,
         weights,
@@ -297,7 +297,7 @@ def test_local_contrastive_loss_preserves_namespace_and_dtype(xp):
     assert loss.ndim == 0
     expected = local_contrastive_loss(base.astype(np.float64), image_ids=ids)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-    none = local_contrastive_loss(features, image_ids=image_ids, region_size=1, reduction="none")
+    none = local_contrastive_loss(features, image_ids=image_ids, region_size=1, reduction="pairwise")
     assert tuple(none.shape) == (4, 4, 13)
     # float64 stays float64 and agrees with NumPy to round-off on every backend
     domain = local_contrastive_loss(

@@ -137,7 +137,12 @@ def test_local_contrastive_loss_module_caches_positions_per_map_size():
             negative_positions=local_region_positions(size, region_size=1, num_regions=9)[1],
         )
         torch.testing.assert_close(module(f, IMAGE), expected, rtol=0, atol=0)
-    assert set(module._tables) == {(12, 12), (24, 24)}
+    # the tables are a pure function of the map size; their gather plans are cached by key
+    from contrastlocal.functional._local import _PLANS
+    from contrastlocal.functional._regions import _default_keys
+
+    for size in (12, 24):
+        assert (*_default_keys(size, size, 1, 9), size, 1) in _PLANS
     positions, negatives = module.region_tables((12, 12))
     assert positions.shape == (9, 2)
     assert negatives.shape == (9, 5, 2)

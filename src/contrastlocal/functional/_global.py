@@ -226,16 +226,19 @@ def _two_view_rows(
     return rows, xp.concat([image, image], axis=0), repeated
 
 
-def _check_partitions_of_views(image: np.ndarray, partition: np.ndarray) -> None:
-    """Views of one image (equal image ids) must have one partition id."""
+def _check_partitions_of_views(
+    image: np.ndarray, partition: np.ndarray, name: str = "partition_ids"
+) -> None:
+    """Views of one image (equal image ids) must have one partition (or volume) id."""
     order = np.argsort(image, kind="stable")
     si, sp = image[order], partition[order]
     bad = (si[1:] == si[:-1]) & (sp[1:] != sp[:-1])
     if bad.any():
         k = int(np.argmax(bad))
-        msg = (f"Views of one image must share a partition: rows with `image_ids` {si[k]} have "
-               f"`partition_ids` {sp[k]} and {sp[k + 1]} (an image's views come from one "
-               "slice, hence one partition).")
+        what = name.removesuffix("_ids")
+        msg = (f"Views of one image must share a {what}: rows with `image_ids` {si[k]} have "
+               f"`{name}` {sp[k]} and {sp[k + 1]} (an image's views come from one slice, "
+               f"hence one {what}).")
         raise ValueError(msg)
 
 
@@ -267,12 +270,20 @@ def _check_global_pairs(
 
 
 def _warn_if_collapsed(x: Array, name: str) -> None:
-    """Warn when all rows of host array `x` are identical (a collapsed representation)."""
+    """Warn when every embedding in host array `x` is the same vector (a collapsed representation).
+
+    (N, D): all rows equal. (N, C, H, W) feature maps: every pixel of every row has the same
+    C-vector, so all regions are equal (identical maps with spatial structure are fine).
+    """
     host = host_values(x)
-    if host is not None and host.shape[0] > 1 and bool(np.all(host == host[:1])):
-        msg = (f"All {host.shape[0]} rows of `{name}` are identical: every similarity is equal, "
-               "so the loss is a constant of the batch layout and carries no contrast (a "
-               "collapsed representation?).")
+    if host is None or host.size < 2 or (host.ndim == 2 and host.shape[0] < 2):
+        return
+    first = host[:1] if host.ndim == 2 else host[:1, :, :1, :1]
+    if bool(np.all(host == first)):
+        what = "rows" if host.ndim == 2 else "pixels (all rows, all positions)"
+        msg = (f"All {what} of `{name}` are identical: every similarity is equal, so the loss "
+               "is a constant of the batch layout and carries no contrast (a collapsed "
+               "representation?).")
         warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
