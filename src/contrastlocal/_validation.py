@@ -108,7 +108,11 @@ def _torch_traced(x: Any) -> bool:
     if torch.compiler.is_compiling():
         return True
     functorch = getattr(torch._C, "_functorch", None)
-    return bool(functorch is not None and functorch.is_functorch_wrapped_tensor(x))
+    if functorch is None:
+        return False
+    # inside torch.func.grad / vmap (even for a tensor the transform does not wrap)
+    return bool(functorch.is_functorch_wrapped_tensor(x)
+                or functorch.peek_interpreter_stack() is not None)
 
 
 def host_values(x: Any) -> Any:

@@ -6,9 +6,7 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
-from array_api_compat import is_torch_namespace
-
-from .._array_api import compute_dtype, device, eps_for
+from .._array_api import compute_dtype, device, eps_for, is_torch_namespace
 from .._typing import Array, LossReduction, Namespace
 from .._validation import (
     check_choice,

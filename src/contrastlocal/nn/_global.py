@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from array_api_compat import array_namespace
-
+from .._array_api import array_namespace
 from .._typing import LossReduction
 from .._validation import check_choice, check_temperature
 from ..functional import global_contrastive_loss

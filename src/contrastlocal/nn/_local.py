@@ -8,8 +8,7 @@ import numpy as np
 import torch
 from torch.nn.parameter import UninitializedParameter
 
-from array_api_compat import array_namespace
-
+from .._array_api import array_namespace
 from .._typing import LossReduction
 from .._validation import check_choice, check_int_in_range
 from ..functional import local_contrastive_loss, local_region_positions
