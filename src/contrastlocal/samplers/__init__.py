@@ -2,11 +2,13 @@
 
 :class:`PartitionBatchSampler` builds the batches of the global contrastive loss: distinct volumes
 x partitions, one slice per partition. :func:`slice_metadata` gives every slice's volume, slice
-index, partition and normalised position.
+index, partition and normalised position; :meth:`PartitionBatchSampler.metadata` and
+:class:`SliceMetadataDataset` hand a batch's ids to the losses.
 """
 
 from __future__ import annotations
 
+from ._metadata import BatchMetadata, SliceMetadataDataset
 from ._partition import PartitionBatchSampler, slice_metadata
 
-__all__ = ["PartitionBatchSampler", "slice_metadata"]
+__all__ = ["BatchMetadata", "PartitionBatchSampler", "SliceMetadataDataset", "slice_metadata"]
