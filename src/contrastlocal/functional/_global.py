@@ -224,6 +224,17 @@ def _two_view_rows(
     return rows, xp.concat([image, image], axis=0), repeated
 
 
+def _ids_to(x: Array, reference: Array, *, xp: Namespace) -> Array:
+    """Ids moved to the device of `reference`; host-to-accelerator torch copies do not wait.
+
+    A blocking copy from pageable host memory synchronises the stream; ``non_blocking`` stages
+    the ids and returns (the ids are never written afterwards).
+    """
+    if is_torch_namespace(xp) and x.device != reference.device:
+        return x.to(reference.device, non_blocking=True)
+    return _on_device_of(x, reference, xp=xp)
+
+
 def _check_partitions_of_views(
     image: np.ndarray, partition: np.ndarray, name: str = "partition_ids"
 ) -> None:
@@ -442,9 +453,9 @@ def global_contrastive_loss(
                             strategy=strategy, n=n)
         _warn_if_collapsed(embeddings, "embeddings")
     if image_ids is not None:
-        image_ids = _on_device_of(image_ids, embeddings, xp=xp)
+        image_ids = _ids_to(image_ids, embeddings, xp=xp)
     if partition_ids is not None:
-        partition_ids = _on_device_of(partition_ids, embeddings, xp=xp)
+        partition_ids = _ids_to(partition_ids, embeddings, xp=xp)
     fixed_tau = isinstance(temperature, float)
     if reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp):
         return _global_loss_fused(

@@ -27,6 +27,7 @@ from .._validation import (
 )
 from ._global import (
     _check_flag,
+    _ids_to,
     _check_partitions_of_views,
     _is_second_view,
     _per_anchor,
@@ -51,6 +52,7 @@ from ._regions import (
     _default_keys,
     _flat_indices,
     _gather_regions,
+    _index_array,
     _points_key,
 )
 
@@ -203,9 +205,8 @@ def _local_block_terms(
     r, j = num_regions, num_negatives
     _, _, positive_index, negative_index = plan
     d = int(z.shape[-1])
-    dev = device(z)
-    u = xp.take(z, xp.asarray(list(positive_index), device=dev), axis=1)  # (N, R, D)
-    v = xp.take(z, xp.asarray(list(negative_index), device=dev), axis=1)  # (N, R*J, D)
+    u = xp.take(z, _index_array(positive_index, z, xp=xp), axis=1)  # (N, R, D)
+    v = xp.take(z, _index_array(negative_index, z, xp=xp), axis=1)  # (N, R*J, D)
     v = xp.reshape(v, (n_all, r, j, d))  # (N, R, J, D)
     u_a, v_a = u, v
     if anchor_start != 0 or n != n_all:
@@ -494,7 +495,7 @@ def local_contrastive_loss(
                 msg = ("`positive_weights` has no nonzero entry: the batch has no positive "
                        "pair, so the loss is undefined.")
                 raise ValueError(msg)
-        weights = _on_device_of(weights, features, xp=xp)
+        weights = _ids_to(weights, features, xp=xp)
         weights = xp.astype(weights, dtype)
     else:
         if check_pairs:
@@ -654,10 +655,10 @@ def _strategy_ids(
             f"shape (N,)); got None for {' and '.join(missing)}."
         )
         raise ValueError(msg)
-    image_ids = _on_device_of(image_ids, features, xp=xp)
+    image_ids = _ids_to(image_ids, features, xp=xp)
     if strategy == "domain":
-        partition_ids = _on_device_of(partition_ids, features, xp=xp)
-        volume_ids = _on_device_of(volume_ids, features, xp=xp)
+        partition_ids = _ids_to(partition_ids, features, xp=xp)
+        volume_ids = _ids_to(volume_ids, features, xp=xp)
     return image_ids, partition_ids, volume_ids
 
 

@@ -11,6 +11,7 @@ the fixed grids of Chaitanya et al. (NeurIPS 2020), computed from the map size a
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -285,6 +286,29 @@ def _flat_indices(points: PointsKey, width: int, region_size: int) -> tuple[int,
     return tuple((x + dx) * width + y + dy for x, y in points for dx in k for dy in k)
 
 
+_INDEX_ARRAYS: dict[tuple[Any, ...], Array] = {}
+
+
+def _index_array(values: tuple[int, ...], like: Array, *, xp: Namespace) -> Array:
+    """`values` as an integer array on the device of `like`, built once per device (eager).
+
+    Building it from a Python list on an accelerator is a host-to-device copy that waits for
+    the device; cached, every later call reuses the array (no copy, no synchronisation). Under
+    ``torch.compile`` the list is a constant of the graph and nothing is cached.
+    """
+    dev = device(like)
+    torch = sys.modules.get("torch")
+    if torch is not None and bool(torch.compiler.is_compiling()):
+        return xp.asarray(list(values), device=dev)
+    key = (xp.__name__, str(dev), values)
+    array = _INDEX_ARRAYS.get(key)
+    if array is None:
+        if len(_INDEX_ARRAYS) >= 256:
+            _INDEX_ARRAYS.clear()
+        array = _INDEX_ARRAYS[key] = xp.asarray(list(values), device=dev)
+    return array
+
+
 def _gather_regions(
     features: Array, indices: tuple[int, ...], num_points: int, region_size: int, *,
     xp: Namespace,
@@ -293,7 +317,7 @@ def _gather_regions(
     n, c, h, w = (int(v) for v in features.shape)
     kk = region_size * region_size
     flat = xp.reshape(features, (n, c, h * w))
-    idx = xp.asarray(list(indices), device=device(features))
+    idx = _index_array(indices, features, xp=xp)
     taken = xp.take(flat, idx, axis=2)  # (N, C, P*K*K)
     taken = xp.reshape(taken, (n, c, num_points, kk))
     taken = xp.permute_dims(taken, (0, 2, 3, 1))  # (N, P, K*K, C)

@@ -19,7 +19,9 @@ __all__ = ["BatchMetadata", "SliceMetadataDataset"]
 class BatchMetadata(NamedTuple):
     """Metadata of the slices at some dataset indices (one entry per slice, int64 arrays).
 
-    Attributes
+    Returned by :meth:`PartitionBatchSampler.metadata`.
+
+    Parameters
     ----------
     indices : ndarray of int64, shape (B,)
         The dataset (global slice) indices.
@@ -30,6 +32,18 @@ class BatchMetadata(NamedTuple):
         Partition ``floor(z * S / Z)`` of each slice: the losses' `partition_ids`.
     slice_ids : ndarray of int64, shape (B,)
         Slice index z of each slice within its volume.
+
+    See Also
+    --------
+    SliceMetadataDataset : The same ids, per item, through a DataLoader.
+
+    Examples
+    --------
+    >>> from contrastlocal.samplers import PartitionBatchSampler
+    >>> sampler = PartitionBatchSampler([4, 4], num_partitions=2, volumes_per_batch=1)
+    >>> meta = sampler.metadata([1, 6])
+    >>> meta.volume_ids.tolist(), meta.partition_ids.tolist(), meta.slice_ids.tolist()
+    ([0, 1], [0, 1], [1, 2])
     """
 
     indices: npt.NDArray[np.int64]
