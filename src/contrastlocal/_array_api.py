@@ -31,7 +31,7 @@ __all__ = [
 
 
 def array_namespace(*arrays: Array) -> Namespace:
-    """The arrays' namespace (array_api_compat's), with torch tensors resolved directly.
+    """Return the arrays' namespace (array_api_compat's), resolving torch tensors directly.
 
     The direct path for torch gives the same namespace without array_api_compat's
     ``lru_cache`` lookup, which ``torch.compile`` would warn about on every trace.
@@ -45,7 +45,7 @@ def array_namespace(*arrays: Array) -> Namespace:
 
 
 def device(x: Array) -> Any:
-    """The array's device (array_api_compat's), read directly from torch tensors (see above)."""
+    """Return the array's device (array_api_compat's), read directly from torch tensors."""
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(x, torch.Tensor):
         return x.device

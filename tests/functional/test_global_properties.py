@@ -71,7 +71,8 @@ def test_global_contrastive_loss_invariant_to_row_permutation(batch):
     b = _loss(z[perm], image_ids[perm], partition_ids[perm], temperature, strategy)
     assert b == pytest.approx(a, rel=1e-9, abs=1e-12)
     terms = global_contrastive_loss(z, image_ids=image_ids, partition_ids=partition_ids,
-                                    temperature=temperature, strategy=strategy, reduction="pairwise")
+                                    temperature=temperature, strategy=strategy,
+                                    reduction="pairwise")
     permuted = global_contrastive_loss(z[perm], image_ids=image_ids[perm],
                                        partition_ids=partition_ids[perm],
                                        temperature=temperature, strategy=strategy,

@@ -297,7 +297,8 @@ def test_local_contrastive_loss_preserves_namespace_and_dtype(xp):
     assert loss.ndim == 0
     expected = local_contrastive_loss(base.astype(np.float64), image_ids=ids)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-    none = local_contrastive_loss(features, image_ids=image_ids, region_size=1, reduction="pairwise")
+    none = local_contrastive_loss(features, image_ids=image_ids, region_size=1,
+                                  reduction="pairwise")
     assert tuple(none.shape) == (4, 4, 13)
     # float64 stays float64 and agrees with NumPy to round-off on every backend
     domain = local_contrastive_loss(

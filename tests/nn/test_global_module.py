@@ -142,7 +142,8 @@ def test_global_module_learnable_temperature():
     z = _z(torch.float64).requires_grad_(True)
     loss = module(z, IMAGE, PARTITION)
     loss.backward()
-    assert tau.grad is not None and torch.isfinite(tau.grad)
+    assert tau.grad is not None
+    assert torch.isfinite(tau.grad)
     expected = GlobalContrastiveLoss(temperature=0.2)(z.detach(), IMAGE, PARTITION)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-12, atol=0)
     buffered = GlobalContrastiveLoss(temperature=torch.tensor(0.2))

@@ -249,6 +249,7 @@ def test_local_module_learnable_temperature_and_check_pairs():
     module = LocalContrastiveLoss(region_size=1, temperature=tau, check_pairs=False)
     assert "temperature" in dict(module.named_parameters())
     module(_features(), IMAGE).backward()
-    assert tau.grad is not None and torch.isfinite(tau.grad)
+    assert tau.grad is not None
+    assert torch.isfinite(tau.grad)
     with pytest.raises(TypeError, match=r"`check_pairs` must be a bool; got 0"):
         LocalContrastiveLoss(check_pairs=0)

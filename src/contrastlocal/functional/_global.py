@@ -6,13 +6,13 @@ import warnings
 from typing import Any, Literal
 
 import numpy as np
+
 from .._array_api import compute_dtype, device, eps_for, is_torch_namespace
 from .._typing import Array, LossReduction, Namespace
 from .._validation import (
     check_choice,
     check_integer_ids,
     check_ndim,
-    check_positive,
     check_temperature,
     host_values,
     shape_of,
@@ -69,6 +69,7 @@ def _global_pairing_impl(
 ) -> tuple[Array, Array]:
     """Dense (positive mask, negative mask), both bool (N, N), from the row metadata."""
     ids = image_ids if image_ids is not None else partition_ids
+    assert ids is not None  # validated by the caller
     n = ids.shape[0]
     rows = xp.arange(n, device=device(ids))
     not_self = rows[:, None] != rows[None, :]
@@ -91,7 +92,8 @@ def _raise_no_pair(strategy: str, n: int) -> None:
 
 
 def _global_loss_fused(
-    embeddings: Array, image_ids: Array | None, partition_ids: Array | None, *, n: int, strategy: str,
+    embeddings: Array, image_ids: Array | None, partition_ids: Array | None, *, n: int,
+    strategy: str,
     temperature: float, reduction: str, xp: Namespace,
 ) -> Array:
     """Torch path of the scalar reductions: one id comparison, masks derived inside the kernel.
@@ -192,7 +194,7 @@ def _two_view_rows(
     first: Array, second: Array, per_image: dict[str, Array | None], *, ndim: int, layout: str,
     xp: Namespace,
 ) -> tuple[Array, Array, dict[str, Array | None]]:
-    """The two-view batch ``(x0, x1)`` as one batch: rows ``cat([x0, x1])``, ids ``arange(N)·2``.
+    """Turn two views ``(x0, x1)`` into one batch: rows ``cat([x0, x1])``, ids ``arange(N)`` twice.
 
     `per_image` holds optional integer id arrays of shape (N,), one entry per image; each is
     repeated for the two views. Returns the rows, the image ids (on the rows' device) and the
@@ -238,7 +240,7 @@ def _ids_to(x: Array, reference: Array, *, xp: Namespace) -> Array:
 def _check_partitions_of_views(
     image: np.ndarray, partition: np.ndarray, name: str = "partition_ids"
 ) -> None:
-    """Views of one image (equal image ids) must have one partition (or volume) id."""
+    """Raise unless the views of each image (equal image ids) share one partition (or volume) id."""
     order = np.argsort(image, kind="stable")
     si, sp = image[order], partition[order]
     bad = (si[1:] == si[:-1]) & (sp[1:] != sp[:-1])
@@ -504,7 +506,7 @@ def _global_loss_sharded(
     image_ids: Array | None,
     partition_ids: Array | None,
     strategy: str,
-    temperature: float,
+    temperature: float | Array,
     reduction: str,
     gather: RowGather,
     check_pairs: bool = True,

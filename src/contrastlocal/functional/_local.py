@@ -27,8 +27,8 @@ from .._validation import (
 )
 from ._global import (
     _check_flag,
-    _ids_to,
     _check_partitions_of_views,
+    _ids_to,
     _is_second_view,
     _per_anchor,
     _rank_tagged_ids,
@@ -103,7 +103,9 @@ def _compiling() -> bool:
     return torch is not None and bool(torch.compiler.is_compiling())
 
 
-def _build_plan(positions: PointsKey, negatives: NegativesKey, width: int, region_size: int) -> Plan:
+def _build_plan(
+    positions: PointsKey, negatives: NegativesKey, width: int, region_size: int
+) -> Plan:
     points = positions + tuple(p for row in negatives for p in row)
     unique = sorted(set(points))  # each distinct region once (the tables repeat points)
     index = {p: i for i, p in enumerate(unique)}
@@ -247,7 +249,7 @@ def _is_points_key(obj: Any, depth: int) -> bool:
 def _resolve_positions(
     positions: Any, negative_positions: Any, height: int, width: int, region_size: int
 ) -> tuple[PointsKey, NegativesKey]:
-    """The region tables as tuple keys: the defaults for the map size, or the given ones.
+    """Return the region tables as tuple keys: the defaults for the map size, or the given ones.
 
     Tuple keys (as :class:`~contrastlocal.nn.LocalContrastiveLoss` passes them) are used as
     they are, without NumPy, so that the call traces under ``torch.compile``.
@@ -541,11 +543,9 @@ def _check_local_pairs(
     if strategy == "domain":
         part = None if partition_ids is None else host_values(partition_ids)
         volume = None if volume_ids is None else host_values(volume_ids)
-        if partition_ids is not None and part is None or volume_ids is not None and volume is None:
-            return
         if part is None or volume is None:
-            return  # _strategy_ids raises
-    mask = _pair_mask_weights(image, part, volume, strategy=strategy, dtype=np_xp.bool,
+            return  # on a device (not read), or missing (_strategy_ids raises)
+    mask = _pair_mask_weights(image, part, volume, strategy=strategy, dtype=np.bool_,
                               xp=np_xp)
     if not bool(mask.any()):
         raise ValueError(_no_pair_message(strategy, where))
@@ -720,7 +720,8 @@ def _local_loss_sharded(
     weights = _pair_mask_weights(
         image_all, partition_all, volume_all, strategy=strategy, dtype=z_all.dtype, xp=xp
     )
-    host = host_values(weights) if check_pairs else None  # same answer on every process; read where on the host
+    # same answer on every process; read only where the weights are on the host
+    host = host_values(weights) if check_pairs else None
     if host is not None and not bool(host.any()):
         raise ValueError(_no_pair_message(strategy, f" in the batch of {gather.world_size} "
                                                     "processes"))

@@ -125,7 +125,7 @@ NegativesKey = tuple[PointsKey, ...]
 def _default_keys(
     height: int, width: int, region_size: int, num_regions: int
 ) -> tuple[PointsKey, NegativesKey]:
-    """The default positions and negative tables as tuples of ints (shapes only, no arrays).
+    """Return the default positions and negative tables as tuples of ints (no arrays).
 
     Pure Python, so that ``torch.compile`` evaluates it as a constant of the map size.
     """
@@ -257,7 +257,7 @@ def _check_bounds(points: np.ndarray, height: int, width: int, region_size: int,
 
 
 def _points_key(points: np.ndarray) -> PointsKey:
-    """An (..., 2) integer array as a flat tuple of (x, y) pairs of Python ints."""
+    """Convert an (..., 2) integer array to a flat tuple of (x, y) pairs of Python ints."""
     return tuple((int(x), int(y)) for x, y in np.asarray(points).reshape(-1, 2).tolist())
 
 
@@ -278,7 +278,7 @@ def _check_bounds_key(
 
 
 def _flat_indices(points: PointsKey, width: int, region_size: int) -> tuple[int, ...]:
-    """Indices into the flattened ``H*W`` grid of every K×K block, (P*K*K,), pure Python.
+    """Return indices into the flattened ``H*W`` grid of every K×K block, (P*K*K,), pure Python.
 
     (P, K, K) in (point, row offset, column offset) order, flattened row-major.
     """

@@ -119,6 +119,8 @@ class GlobalContrastiveLoss(torch.nn.Module):
     torch.Size([])
     """
 
+    temperature: float | torch.Tensor
+
     def __init__(
         self,
         strategy: GlobalStrategy = "domain",

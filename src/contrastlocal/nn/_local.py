@@ -137,6 +137,7 @@ class LocalContrastiveLoss(torch.nn.Module):
     """  # noqa: E501
 
     projection: torch.nn.Parameter | None
+    temperature: float | torch.Tensor
 
     def __init__(
         self,
@@ -257,7 +258,7 @@ class LocalContrastiveLoss(torch.nn.Module):
                                       num_regions=self.num_regions)
 
     def _table_keys(self, height: int, width: int) -> tuple[Any, Any]:
-        """The region tables as tuples of ints (a pure function of the map size)."""
+        """Return the region tables as tuples of ints (a pure function of the map size)."""
         if self._positions is not None:
             return self._position_keys
         return _default_keys(height, width, self.region_size, self.num_regions)

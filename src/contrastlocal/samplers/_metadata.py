@@ -116,7 +116,7 @@ class SliceMetadataDataset:
 def batch_metadata(
     meta: dict[str, npt.NDArray[Any]], indices: Sequence[int] | npt.ArrayLike
 ) -> BatchMetadata:
-    """The :class:`BatchMetadata` of `indices` from :func:`slice_metadata`'s arrays (private)."""
+    """Return the :class:`BatchMetadata` of `indices` from :func:`slice_metadata`'s arrays."""
     idx = np.asarray(indices, dtype=np.int64).reshape(-1)
     n = int(meta["volume_index"].size)
     if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
