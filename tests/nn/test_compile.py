@@ -117,3 +117,21 @@ def test_two_view_vmap_matches_loop():
     expected = [float(global_contrastive_loss(z[i, 0], z[i, 1], strategy="random"))
                 for i in range(3)]
     np.testing.assert_allclose(values.numpy(), expected, rtol=1e-12)
+
+
+def test_functional_losses_compile_fullgraph_on_first_call():
+    z = torch.randn(8, 6, requires_grad=True)
+    features = torch.randn(8, 2, 23, 23, requires_grad=True)  # a size no other test uses
+
+    def global_fn(x):
+        return global_contrastive_loss(x, IMAGE, PARTITION, strategy="domain_negatives")
+
+    def local_fn(x):
+        return local_contrastive_loss(x, IMAGE, PARTITION, VOLUME, strategy="domain",
+                                      region_size=1, reduction="none")
+
+    for fn, x in ((global_fn, z), (local_fn, features)):
+        breaks, reasons = _graph_breaks(fn, x)
+        assert breaks == 0, reasons
+    _compiled_matches_eager(global_fn, z)
+    _compiled_matches_eager(lambda x: local_fn(x).sum(), features)
