@@ -121,3 +121,17 @@ def test_global_contrastive_loss_random_two_views_is_textbook_nt_xent(m, d, temp
     got = float(global_contrastive_loss(z, image_ids=image_ids, strategy="random",
                                         temperature=temperature))
     assert got == pytest.approx(nt_xent_textbook(z, temperature), rel=1e-10)
+
+
+@given(batches())
+def test_global_contrastive_loss_rows_weighted_by_positives_give_the_mean(batch):
+    from contrastlocal.functional import global_pairing
+
+    z, image_ids, partition_ids, temperature, strategy, _ = batch
+    rows = global_contrastive_loss(z, image_ids=image_ids, partition_ids=partition_ids,
+                                   temperature=temperature, strategy=strategy, reduction="none")
+    count = global_pairing(image_ids, partition_ids, strategy=strategy)[0].sum(axis=1)
+    assert rows.shape == (len(z),)
+    assert np.all(rows[count == 0] == 0)
+    mean = _loss(z, image_ids, partition_ids, temperature, strategy)
+    assert float((count * rows).sum() / count.sum()) == pytest.approx(mean, rel=1e-10, abs=1e-12)

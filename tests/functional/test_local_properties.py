@@ -175,3 +175,14 @@ def test_local_contrastive_loss_backends_agree(name, batch):
     }
     got = _loss({**batch, **convert}, reduction="pairwise")
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
+
+
+@given(batches())
+def test_local_contrastive_loss_rows_weighted_by_positives_give_the_mean(batch):
+    rows = _loss(batch, reduction="none")
+    terms = _loss(batch, reduction="pairwise")
+    count = (terms.sum(axis=-1) != 0).sum(axis=1)  # positives of each anchor (0/1 weights)
+    assert rows.shape == (terms.shape[0],)
+    assert np.all(rows[count == 0] == 0)
+    mean = float(_loss(batch))
+    assert float((count * rows).sum() / count.sum()) == pytest.approx(mean, rel=1e-9)
