@@ -148,6 +148,10 @@ def check_temperature(value: Any, *, xp: Namespace) -> Any:
     A number is returned as float; an array is returned as it is (its value is checked only
     when it is on the host, see :func:`host_values`).
     """
+    import numpy as np
+
+    if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+        value = value.item()  # a NumPy scalar is a number, not an array
     if hasattr(value, "shape") and hasattr(value, "dtype"):
         if tuple(value.shape) != () or not xp.isdtype(value.dtype, "real floating"):
             msg = ("`temperature` must be a positive finite number or a 0-D real floating "

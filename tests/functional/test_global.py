@@ -498,3 +498,12 @@ def test_global_two_views_bad_input(second, partition, error, match):
     with pytest.raises(error, match=match):
         global_contrastive_loss(np.arange(12.0).reshape(4, 3), second, partition_ids=partition,
                                 strategy="domain" if partition is not None else "random")
+
+
+def test_global_numpy_scalar_temperature_is_a_number():
+    z = _embeddings(4, seed=6)
+    args = {"image_ids": np.array([0, 1, 0, 1]), "strategy": "random"}
+    expected = float(global_contrastive_loss(z, temperature=0.25, **args))
+    assert float(global_contrastive_loss(z, temperature=np.float32(0.25), **args)) == expected
+    with pytest.raises(ValueError, match=r"`temperature`.*got -1"):
+        global_contrastive_loss(z, temperature=np.int64(-1), **args)
