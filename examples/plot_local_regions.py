@@ -99,9 +99,9 @@ print(f"L^R on two aligned views of one slice: {float(loss):.4f}")
 print(f"L^R with the second view shifted by 5 map cells: {float(loss_shifted):.4f}")
 
 # %%
-# Per-region terms (``reduction="none"`` gives the (N, N, R) array of terms, zero where two rows
+# Per-region terms (``reduction="pairwise"`` gives the (N, N, R) array of terms, zero where two rows
 # are not a pair): which regions are easy and which are hard to match.
-terms = local_contrastive_loss(features, image_ids=image_ids, region_size=3, reduction="none")
+terms = local_contrastive_loss(features, image_ids=image_ids, region_size=3, reduction="pairwise")
 per_region = np.asarray(terms)[0, 1]
 fig, ax = plt.subplots(figsize=(5.5, 2.8))
 ax.bar(range(len(per_region)), per_region, color="tab:orange")

@@ -217,3 +217,27 @@ def test_evaluate_on_cuda_equals_cpu():
     cpu = evaluate(net, data["test"], num_classes=4, compute_hd95=False)
     gpu = evaluate(net.cuda(), data["test"], num_classes=4, device="cuda", compute_hd95=False)
     np.testing.assert_allclose(gpu.mean_dice, cpu.mean_dice, rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("ids_on", ["cuda", "cpu"])
+def test_losses_step_without_host_synchronisation(ids_on):
+    """Forward and backward of both losses under set_sync_debug_mode("error") (no .item())."""
+    z, image, partition = _global_batch(4)
+    volume = torch.arange(image.shape[0]) // PARTITIONS % VOLUMES
+    global_loss = GlobalContrastiveLoss(strategy="domain")
+    local_loss = LocalContrastiveLoss("domain", in_channels=4).cuda()
+    features = torch.randn(image.shape[0], 4, 16, 16, device="cuda", requires_grad=True)
+    x = z.float().cuda().requires_grad_(True)
+    ids = [t.to(ids_on) for t in (image, partition, volume)]
+
+    def step() -> None:
+        loss = global_loss(x, ids[0], ids[1]) + local_loss(features, *ids)
+        loss.backward()
+
+    step()  # first call: lazy CUDA initialisation, caches
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        step()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

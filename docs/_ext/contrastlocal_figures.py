@@ -108,7 +108,7 @@ def local_positive_rows(strategy: str, batch: dict[str, np.ndarray]) -> np.ndarr
         volume_ids=batch["volume"],
         strategy=strategy,
         region_size=1,
-        reduction="none",
+        reduction="pairwise",
     )
     # terms has shape (N, N, R): nonzero exactly at the (anchor, positive) pairs
     return np.asarray(terms).sum(axis=-1) != 0

@@ -6,9 +6,12 @@ standard, so the same code runs on NumPy, PyTorch, JAX, CuPy and array-api-stric
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from array_api_compat import array_namespace, device, is_torch_namespace, size
+from array_api_compat import array_namespace as _compat_array_namespace
+from array_api_compat import device as _compat_device
+from array_api_compat import size
 
 from ._typing import Array, Namespace
 
@@ -19,11 +22,39 @@ __all__ = [
     "eps_for",
     "is_floating",
     "is_integer",
+    "is_torch_namespace",
     "l2_normalize",
     "logsumexp",
     "masked_logsumexp",
     "size",
 ]
+
+
+def array_namespace(*arrays: Array) -> Namespace:
+    """Return the arrays' namespace (array_api_compat's), resolving torch tensors directly.
+
+    The direct path for torch gives the same namespace without array_api_compat's
+    ``lru_cache`` lookup, which ``torch.compile`` would warn about on every trace.
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and arrays and all(isinstance(a, torch.Tensor) for a in arrays):
+        from array_api_compat import torch as torch_namespace
+
+        return torch_namespace
+    return _compat_array_namespace(*arrays)
+
+
+def device(x: Array) -> Any:
+    """Return the array's device (array_api_compat's), read directly from torch tensors."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return x.device
+    return _compat_device(x)
+
+
+def is_torch_namespace(xp: Namespace) -> bool:
+    """Whether `xp` is PyTorch's namespace (``torch`` or array_api_compat's wrapper of it)."""
+    return getattr(xp, "__name__", None) in ("torch", "array_api_compat.torch")
 
 
 def is_floating(x: Array, *, xp: Namespace) -> bool:

@@ -10,5 +10,7 @@ Array = Any
 Namespace = Any
 #: Reduction over loss terms, as in torch and MONAI.
 Reduction = Literal["mean", "sum", "none"]
+#: Reduction of the global and local losses: also the dense pair terms (``"pairwise"``).
+LossReduction = Literal["mean", "sum", "none", "pairwise"]
 
-__all__ = ["Array", "Namespace", "Reduction"]
+__all__ = ["Array", "LossReduction", "Namespace", "Reduction"]

@@ -1,8 +1,9 @@
 """Input validation helpers that raise clear `ValueError` / `TypeError` (private).
 
-Messages name the argument in backticks, say what was expected and what was received. Only
-metadata (ndim, shape, dtype kind, Python values) is inspected, never array values, so the checks
-are safe under ``jax.jit`` and lazy backends.
+Messages name the argument in backticks, say what was expected and what was received. The
+``check_*`` helpers inspect only metadata (ndim, shape, dtype kind, Python values), never array
+values, so they are safe under ``jax.jit`` and lazy backends; :func:`host_values` is the one door
+to values, and it opens only for host arrays outside a trace.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ __all__ = [
     "check_integer_ids",
     "check_ndim",
     "check_positive",
+    "check_temperature",
+    "host_values",
     "shape_of",
 ]
 
@@ -91,3 +94,79 @@ def check_choice(value: Any, choices: Iterable[Any], name: str) -> Any:
         msg = f"`{name}` must be one of {', '.join(repr(c) for c in options)}; got {value!r}."
         raise ValueError(msg)
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# values read on the host (never a device synchronisation, never inside a trace)
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_traced(x: Any) -> bool:
+    """Whether torch tensor `x` is being traced (torch.compile, torch.func) or is a fake one."""
+    import torch
+
+    if torch.compiler.is_compiling():
+        return True
+    functorch = getattr(torch._C, "_functorch", None)
+    if functorch is None:
+        return False
+    # inside torch.func.grad / vmap (even for a tensor the transform does not wrap)
+    return bool(functorch.is_functorch_wrapped_tensor(x)
+                or functorch.peek_interpreter_stack() is not None)
+
+
+def host_values(x: Any) -> Any:
+    """`x` as a NumPy array when its values are on the host and concrete, else ``None``.
+
+    Host: NumPy arrays, CPU torch tensors outside torch.compile / torch.func, concrete CPU JAX
+    arrays. Device arrays (CUDA tensors, CuPy, JAX on a GPU) and traced values give ``None``: a
+    check reading them would synchronise the device or break the trace, so it is skipped.
+    """
+    import numpy as np
+
+    if isinstance(x, np.ndarray):
+        return x
+    module = type(x).__module__
+    if module.startswith("torch"):
+        if x.device.type != "cpu" or _torch_traced(x):
+            return None
+        t = x.detach()
+        return (t.float() if t.dtype.is_floating_point and t.itemsize < 4 else t).numpy()
+    if module.startswith("jax"):
+        try:
+            if "cpu" not in str(x.device).lower():
+                return None
+            return np.asarray(x)
+        except Exception:  # a tracer under jax.jit / grad / vmap
+            return None
+    return None
+
+
+def check_temperature(value: Any, *, xp: Namespace) -> Any:
+    """Require a positive finite Python number, or a 0-D real floating array (learnable τ).
+
+    A number is returned as float; an array is returned as it is (its value is checked only
+    when it is on the host, see :func:`host_values`).
+    """
+    import numpy as np
+
+    if isinstance(value, np.generic) and not isinstance(value, np.bool_):
+        value = value.item()  # a NumPy scalar is a number, not an array
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        if tuple(value.shape) != () or not xp.isdtype(value.dtype, "real floating"):
+            msg = ("`temperature` must be a positive finite number or a 0-D real floating "
+                   f"array (a learnable τ); got an array of shape {shape_of(value)} and dtype "
+                   f"{value.dtype}.")
+            raise TypeError(msg) if tuple(value.shape) == () else ValueError(msg)
+        host = host_values(value)
+        if host is not None:
+            v = float(host)
+            if not math.isfinite(v) or v <= 0.0:
+                msg = f"`temperature` must be a positive finite number; got the array value {v}."
+                raise ValueError(msg)
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        msg = ("`temperature` must be a positive finite number or a 0-D real floating array "
+               f"(a learnable τ); got {value!r}.")
+        raise TypeError(msg)
+    return check_positive(value, "temperature")

@@ -72,7 +72,7 @@ def test_global_contrastive_loss_reductions_match_oracle(strategy):
     z = _embeddings(len(image_ids), seed=9)
     kwargs = {"image_ids": image_ids, "partition_ids": partition_ids, "strategy": strategy,
               "temperature": 0.2}
-    terms = global_contrastive_loss(z, reduction="none", **kwargs)
+    terms = global_contrastive_loss(z, reduction="pairwise", **kwargs)
     np.testing.assert_allclose(
         terms, ref.global_loss(z, image_ids, partition_ids, strategy, 0.2, "none"), rtol=1e-10,
         atol=0)
@@ -106,10 +106,10 @@ def test_global_contrastive_loss_backends_agree(xp):
     z = _embeddings(len(image_ids), seed=11)
     for strategy in STRATEGIES:
         expected = global_contrastive_loss(z, image_ids=image_ids, partition_ids=partition_ids,
-                                           strategy=strategy, reduction="none")
+                                           strategy=strategy, reduction="pairwise")
         out = global_contrastive_loss(
             xp.asarray(z), image_ids=xp.asarray(image_ids),
-            partition_ids=xp.asarray(partition_ids), strategy=strategy, reduction="none")
+            partition_ids=xp.asarray(partition_ids), strategy=strategy, reduction="pairwise")
         assert array_namespace(out) is array_namespace(xp.asarray(z))
         assert device(out) == device(xp.asarray(z))
         assert out.dtype == xp.float64
@@ -328,3 +328,182 @@ def test_global_pairing_bad_input():
         global_pairing(np.array([0, 1]), strategy="domain")
     with pytest.raises(TypeError, match="image_ids"):
         global_pairing(np.array([0.5, 1.0]), np.array([0, 1]))
+
+
+# ------------------------------------------------------------------------------------------
+# issue 16: two-view form, per-row reduction, degenerate batches, tensor temperature
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_global_two_views_equal_the_concatenated_batch(strategy):
+    rng = np.random.default_rng(21)
+    z0, z1 = rng.normal(size=(5, 3)), rng.normal(size=(5, 3))
+    part = np.array([0, 1, 0, 2, 1])
+    two = global_contrastive_loss(z0, z1, partition_ids=part, strategy=strategy, temperature=0.3)
+    ids = np.tile(np.arange(5), 2)
+    expected = ref.global_loss(np.concatenate([z0, z1]), ids, np.tile(part, 2), strategy, 0.3)
+    np.testing.assert_allclose(float(two), expected, rtol=1e-12)
+    positional = global_contrastive_loss(np.concatenate([z0, z1]), ids, np.tile(part, 2),
+                                         strategy=strategy, temperature=0.3)
+    np.testing.assert_allclose(float(positional), expected, rtol=1e-12)
+
+
+def test_global_domain_needs_no_image_ids():
+    image_ids, partition_ids = LAYOUTS["uneven"]
+    z = _embeddings(len(image_ids), seed=4)
+    with_ids = global_contrastive_loss(z, image_ids, partition_ids, strategy="domain")
+    without = global_contrastive_loss(z, partition_ids=partition_ids, strategy="domain")
+    assert float(without) == float(with_ids)
+
+
+@pytest.mark.parametrize("layout", ["uneven", "three_views", "missing_partition"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_global_reduction_none_is_one_value_per_anchor(strategy, layout):
+    image_ids, partition_ids = LAYOUTS[layout]
+    z = _embeddings(len(image_ids), seed=5)
+    kwargs = {"image_ids": image_ids, "partition_ids": partition_ids, "strategy": strategy,
+              "temperature": 0.2}
+    rows = global_contrastive_loss(z, reduction="none", **kwargs)
+    pairwise = ref.global_loss(z, image_ids, partition_ids, strategy, 0.2, "none")
+    positives, _ = global_pairing(image_ids, partition_ids, strategy=strategy)
+    count = positives.sum(axis=1)
+    assert rows.shape == (len(z),)
+    for a in range(len(z)):  # the anchor's mean over its positives, 0 without one
+        expected = pairwise[a].sum() / count[a] if count[a] else 0.0
+        np.testing.assert_allclose(rows[a], expected, rtol=1e-12, atol=0)
+    mean = global_contrastive_loss(z, reduction="mean", **kwargs)
+    np.testing.assert_allclose((count * rows).sum() / count.sum(), float(mean), rtol=1e-12)
+
+
+def test_global_reduction_none_two_views_plain_mean_is_the_loss():
+    rng = np.random.default_rng(3)
+    z0, z1 = rng.normal(size=(6, 4)), rng.normal(size=(6, 4))
+    rows = global_contrastive_loss(z0, z1, strategy="random", reduction="none")
+    assert rows.shape == (12,)
+    np.testing.assert_allclose(rows.mean(), float(global_contrastive_loss(z0, z1,
+                                                                          strategy="random")),
+                               rtol=1e-12)
+
+
+def test_global_reduction_none_torch_gradient_matches_mean():
+    torch = pytest.importorskip("torch")
+    image_ids, partition_ids = LAYOUTS["uneven"]
+    z = torch.tensor(_embeddings(len(image_ids), seed=8), requires_grad=True)
+    ids = (torch.tensor(image_ids), torch.tensor(partition_ids))
+    rows = global_contrastive_loss(z, *ids, reduction="none")
+    count = torch.tensor(global_pairing(image_ids, partition_ids)[0].sum(axis=1))
+    (g_rows,) = torch.autograd.grad((count * rows).sum() / count.sum(), z)
+    (g_mean,) = torch.autograd.grad(global_contrastive_loss(z, *ids), z)
+    torch.testing.assert_close(g_rows, g_mean, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("image_ids", "partition_ids", "strategy", "match"),
+    [
+        # one partition: G^D and G^{D-} have no negative at all (used to give 0 silently)
+        ([0, 1, 0, 1], [2, 2, 2, 2], "domain", r"no negative.*`partition_ids` 2"),
+        ([0, 1, 0, 1], [2, 2, 2, 2], "domain_negatives", r"no negative"),
+        # one image: G^R has no negative
+        ([4, 4, 4], [0, 1, 0], "random", r"no negative.*`image_ids` 4"),
+        # the views of image 1 in two partitions
+        ([0, 1, 0, 1], [0, 1, 0, 2], "domain", r"image_ids` 1 have `partition_ids` 1 and 2"),
+        ([0, 1, 0, 1], [0, 1, 0, 2], "domain_negatives", r"share a partition"),
+    ],
+)
+def test_global_degenerate_batches_raise(image_ids, partition_ids, strategy, match):
+    z = _embeddings(len(image_ids), seed=1)
+    args = {"image_ids": np.array(image_ids), "partition_ids": np.array(partition_ids),
+            "strategy": strategy}
+    with pytest.raises(ValueError, match=match):
+        global_contrastive_loss(z, **args)
+    # check_pairs=False computes without looking (the training stages' sampler guarantees pairs)
+    assert np.isfinite(float(global_contrastive_loss(z, check_pairs=False, **args)))
+
+
+def test_global_degenerate_checks_on_cpu_torch_ids():
+    torch = pytest.importorskip("torch")
+    z = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="no negative"):
+        global_contrastive_loss(z, torch.tensor([0, 1, 0, 1]), torch.tensor([1, 1, 1, 1]))
+
+
+def test_global_identical_embeddings_warn():
+    with pytest.warns(RuntimeWarning, match="`embeddings` are identical"):
+        global_contrastive_loss(np.ones((4, 3)), np.array([0, 1, 0, 1]),
+                                np.array([0, 1, 0, 1]))
+
+
+def test_global_device_ids_are_never_read():
+    torch = pytest.importorskip("torch")
+    from contrastlocal._validation import host_values
+
+    assert host_values(torch.zeros(3, device="meta")) is None
+    assert host_values(torch.zeros(3)) is not None
+    assert host_values(np.zeros(3)) is not None
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_global_tensor_temperature_value_and_gradient(strategy):
+    torch = pytest.importorskip("torch")
+    image_ids, partition_ids = LAYOUTS["uneven"]
+    z = torch.tensor(_embeddings(len(image_ids), seed=2), requires_grad=True)
+    ids = (torch.tensor(image_ids), torch.tensor(partition_ids))
+    tau = torch.tensor(0.2, dtype=torch.float64, requires_grad=True)
+    loss = global_contrastive_loss(z, *ids, strategy=strategy, temperature=tau)
+    fixed = global_contrastive_loss(z, *ids, strategy=strategy, temperature=0.2)
+    torch.testing.assert_close(loss, fixed, rtol=1e-12, atol=0)
+    g_tau, g_z = torch.autograd.grad(loss, (tau, z))
+    (g_fixed,) = torch.autograd.grad(fixed, z)
+    torch.testing.assert_close(g_z, g_fixed, rtol=1e-10, atol=1e-12)
+    h = 1e-6  # central difference in τ
+    up = ref.global_loss(z.detach().numpy(), image_ids, partition_ids, strategy, 0.2 + h)
+    down = ref.global_loss(z.detach().numpy(), image_ids, partition_ids, strategy, 0.2 - h)
+    np.testing.assert_allclose(float(g_tau), (up - down) / (2 * h), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"temperature": np.array([0.1, 0.2])}, ValueError,
+         r"`temperature`.*0-D.*shape \(2,\)"),
+        ({"temperature": np.array(1)}, TypeError, r"`temperature`.*dtype int"),
+        ({"temperature": np.array(-0.5)}, ValueError, r"`temperature`.*-0\.5"),
+        ({"temperature": "0.1"}, TypeError, r"`temperature`.*0-D.*got '0\.1'"),
+        ({"check_pairs": 1}, TypeError, r"`check_pairs` must be a bool; got 1"),
+        ({"reduction": "per_row"}, ValueError, r"`reduction`.*'pairwise'.*'per_row'"),
+        ({"image_ids": None, "strategy": "random"}, ValueError, r"`image_ids`.*required.*None"),
+    ],
+)
+def test_global_new_arguments_bad_input(change, error, match):
+    args = _good()
+    args.update(change)
+    emb = args.pop("embeddings")
+    with pytest.raises(error, match=match):
+        global_contrastive_loss(emb, **args)
+
+
+@pytest.mark.parametrize(
+    ("second", "partition", "error", "match"),
+    [
+        (np.ones((3, 3)), None, ValueError, r"second view.*\(4, 3\); got shape \(3, 3\)"),
+        (np.ones((4, 3), dtype=np.float32), None, TypeError, r"one dtype.*float64.*float32"),
+        (np.ones((4, 3)), np.array([0, 1, 0, 1, 0, 1, 0, 1]), ValueError,
+         r"`partition_ids`.*\(4,\) with two views.*got shape \(8,\)"),
+        (np.ones((4, 3)), np.array([0.0, 1.0, 0.0, 1.0]), TypeError,
+         r"`partition_ids`.*integer.*float64"),
+    ],
+)
+def test_global_two_views_bad_input(second, partition, error, match):
+    with pytest.raises(error, match=match):
+        global_contrastive_loss(np.arange(12.0).reshape(4, 3), second, partition_ids=partition,
+                                strategy="domain" if partition is not None else "random")
+
+
+def test_global_numpy_scalar_temperature_is_a_number():
+    z = _embeddings(4, seed=6)
+    args = {"image_ids": np.array([0, 1, 0, 1]), "strategy": "random"}
+    expected = float(global_contrastive_loss(z, temperature=0.25, **args))
+    assert float(global_contrastive_loss(z, temperature=np.float32(0.25), **args)) == expected
+    with pytest.raises(ValueError, match=r"`temperature`.*got -1"):
+        global_contrastive_loss(z, temperature=np.int64(-1), **args)

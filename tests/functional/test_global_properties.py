@@ -17,10 +17,16 @@ STRATEGIES = ["random", "domain_negatives", "domain"]
 
 @st.composite
 def batches(draw):
-    """A batch with at least one positive pair for every strategy."""
+    """A batch with at least one positive pair and two partitions (so negatives) for every strategy.
+
+    (A batch with one partition has no negative under G^D and G^{D-} and raises; tested in
+    test_global.py.)
+    """
     num_images = draw(st.integers(2, 6))
     views = draw(st.integers(2, 3))
     partitions = draw(st.lists(st.integers(0, 3), min_size=num_images, max_size=num_images))
+    if len(set(partitions)) == 1:
+        partitions[-1] = partitions[0] + 1
     n = num_images * views
     d = draw(st.integers(1, 6))
     seed = draw(st.integers(0, 2**32 - 1))
@@ -65,11 +71,12 @@ def test_global_contrastive_loss_invariant_to_row_permutation(batch):
     b = _loss(z[perm], image_ids[perm], partition_ids[perm], temperature, strategy)
     assert b == pytest.approx(a, rel=1e-9, abs=1e-12)
     terms = global_contrastive_loss(z, image_ids=image_ids, partition_ids=partition_ids,
-                                    temperature=temperature, strategy=strategy, reduction="none")
+                                    temperature=temperature, strategy=strategy,
+                                    reduction="pairwise")
     permuted = global_contrastive_loss(z[perm], image_ids=image_ids[perm],
                                        partition_ids=partition_ids[perm],
                                        temperature=temperature, strategy=strategy,
-                                       reduction="none")
+                                       reduction="pairwise")
     np.testing.assert_allclose(permuted, terms[np.ix_(perm, perm)], rtol=1e-9, atol=1e-12)
 
 
@@ -114,3 +121,17 @@ def test_global_contrastive_loss_random_two_views_is_textbook_nt_xent(m, d, temp
     got = float(global_contrastive_loss(z, image_ids=image_ids, strategy="random",
                                         temperature=temperature))
     assert got == pytest.approx(nt_xent_textbook(z, temperature), rel=1e-10)
+
+
+@given(batches())
+def test_global_contrastive_loss_rows_weighted_by_positives_give_the_mean(batch):
+    from contrastlocal.functional import global_pairing
+
+    z, image_ids, partition_ids, temperature, strategy, _ = batch
+    rows = global_contrastive_loss(z, image_ids=image_ids, partition_ids=partition_ids,
+                                   temperature=temperature, strategy=strategy, reduction="none")
+    count = global_pairing(image_ids, partition_ids, strategy=strategy)[0].sum(axis=1)
+    assert rows.shape == (len(z),)
+    assert np.all(rows[count == 0] == 0)
+    mean = _loss(z, image_ids, partition_ids, temperature, strategy)
+    assert float((count * rows).sum() / count.sum()) == pytest.approx(mean, rel=1e-10, abs=1e-12)

@@ -113,7 +113,7 @@ def test_local_contrastive_loss_matches_oracle_value_and_gradient(case, temperat
 def test_local_contrastive_loss_reductions_match_oracle(case):
     features, projection, kwargs, weights, positions, negatives = _case_inputs(case, seed=3)
     k = kwargs["region_size"]
-    none = local_contrastive_loss(features, projection=projection, reduction="none", **kwargs)
+    none = local_contrastive_loss(features, projection=projection, reduction="pairwise", **kwargs)
     expected = ref.local_loss_reference(
         features,
         weights,
@@ -297,7 +297,8 @@ def test_local_contrastive_loss_preserves_namespace_and_dtype(xp):
     assert loss.ndim == 0
     expected = local_contrastive_loss(base.astype(np.float64), image_ids=ids)
     np.testing.assert_allclose(float(loss), float(expected), rtol=1e-5)
-    none = local_contrastive_loss(features, image_ids=image_ids, region_size=1, reduction="none")
+    none = local_contrastive_loss(features, image_ids=image_ids, region_size=1,
+                                  reduction="pairwise")
     assert tuple(none.shape) == (4, 4, 13)
     # float64 stays float64 and agrees with NumPy to round-off on every backend
     domain = local_contrastive_loss(
@@ -496,3 +497,101 @@ def test_local_contrastive_loss_under_jax_jit_and_grad():
     expected.backward()
     np.testing.assert_allclose(float(value), float(expected.detach()), rtol=1e-12)
     np.testing.assert_allclose(np.asarray(grad), f.grad.numpy(), rtol=1e-10, atol=1e-13)
+
+
+# ------------------------------------------------------------------------------------------
+# issue 16: two-view form, per-row reduction, degenerate batches, tensor temperature
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["random", "domain"])
+def test_local_two_views_equal_the_concatenated_batch(strategy):
+    rng = np.random.default_rng(2)
+    f0, f1 = rng.normal(size=(4, 2, 12, 12)), rng.normal(size=(4, 2, 12, 12))
+    part, vol = np.array([0, 1, 0, 1]), np.array([3, 3, 4, 4])
+    extra = {"partition_ids": part, "volume_ids": vol} if strategy == "domain" else {}
+    two = local_contrastive_loss(f0, f1, strategy=strategy, region_size=1, **extra)
+    tiled = {key: np.tile(v, 2) for key, v in extra.items()}
+    ids = np.tile(np.arange(4), 2)
+    features = np.concatenate([f0, f1])
+    positions, negatives = local_region_positions(12, region_size=1)
+    weights = ref.strategy_weights_reference(ids, tiled.get("partition_ids"),
+                                             tiled.get("volume_ids"), strategy)
+    expected = ref.local_loss_reference(features, weights, positions, negatives, region_size=1)
+    np.testing.assert_allclose(float(two), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", [ORACLE_CASES[1], ORACLE_CASES[2], ORACLE_CASES[6]],
+                         ids=["random-3views", "random-single", "domain"])
+def test_local_reduction_none_is_one_value_per_anchor(case):
+    features, projection, kwargs, weights, positions, negatives = _case_inputs(case, seed=4)
+    rows = local_contrastive_loss(features, projection=projection, reduction="none", **kwargs)
+    dense = ref.local_loss_reference(features, weights, positions, negatives,
+                                     region_size=kwargs["region_size"], projection=projection,
+                                     reduction="none")
+    r = positions.shape[0]
+    count = weights.sum(axis=1)
+    assert rows.shape == (weights.shape[0],)
+    for a in range(len(rows)):  # mean over (positive, region), 0 for a row without positive
+        expected = dense[a].sum() / (r * count[a]) if count[a] else 0.0
+        np.testing.assert_allclose(rows[a], expected, rtol=1e-10, atol=0)
+    mean = local_contrastive_loss(features, projection=projection, **kwargs)
+    np.testing.assert_allclose((count * rows).sum() / count.sum(), float(mean), rtol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("partition_ids", "volume_ids", "match"),
+    [
+        ([0, 1, 0, 2], [5, 5, 5, 5], r"`image_ids` 1 have `partition_ids` 1 and 2"),
+        ([0, 1, 0, 1], [5, 6, 5, 5], r"share a volume.*`volume_ids` 5 and 6|`volume_ids` 6 and 5"),
+    ],
+)
+def test_local_views_of_one_image_in_two_partitions_raise(partition_ids, volume_ids, match):
+    f = np.random.default_rng(0).normal(size=(4, 2, 8, 8))
+    args = {"image_ids": np.array([0, 1, 0, 1]), "partition_ids": np.array(partition_ids),
+            "volume_ids": np.array(volume_ids), "strategy": "domain", "region_size": 1}
+    with pytest.raises(ValueError, match=match):
+        local_contrastive_loss(f, **args)
+    assert np.isfinite(float(local_contrastive_loss(f, check_pairs=False, **args)))
+
+
+def test_local_constant_maps_warn_but_identical_structured_maps_do_not():
+    ids = np.array([0, 1, 0, 1])
+    with pytest.warns(RuntimeWarning, match="`features` are identical"):
+        local_contrastive_loss(np.ones((4, 2, 8, 8)), ids, region_size=1)
+    structured = np.tile(np.random.default_rng(0).normal(size=(1, 2, 8, 8)), (4, 1, 1, 1))
+    assert np.isfinite(float(local_contrastive_loss(structured, ids, region_size=1)))
+
+
+def test_local_tensor_temperature_gets_its_gradient():
+    torch = pytest.importorskip("torch")
+    f = torch.tensor(np.random.default_rng(1).normal(size=(4, 2, 8, 8)))
+    ids = torch.tensor([0, 1, 0, 1])
+    tau = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    loss = local_contrastive_loss(f, ids, region_size=1, temperature=tau)
+    (g_tau,) = torch.autograd.grad(loss, tau)
+    h = 1e-6
+    up = float(local_contrastive_loss(f, ids, region_size=1, temperature=0.3 + h))
+    down = float(local_contrastive_loss(f, ids, region_size=1, temperature=0.3 - h))
+    np.testing.assert_allclose(float(loss.detach()), float(local_contrastive_loss(
+        f, ids, region_size=1, temperature=0.3)), rtol=1e-12)
+    np.testing.assert_allclose(float(g_tau), (up - down) / (2 * h), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("second", "extra", "error", "match"),
+    [
+        (np.ones((4, 2, 8, 9)), {}, ValueError, r"second view.*\(4, 2, 8, 8\).*\(4, 2, 8, 9\)"),
+        (np.ones((4, 2, 8, 8), dtype=np.float32), {}, TypeError, r"one dtype"),
+        (np.ones((4, 2, 8, 8)), {"strategy": "domain", "partition_ids": np.zeros(8, int),
+                                 "volume_ids": np.zeros(4, int)}, ValueError,
+         r"`partition_ids`.*\(4,\) with two views.*got shape \(8,\)"),
+        (np.ones((4, 2, 8, 8)), {"check_pairs": "yes"}, TypeError, r"`check_pairs`.*'yes'"),
+        (np.ones((4, 2, 8, 8)), {"temperature": np.array([0.1])}, ValueError,
+         r"`temperature`.*0-D.*shape \(1,\)"),
+    ],
+)
+def test_local_new_arguments_bad_input(second, extra, error, match):
+    f0 = np.random.default_rng(0).normal(size=(4, 2, 8, 8))
+    with pytest.raises(error, match=match):
+        local_contrastive_loss(f0, second, region_size=1, **extra)

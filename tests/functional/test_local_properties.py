@@ -69,7 +69,7 @@ def _loss(batch, reduction="mean", **overrides):
 
 @given(batches())
 def test_local_contrastive_loss_is_finite_nonnegative_and_bounded(batch):
-    terms = _loss(batch, reduction="none")
+    terms = _loss(batch, reduction="pairwise")
     j = 5
     # each term is log(1 + Σ e^{s_neg - s_pos}) with 2J negatives and |s| <= 1/τ
     bound = math.log1p(2 * j * math.exp(2.0 / batch["temperature"]))
@@ -91,9 +91,9 @@ def test_local_contrastive_loss_is_invariant_to_row_permutation(batch):
             for key in ("features", "image_ids", "partition_ids", "volume_ids")
         },
     }
-    terms = _loss(batch, reduction="none")
+    terms = _loss(batch, reduction="pairwise")
     np.testing.assert_allclose(
-        _loss(permuted, reduction="none"), terms[perm][:, perm], rtol=1e-12, atol=1e-12
+        _loss(permuted, reduction="pairwise"), terms[perm][:, perm], rtol=1e-12, atol=1e-12
     )
     np.testing.assert_allclose(float(_loss(permuted)), float(_loss(batch)), rtol=1e-12)
 
@@ -107,7 +107,7 @@ def test_local_contrastive_loss_is_invariant_to_relabelling(batch):
         "volume_ids": -5 - batch["volume_ids"],
     }
     np.testing.assert_array_equal(
-        _loss(relabelled, reduction="none"), _loss(batch, reduction="none")
+        _loss(relabelled, reduction="pairwise"), _loss(batch, reduction="pairwise")
     )
 
 
@@ -129,12 +129,12 @@ def test_local_contrastive_loss_translating_positions_with_the_maps_changes_noth
     shift = np.array([dx, dy])
     moved = _loss(
         batch,
-        reduction="none",
+        reduction="pairwise",
         features=canvas,
         positions=positions + shift,
         negative_positions=negatives + shift,
     )
-    np.testing.assert_allclose(moved, _loss(batch, reduction="none"), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(moved, _loss(batch, reduction="pairwise"), rtol=1e-12, atol=1e-12)
 
 
 @given(batches())
@@ -144,7 +144,7 @@ def test_local_contrastive_loss_identical_views_k1_have_maximal_positive_similar
     same = np.concatenate([f[:n_images]] * (f.shape[0] // n_images))  # every view identical
     batch = {**batch, "features": same, "region_size": 1, "strategy": "random"}
     tau = batch["temperature"]
-    terms = _loss(batch, reduction="none")
+    terms = _loss(batch, reduction="pairwise")
     positions, negatives = local_region_positions(
         f.shape[-1], region_size=1, num_regions=batch["num_regions"]
     )
@@ -168,10 +168,21 @@ def test_local_contrastive_loss_identical_views_k1_have_maximal_positive_similar
 @given(batch=batches())
 def test_local_contrastive_loss_backends_agree(name, batch):
     module = pytest.importorskip(name)
-    expected = _loss(batch, reduction="none")
+    expected = _loss(batch, reduction="pairwise")
     convert = {
         key: module.asarray(batch[key])
         for key in ("features", "image_ids", "partition_ids", "volume_ids")
     }
-    got = _loss({**batch, **convert}, reduction="none")
+    got = _loss({**batch, **convert}, reduction="pairwise")
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-12, atol=1e-12)
+
+
+@given(batches())
+def test_local_contrastive_loss_rows_weighted_by_positives_give_the_mean(batch):
+    rows = _loss(batch, reduction="none")
+    terms = _loss(batch, reduction="pairwise")
+    count = (terms.sum(axis=-1) != 0).sum(axis=1)  # positives of each anchor (0/1 weights)
+    assert rows.shape == (terms.shape[0],)
+    assert np.all(rows[count == 0] == 0)
+    mean = float(_loss(batch))
+    assert float((count * rows).sum() / count.sum()) == pytest.approx(mean, rel=1e-9)

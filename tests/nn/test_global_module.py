@@ -63,11 +63,12 @@ def test_global_contrastive_loss_module_validates_in_init(kwargs, error, match):
         GlobalContrastiveLoss(**kwargs)
 
 
-def test_global_contrastive_loss_module_gather_without_process_group_raises():
+def test_global_contrastive_loss_module_gather_without_process_group_is_single_process():
     assert not torch.distributed.is_initialized()
     module = GlobalContrastiveLoss(gather_distributed=True)
-    with pytest.raises(RuntimeError, match="process group"):
-        module(_z(), IMAGE, PARTITION)
+    z = _z()
+    torch.testing.assert_close(module(z, IMAGE, PARTITION),
+                               GlobalContrastiveLoss()(z, IMAGE, PARTITION), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("half", [torch.bfloat16, torch.float16])
@@ -117,3 +118,57 @@ def test_global_contrastive_loss_module_bad_forward_input():
         module(_z(), IMAGE)
     with pytest.raises(TypeError, match="image_ids"):
         module(_z(), IMAGE.float(), PARTITION)
+
+
+@pytest.mark.parametrize("strategy", ["random", "domain_negatives", "domain"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none", "pairwise"])
+def test_global_module_two_views_equal_the_function(strategy, reduction):
+    z = _z(torch.float64)
+    z0, z1 = z[:6], z[6:]
+    module = GlobalContrastiveLoss(strategy=strategy, reduction=reduction)
+    got = module(z0, z1, partition_ids=PARTITION[:6])
+    expected = global_contrastive_loss(z0, z1, partition_ids=PARTITION[:6], strategy=strategy,
+                                       reduction=reduction)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    # and the concatenated form with the module's positional ids
+    torch.testing.assert_close(got, module(z, IMAGE, PARTITION), rtol=1e-12, atol=1e-12)
+
+
+def test_global_module_learnable_temperature():
+    tau = torch.nn.Parameter(torch.tensor(0.2, dtype=torch.float64))
+    module = GlobalContrastiveLoss(temperature=tau)
+    assert [name for name, _ in module.named_parameters()] == ["temperature"]
+    assert "temperature=tensor(0.2)" in repr(module)
+    z = _z(torch.float64).requires_grad_(True)
+    loss = module(z, IMAGE, PARTITION)
+    loss.backward()
+    assert tau.grad is not None
+    assert torch.isfinite(tau.grad)
+    expected = GlobalContrastiveLoss(temperature=0.2)(z.detach(), IMAGE, PARTITION)
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-12, atol=0)
+    buffered = GlobalContrastiveLoss(temperature=torch.tensor(0.2))
+    assert "temperature" in dict(buffered.named_buffers())
+
+
+def test_global_module_check_pairs_switch():
+    single = torch.zeros(12, dtype=torch.int64)  # one partition: no negative under G^D
+    with pytest.raises(ValueError, match="no negative"):
+        GlobalContrastiveLoss()(_z(), IMAGE, single)
+    value = GlobalContrastiveLoss(check_pairs=False)(_z(), IMAGE, single)
+    assert torch.isfinite(value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"temperature": torch.tensor([0.1, 0.2])}, ValueError, r"`temperature`.*shape \(2,\)"),
+        ({"temperature": torch.tensor(1)}, TypeError, r"`temperature`.*torch.int64"),
+        ({"temperature": torch.tensor(-1.0)}, ValueError, r"`temperature`.*-1\.0"),
+        ({"check_pairs": None}, TypeError, r"`check_pairs` must be a bool; got None"),
+        ({"reduction": "pairwise", "gather_distributed": True}, ValueError,
+         r"`reduction`.*got reduction='pairwise'"),
+    ],
+)
+def test_global_module_new_arguments_bad_input(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        GlobalContrastiveLoss(**kwargs)

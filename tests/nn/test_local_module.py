@@ -137,7 +137,12 @@ def test_local_contrastive_loss_module_caches_positions_per_map_size():
             negative_positions=local_region_positions(size, region_size=1, num_regions=9)[1],
         )
         torch.testing.assert_close(module(f, IMAGE), expected, rtol=0, atol=0)
-    assert set(module._tables) == {(12, 12), (24, 24)}
+    # the tables are a pure function of the map size; their gather plans are cached by key
+    from contrastlocal.functional._local import _PLANS
+    from contrastlocal.functional._regions import _default_keys
+
+    for size in (12, 24):
+        assert (*_default_keys(size, size, 1, 9), size, 1) in _PLANS
     positions, negatives = module.region_tables((12, 12))
     assert positions.shape == (9, 2)
     assert negatives.shape == (9, 5, 2)
@@ -222,3 +227,29 @@ def test_local_contrastive_loss_module_bad_input():
         module(_features(size=7), IMAGE)
     with pytest.raises(ValueError, match="features"):
         LocalContrastiveLoss()(torch.zeros(8, 3, 12), IMAGE)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none", "pairwise"])
+def test_local_module_two_views_equal_the_function(reduction):
+    torch.manual_seed(0)
+    module = LocalContrastiveLoss("domain", in_channels=3, reduction=reduction)
+    f = _features(dtype=torch.float64)
+    f0, f1 = f[:4], f[4:]
+    part, vol = torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1])
+    got = module(f0, f1, part, vol)
+    expected = local_contrastive_loss(f0, f1, part, vol, strategy="domain",
+                                      projection=module.projection, reduction=reduction)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    concatenated = module(f, IMAGE, part.repeat(2), vol.repeat(2))
+    torch.testing.assert_close(got, concatenated, rtol=1e-12, atol=1e-12)
+
+
+def test_local_module_learnable_temperature_and_check_pairs():
+    tau = torch.nn.Parameter(torch.tensor(0.3))
+    module = LocalContrastiveLoss(region_size=1, temperature=tau, check_pairs=False)
+    assert "temperature" in dict(module.named_parameters())
+    module(_features(), IMAGE).backward()
+    assert tau.grad is not None
+    assert torch.isfinite(tau.grad)
+    with pytest.raises(TypeError, match=r"`check_pairs` must be a bool; got 0"):
+        LocalContrastiveLoss(check_pairs=0)

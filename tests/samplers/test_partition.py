@@ -220,3 +220,97 @@ def test_samplers_import_no_torch() -> None:
     code = "import sys, contrastlocal.samplers; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------------------------
+# issue 16: batch metadata, dataset length check, shards with drop_last=False
+# ------------------------------------------------------------------------------------------
+
+
+def test_sampler_metadata_matches_slice_metadata_for_every_batch():
+    from contrastlocal.samplers import BatchMetadata
+
+    counts = [6, 5, 8, 4, 7]
+    sampler = PartitionBatchSampler(counts, num_partitions=2, volumes_per_batch=2, seed=3)
+    meta = slice_metadata(counts, num_partitions=2)
+    for batch in sampler:
+        record = sampler.metadata(batch)
+        assert isinstance(record, BatchMetadata)
+        np.testing.assert_array_equal(record.indices, batch)
+        np.testing.assert_array_equal(record.volume_ids, meta["volume_index"][batch])
+        np.testing.assert_array_equal(record.partition_ids, meta["partition_id"][batch])
+        np.testing.assert_array_equal(record.slice_ids, meta["slice_index"][batch])
+        assert record.partition_ids.tolist() == [0, 1, 0, 1]
+    with pytest.raises(IndexError, match=r"`indices` must lie in \[0, 29\]; got values in"):
+        sampler.metadata([30])
+
+
+def test_slice_metadata_dataset_under_dataloader():
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader
+
+    from contrastlocal.samplers import SliceMetadataDataset
+
+    counts = [6, 5, 8, 4]
+    data = [float(i) for i in range(sum(counts))]
+    sampler = PartitionBatchSampler(counts, num_partitions=2, volumes_per_batch=2,
+                                    dataset=data)
+    loader = DataLoader(SliceMetadataDataset(data, sampler), batch_sampler=sampler)
+    expected = [sampler.metadata(b) for b in sampler]
+    batches = list(loader)
+    assert len(batches) == len(expected) == len(sampler)
+    for (samples, meta), record in zip(batches, expected, strict=True):
+        assert samples.tolist() == [float(i) for i in record.indices]
+        assert meta["index"].tolist() == record.indices.tolist()
+        assert meta["volume_id"].tolist() == record.volume_ids.tolist()
+        assert meta["partition_id"].tolist() == record.partition_ids.tolist()
+        assert meta["slice_id"].tolist() == record.slice_ids.tolist()
+        assert meta["partition_id"].dtype == torch.int64
+
+
+def test_slice_metadata_dataset_accepts_position_pairs():
+    from contrastlocal.samplers import SliceMetadataDataset
+
+    class Pairs:
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, index):
+            return index
+
+    sampler = PartitionBatchSampler([5, 5], num_partitions=2, volumes_per_batch=1,
+                                    return_positions=True)
+    wrapped = SliceMetadataDataset(Pairs(), sampler)
+    item, meta = wrapped[(7, 0.5)]
+    assert item == (7, 0.5)
+    assert (meta["volume_id"], meta["slice_id"], meta["partition_id"]) == (1, 2, 0)
+
+
+@pytest.mark.parametrize("length", [22, 24])
+def test_sampler_checks_dataset_length_at_construction(length):
+    from contrastlocal.samplers import SliceMetadataDataset
+
+    with pytest.raises(ValueError, match=rf"`dataset` must hold .*23.*len\(dataset\) = {length}"):
+        PartitionBatchSampler([6, 5, 8, 4], num_partitions=2, volumes_per_batch=2,
+                              dataset=[0] * length)
+    sampler = PartitionBatchSampler([6, 5, 8, 4], num_partitions=2, volumes_per_batch=2)
+    with pytest.raises(ValueError, match=rf"`dataset`.*23.*got len\(dataset\) = {length}"):
+        SliceMetadataDataset([0] * length, sampler)
+
+
+def test_sampler_shards_overlap_only_by_the_padding_without_drop_last():
+    counts = [4] * 7  # 7 volumes over 3 replicas: 2 padding volumes
+    shards = []
+    for rank in range(3):
+        sampler = PartitionBatchSampler(counts, num_partitions=2, volumes_per_batch=2,
+                                        num_replicas=3, rank=rank, drop_last=False)
+        shards.append([int(v) for b in sampler for v in sampler.metadata(b).volume_ids[::2]])
+    seen = [v for shard in shards for v in shard]
+    assert sorted(set(seen)) == list(range(7))  # every volume used
+    assert len(seen) - len(set(seen)) == 2  # exactly the padding repeats
+    disjoint = []
+    for rank in range(3):
+        sampler = PartitionBatchSampler(counts, num_partitions=2, volumes_per_batch=2,
+                                        num_replicas=3, rank=rank, drop_last=True)
+        disjoint += [int(v) for b in sampler for v in sampler.metadata(b).volume_ids[::2]]
+    assert len(disjoint) == len(set(disjoint))

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import warnings
+from typing import Any, Literal
 
-from array_api_compat import is_torch_namespace
+import numpy as np
 
-from .._array_api import compute_dtype, device, eps_for
-from .._typing import Array, Namespace, Reduction
-from .._validation import check_choice, check_integer_ids, check_positive
+from .._array_api import compute_dtype, device, eps_for, is_torch_namespace
+from .._typing import Array, LossReduction, Namespace
+from .._validation import (
+    check_choice,
+    check_integer_ids,
+    check_ndim,
+    check_temperature,
+    host_values,
+    shape_of,
+)
 from ._kernel import (
-    _REDUCTIONS,
     RowGather,
     _check_embeddings,
-    _has_nonzero,
     _masked_contrastive_block_impl,
     _masked_contrastive_impl,
     _namespace,
@@ -24,6 +30,8 @@ __all__ = ["global_contrastive_loss", "global_pairing"]
 
 GlobalStrategy = Literal["random", "domain_negatives", "domain"]
 _STRATEGIES: tuple[str, ...] = ("random", "domain_negatives", "domain")
+#: "none": one value per anchor row; "pairwise": the dense (N, N) terms.
+_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none", "pairwise")
 
 _NO_PAIR = {
     "random": "no image has a second view (every value of `image_ids` appears once)",
@@ -33,12 +41,20 @@ _NO_PAIR = {
 
 
 def _check_ids(
-    image_ids: Array, partition_ids: Array | None, n: int | None, strategy: str, *, xp: Namespace
+    image_ids: Array | None, partition_ids: Array | None, n: int | None, strategy: str, *,
+    xp: Namespace,
 ) -> None:
     check_choice(strategy, _STRATEGIES, "strategy")
-    check_integer_ids(image_ids, n, "image_ids", xp=xp)
-    if n is None:
-        n = image_ids.shape[0]
+    if image_ids is None:
+        if strategy != "domain":
+            msg = (f"`image_ids` is required by strategy={strategy!r} (the positives are the "
+                   "other views of the anchor's image); got None. Pass integer ids of shape "
+                   "(N,), or two views `loss(z0, z1)`.")
+            raise ValueError(msg)
+    else:
+        check_integer_ids(image_ids, n, "image_ids", xp=xp)
+        if n is None:
+            n = image_ids.shape[0]
     if partition_ids is None:
         if strategy != "random":
             msg = (f"`partition_ids` is required by strategy={strategy!r} (negatives are the rows "
@@ -49,16 +65,19 @@ def _check_ids(
 
 
 def _global_pairing_impl(
-    image_ids: Array, partition_ids: Array | None, *, strategy: str, xp: Namespace
+    image_ids: Array | None, partition_ids: Array | None, *, strategy: str, xp: Namespace
 ) -> tuple[Array, Array]:
     """Dense (positive mask, negative mask), both bool (N, N), from the row metadata."""
-    n = image_ids.shape[0]
-    rows = xp.arange(n, device=device(image_ids))
+    ids = image_ids if image_ids is not None else partition_ids
+    assert ids is not None  # validated by the caller
+    n = ids.shape[0]
+    rows = xp.arange(n, device=device(ids))
     not_self = rows[:, None] != rows[None, :]
     if strategy == "domain":
         assert partition_ids is not None  # validated by the caller
         same_part = partition_ids[:, None] == partition_ids[None, :]
         return xp.logical_and(same_part, not_self), xp.logical_not(same_part)
+    assert image_ids is not None  # validated by the caller
     same_image = image_ids[:, None] == image_ids[None, :]
     positives = xp.logical_and(same_image, not_self)
     if strategy == "random" or partition_ids is None:
@@ -73,7 +92,8 @@ def _raise_no_pair(strategy: str, n: int) -> None:
 
 
 def _global_loss_fused(
-    embeddings: Array, image_ids: Array, partition_ids: Array | None, *, n: int, strategy: str,
+    embeddings: Array, image_ids: Array | None, partition_ids: Array | None, *, n: int,
+    strategy: str,
     temperature: float, reduction: str, xp: Namespace,
 ) -> Array:
     """Torch path of the scalar reductions: one id comparison, masks derived inside the kernel.
@@ -91,9 +111,9 @@ def _global_loss_fused(
     if strategy == "domain_negatives":
         assert partition_ids is not None
         negatives = partition_ids[:, None] != partition_ids[None, :]
-    count = xp.count_nonzero(same) - n  # ordered positive pairs: the diagonal is not one
-    if _has_nonzero(count, xp=xp) is False:
-        _raise_no_pair(strategy, n)
+    # ordered positive pairs (the diagonal is not one); the check that there is one is done on
+    # the host ids by the caller, never here (reading a device count would synchronise)
+    count = xp.count_nonzero(same) - n
     dtype = compute_dtype(embeddings, xp=xp)
     if reduction == "sum":
         scale = xp.ones((), dtype=dtype, device=device(embeddings))
@@ -164,27 +184,162 @@ def global_pairing(
     return _global_pairing_impl(image_ids, partition_ids, strategy=strategy, xp=xp)
 
 
+def _is_second_view(x: Any, *, xp: Namespace) -> bool:
+    """Whether the second positional argument is a view (floating) rather than image ids."""
+    return (x is not None and hasattr(x, "dtype") and getattr(x, "ndim", 1) >= 2
+            and bool(xp.isdtype(x.dtype, "real floating")))
+
+
+def _two_view_rows(
+    first: Array, second: Array, per_image: dict[str, Array | None], *, ndim: int, layout: str,
+    xp: Namespace,
+) -> tuple[Array, Array, dict[str, Array | None]]:
+    """Turn two views ``(x0, x1)`` into one batch: rows ``cat([x0, x1])``, ids ``arange(N)`` twice.
+
+    `per_image` holds optional integer id arrays of shape (N,), one entry per image; each is
+    repeated for the two views. Returns the rows, the image ids (on the rows' device) and the
+    repeated ids.
+    """
+    check_ndim(second, ndim, "image_ids", f"{layout} (the second view)")
+    if shape_of(second) != shape_of(first):
+        msg = (f"The second view (argument `image_ids`) must have the shape of the first, "
+               f"{shape_of(first)}; got shape {shape_of(second)}.")
+        raise ValueError(msg)
+    if second.dtype != first.dtype:
+        msg = (f"The two views must have one dtype; got {first.dtype} and {second.dtype} "
+               "(argument `image_ids`).")
+        raise TypeError(msg)
+    n = int(first.shape[0])
+    repeated: dict[str, Array | None] = {}
+    for name, ids in per_image.items():
+        if ids is not None:
+            check_ndim(ids, 1, name, "(N,)")
+            if not xp.isdtype(ids.dtype, "integral") or int(ids.shape[0]) != n:
+                msg = (f"`{name}` must be an integer array of shape (N,) = ({n},) with two "
+                       "views, one entry per image (it is repeated for both views); got shape "
+                       f"{shape_of(ids)} and dtype {ids.dtype}.")
+                raise (TypeError if int(ids.shape[0]) == n else ValueError)(msg)
+            ids = xp.concat([ids, ids], axis=0)
+        repeated[name] = ids
+    rows = xp.concat([first, _on_device_of(second, first, xp=xp)], axis=0)
+    image = xp.arange(n, device=device(first))
+    return rows, xp.concat([image, image], axis=0), repeated
+
+
+def _ids_to(x: Array, reference: Array, *, xp: Namespace) -> Array:
+    """Ids moved to the device of `reference`; host-to-accelerator torch copies do not wait.
+
+    A blocking copy from pageable host memory synchronises the stream; ``non_blocking`` stages
+    the ids and returns (the ids are never written afterwards).
+    """
+    if is_torch_namespace(xp) and x.device != reference.device:
+        return x.to(reference.device, non_blocking=True)
+    return _on_device_of(x, reference, xp=xp)
+
+
+def _check_partitions_of_views(
+    image: np.ndarray, partition: np.ndarray, name: str = "partition_ids"
+) -> None:
+    """Raise unless the views of each image (equal image ids) share one partition (or volume) id."""
+    order = np.argsort(image, kind="stable")
+    si, sp = image[order], partition[order]
+    bad = (si[1:] == si[:-1]) & (sp[1:] != sp[:-1])
+    if bad.any():
+        k = int(np.argmax(bad))
+        what = name.removesuffix("_ids")
+        msg = (f"Views of one image must share a {what}: rows with `image_ids` {si[k]} have "
+               f"`{name}` {sp[k]} and {sp[k + 1]} (an image's views come from one slice, "
+               f"hence one {what}).")
+        raise ValueError(msg)
+
+
+def _check_global_pairs(
+    image_ids: Array | None, partition_ids: Array | None, *, strategy: str, n: int
+) -> None:
+    """Degenerate batches raise: no positive pair, no negative at all, views split over partitions.
+
+    Reads only host ids (:func:`host_values`); ids on a device or traced are not read (no
+    synchronisation), and the checks they would feed are skipped.
+    """
+    image = None if image_ids is None else host_values(image_ids)
+    part = None if partition_ids is None else host_values(partition_ids)
+    group = part if strategy == "domain" else image
+    if group is not None:
+        _, counts = np.unique(group, return_counts=True)
+        if not bool((counts >= 2).any()):
+            _raise_no_pair(strategy, n)
+    other = image if strategy == "random" else part
+    if other is not None and n > 0 and np.unique(other).size < 2:
+        what, name = ("image", "image_ids") if strategy == "random" else ("partition",
+                                                                           "partition_ids")
+        msg = (f"The batch has no negative for any anchor with strategy={strategy!r}: every row "
+               f"has `{name}` {other.reshape(-1)[0]} (negatives are rows of another {what}), so "
+               f"the loss would be 0 with no gradient; got N = {n} rows.")
+        raise ValueError(msg)
+    if strategy != "random" and image is not None and part is not None:
+        _check_partitions_of_views(image, part)
+
+
+def _warn_if_collapsed(x: Array, name: str) -> None:
+    """Warn when every embedding in host array `x` is the same vector (a collapsed representation).
+
+    (N, D): all rows equal. (N, C, H, W) feature maps: every pixel of every row has the same
+    C-vector, so all regions are equal (identical maps with spatial structure are fine).
+    """
+    host = host_values(x)
+    if host is None or host.size < 2 or (host.ndim == 2 and host.shape[0] < 2):
+        return
+    first = host[:1] if host.ndim == 2 else host[:1, :, :1, :1]
+    if bool(np.all(host == first)):
+        what = "rows" if host.ndim == 2 else "pixels (all rows, all positions)"
+        msg = (f"All {what} of `{name}` are identical: every similarity is equal, so the loss "
+               "is a constant of the batch layout and carries no contrast (a collapsed "
+               "representation?).")
+        warnings.warn(msg, RuntimeWarning, stacklevel=4)
+
+
+def _per_anchor(terms: Array, positives: Array, *, xp: Namespace) -> Array:
+    """Row means of the (N, N) or (N, N, R) terms over each anchor's nonzero weights; 0 if none."""
+    w = xp.astype(positives, terms.dtype) if positives.dtype == xp.bool else positives
+    count = xp.sum(xp.astype(w, terms.dtype), axis=1)
+    total = xp.sum(terms, axis=1)
+    if terms.ndim == 3:  # local: (n, N, R) -> mean over the regions too
+        total = xp.sum(total, axis=1)
+        count = count * float(terms.shape[2])
+    one = xp.ones((), dtype=terms.dtype, device=device(terms))
+    return total / xp.where(count > 0, count, one)
+
+
 def global_contrastive_loss(
     embeddings: Array,
-    *,
-    image_ids: Array,
+    image_ids: Array | None = None,
     partition_ids: Array | None = None,
+    *,
     strategy: GlobalStrategy = "domain",
-    temperature: float = 0.1,
-    reduction: Reduction = "mean",
+    temperature: float | Array = 0.1,
+    reduction: LossReduction = "mean",
+    check_pairs: bool = True,
 ) -> Array:
     r"""Global contrastive loss of Chaitanya et al. (G^R, G^{D−} or G^D) from row metadata.
+
+    Two call forms: ``global_contrastive_loss(z, image_ids, partition_ids)`` on one batch of
+    rows with their ids, or ``global_contrastive_loss(z0, z1, partition_ids=...)`` on two views
+    (rows i of `z0` and `z1` are views of image i), which is the first form on
+    ``cat([z0, z1])`` with image ids ``arange(N)`` repeated twice.
 
     Parameters
     ----------
     embeddings : real floating array of shape (N, D)
         Projected image-level embeddings, one per row (NumPy, PyTorch, JAX, CuPy,
-        array-api-strict). Half precisions are computed in float32.
-    image_ids : integer array of shape (N,)
-        Rows with equal id are views (augmented copies) of one image.
+        array-api-strict), or the first view. Half precisions are computed in float32.
+    image_ids : integer array of shape (N,), real floating array of shape (N, D), or None
+        Integer: rows with equal id are views (augmented copies) of one image. Floating: the
+        second view (two-view form). May be None for ``strategy="domain"`` (G^D pairs rows by
+        partition only; the ids are then used for the checks alone).
     partition_ids : integer array of shape (N,) or None, default None
-        Partition of each row's slice within its volume (the same for all views of an image).
-        Required by ``"domain"`` and ``"domain_negatives"``, ignored by ``"random"``.
+        Partition of each row's slice within its volume (the same for all views of an image);
+        with two views, one entry per image, shape (N,) for the (N, D) views. Required by
+        ``"domain"`` and ``"domain_negatives"``, ignored by ``"random"``.
     strategy : {"random", "domain_negatives", "domain"}, default "domain"
         ``"random"`` (G^R): positives = the other views of the anchor's image, negatives = every
         row of another image; with two views per image this is exactly SimCLR's NT-Xent.
@@ -192,17 +347,31 @@ def global_contrastive_loss(
         negatives = every row of another partition. ``"domain"`` (G^D): positives = every other
         row of the anchor's partition (any volume, any view), negatives = every row of another
         partition. Same-partition rows that are not positives are neither.
-    temperature : float, default 0.1
-        Temperature τ > 0.
-    reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` over all (anchor, positive) terms, ``"sum"``, or ``"none"``: the dense (N, N)
-        array of terms, ``ℓ(a, p)`` at positive pairs and 0 elsewhere.
+    temperature : float or 0-D real floating array, default 0.1
+        Temperature τ > 0. An array (e.g. a learnable ``torch.nn.Parameter``, as in CLIP) gets
+        its gradient; its value is checked where it is on the host.
+    reduction : {"mean", "sum", "none", "pairwise"}, default "mean"
+        ``"mean"`` over all (anchor, positive) terms, ``"sum"``; ``"none"``: one value per
+        anchor row, shape (N,) (2N with two views, first view's rows first): the mean of the
+        anchor's terms over its positives, 0 for a row without positive. Weighted by each
+        row's number of positives P_a, its mean is the ``"mean"`` loss:
+        ``sum(P * r) / sum(P)`` (with two views and G^R or G^{D−}, P_a = 1 and ``r.mean()`` is
+        the ``"mean"`` loss). ``"pairwise"``: the dense (N, N) terms, ``ℓ(a, p)`` at positive
+        pairs and 0 elsewhere.
+    check_pairs : bool, default True
+        Check the batch where its ids are on the host (NumPy, CPU tensors, outside
+        ``torch.compile``/``torch.func``): raise if there is no positive pair, no negative for
+        any anchor (e.g. a single partition under G^D), or views of one image with different
+        partition ids, and warn if all embeddings are identical (CPU only). Ids on a device are
+        never read (no synchronisation): the checks are skipped there. Set False when the
+        sampler guarantees pairs (a batch without pairs then gives NaN).
 
     Returns
     -------
     array
-        0-D, or shape (N, N) if ``reduction="none"``; same namespace and device as `embeddings`,
-        in the compute dtype (float64 for float64 input, float32 otherwise).
+        0-D, (N,) for ``"none"``, (N, N) for ``"pairwise"`` (N = rows of the batch, 2N with
+        two views); same namespace and device as `embeddings`, in the compute dtype (float64
+        for float64 input, float32 otherwise).
 
     Raises
     ------
@@ -211,8 +380,13 @@ def global_contrastive_loss(
         different libraries.
     ValueError
         If shapes do not match, `temperature` is not a positive finite number, `strategy` or
-        `reduction` is unknown, `partition_ids` is missing, or the batch has no positive pair
-        (checked where values are concrete, i.e. not under ``jax.jit``).
+        `reduction` is unknown, `partition_ids` is missing, or (with `check_pairs`, host ids)
+        the batch has no positive pair, no negative, or an image's views in two partitions.
+
+    Warns
+    -----
+    RuntimeWarning
+        With `check_pairs`, when all rows of a host `embeddings` are identical.
 
     See Also
     --------
@@ -252,27 +426,60 @@ def global_contrastive_loss(
     ((), dtype('float64'))
     >>> bool(loss > 0)
     True
+
+    The same batch as two views, one partition id per image:
+
+    >>> z0, z1 = z[:4], z[4:]
+    >>> two = global_contrastive_loss(z0, z1, partition_ids=partition[:4])
+    >>> bool(np.isclose(two, loss))
+    True
+    >>> global_contrastive_loss(z0, z1, strategy="random", reduction="none").shape
+    (8,)
     """
-    xp = _namespace(embeddings=embeddings, image_ids=image_ids, partition_ids=partition_ids)
+    xp = _namespace(embeddings=embeddings, image_ids=image_ids, partition_ids=partition_ids,
+                    temperature=temperature if hasattr(temperature, "shape") else None)
     n = _check_embeddings(embeddings, xp=xp)
-    _check_ids(image_ids, partition_ids, n, strategy, xp=xp)
-    temperature = check_positive(temperature, "temperature")
+    check_choice(strategy, _STRATEGIES, "strategy")
+    temperature = check_temperature(temperature, xp=xp)
     check_choice(reduction, _REDUCTIONS, "reduction")
-    image_ids = _on_device_of(image_ids, embeddings, xp=xp)
+    check_pairs = _check_flag(check_pairs, "check_pairs")
+    if _is_second_view(image_ids, xp=xp):
+        embeddings, image_ids, ids = _two_view_rows(
+            embeddings, image_ids, {"partition_ids": partition_ids}, ndim=2, layout="(N, D)",
+            xp=xp,
+        )
+        partition_ids, n = ids["partition_ids"], 2 * n
+    _check_ids(image_ids, partition_ids, n, strategy, xp=xp)
+    if check_pairs:
+        _check_global_pairs(image_ids, partition_ids if strategy != "random" else None,
+                            strategy=strategy, n=n)
+        _warn_if_collapsed(embeddings, "embeddings")
+    if image_ids is not None:
+        image_ids = _ids_to(image_ids, embeddings, xp=xp)
     if partition_ids is not None:
-        partition_ids = _on_device_of(partition_ids, embeddings, xp=xp)
-    if reduction != "none" and is_torch_namespace(xp):
+        partition_ids = _ids_to(partition_ids, embeddings, xp=xp)
+    fixed_tau = isinstance(temperature, float)
+    if reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp):
         return _global_loss_fused(
             embeddings, image_ids, partition_ids, n=n, strategy=strategy,
             temperature=temperature, reduction=reduction, xp=xp,
         )
     positives, negatives = _global_pairing_impl(image_ids, partition_ids, strategy=strategy, xp=xp)
-    if _has_nonzero(positives, xp=xp) is False:
-        _raise_no_pair(strategy, n)
-    return _masked_contrastive_impl(
+    scalar = reduction in ("mean", "sum")
+    terms = _masked_contrastive_impl(
         embeddings, positives, negatives, temperature=temperature, normalizer=None,
-        reduction=reduction, xp=xp,
+        reduction=reduction if scalar else "none", xp=xp, use_fast_path=fixed_tau,
     )
+    if reduction == "none":
+        return _per_anchor(terms, positives, xp=xp)
+    return terms
+
+
+def _check_flag(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        msg = f"`{name}` must be a bool; got {value!r}."
+        raise TypeError(msg)
+    return value
 
 
 # --------------------------------------------------------------------------------------------
@@ -296,12 +503,13 @@ def _rank_tagged_ids(ids_all: Array, world_size: int, num_rows: int, *, xp: Name
 def _global_loss_sharded(
     embeddings: Array,
     *,
-    image_ids: Array,
+    image_ids: Array | None,
     partition_ids: Array | None,
     strategy: str,
-    temperature: float,
+    temperature: float | Array,
     reduction: str,
     gather: RowGather,
+    check_pairs: bool = True,
 ) -> Array:
     """Compute this process's share of the global loss of the batch gathered from all processes.
 
@@ -316,19 +524,27 @@ def _global_loss_sharded(
     xp = _namespace(embeddings=embeddings, image_ids=image_ids, partition_ids=partition_ids)
     n = _check_embeddings(embeddings, xp=xp)
     _check_ids(image_ids, partition_ids, n, strategy, xp=xp)
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_temperature(temperature, xp=xp)
     check_choice(reduction, ("mean", "sum"), "reduction")
-    image_ids = _on_device_of(image_ids, embeddings, xp=xp)
+    if check_pairs and image_ids is not None and partition_ids is not None:
+        image_host, part_host = host_values(image_ids), host_values(partition_ids)
+        if strategy != "random" and image_host is not None and part_host is not None:
+            _check_partitions_of_views(image_host, part_host)
     z_all = gather(embeddings, differentiable=True)  # (K·n, D); checks that all n agree
-    ids_all = _rank_tagged_ids(
-        gather(image_ids, differentiable=False), gather.world_size, n, xp=xp
-    )
+    ids_all = None
+    if image_ids is not None:
+        image_ids = _on_device_of(image_ids, embeddings, xp=xp)
+        ids_all = _rank_tagged_ids(
+            gather(image_ids, differentiable=False), gather.world_size, n, xp=xp
+        )
     parts_all = None
     if partition_ids is not None:
         partition_ids = _on_device_of(partition_ids, embeddings, xp=xp)
         parts_all = gather(partition_ids, differentiable=False)
     positives, negatives = _global_pairing_impl(ids_all, parts_all, strategy=strategy, xp=xp)
-    if _has_nonzero(positives, xp=xp) is False:  # same answer on every process
+    # same answer on every process; read only where the gathered ids are on the host (gloo)
+    host = host_values(positives) if check_pairs else None
+    if host is not None and not bool(host.any()):
         msg = (f"The batch gathered from {gather.world_size} processes has no positive pair for "
                f"strategy={strategy!r}: {_NO_PAIR[strategy]}; got N = {int(z_all.shape[0])} "
                "rows.")

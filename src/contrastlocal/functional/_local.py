@@ -7,44 +7,64 @@ the positive's map. Everything is written against the array API standard.
 
 from __future__ import annotations
 
-import functools
+import sys
 from typing import Any, NamedTuple
 
+import array_api_compat.numpy as np_xp
 import numpy as np
 
 from .._array_api import compute_dtype, device, is_floating, l2_normalize, logsumexp
-from .._typing import Array, Namespace, Reduction
+from .._typing import Array, LossReduction, Namespace
 from .._validation import (
     check_choice,
     check_int_in_range,
     check_integer_ids,
     check_ndim,
     check_positive,
+    check_temperature,
+    host_values,
     shape_of,
 )
-from ._global import _rank_tagged_ids
+from ._global import (
+    _check_flag,
+    _check_partitions_of_views,
+    _ids_to,
+    _is_second_view,
+    _per_anchor,
+    _rank_tagged_ids,
+    _two_view_rows,
+    _warn_if_collapsed,
+)
 from ._kernel import (
     RowGather,
-    _has_nonzero,
     _namespace,
     _on_device_of,
     _reduce,
     explicit_positive_nll,
 )
 from ._regions import (
+    NegativesKey,
+    PointsKey,
     _as_positions,
-    _check_bounds,
+    _check_bounds_key,
     _check_feature_maps,
     _check_region_size,
+    _default_keys,
     _flat_indices,
     _gather_regions,
-    local_region_positions,
+    _index_array,
+    _points_key,
 )
 
 __all__ = ["local_contrastive_loss", "original_local_pairing"]
 
 _STRATEGIES: tuple[str, ...] = ("random", "domain")
-_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+#: "none": one value per anchor row; "pairwise": the dense (N, N, R) terms.
+_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none", "pairwise")
+
+#: Gather plan: flat spatial indices of the U distinct regions (U*K*K,), U, and the index
+#: among them of each position (R,) and of each negative (R*J,); Python ints only.
+Plan = tuple[tuple[int, ...], int, tuple[int, ...], tuple[int, ...]]
 
 # The original L^D batch: 3 volumes x 4 partitions, two views concatenated.
 _ORIGINAL_DOMAIN_SLICES = 12
@@ -74,45 +94,58 @@ def _pair_mask_weights(
     return xp.astype(positive, dtype)
 
 
-@functools.lru_cache(maxsize=128)
-def _region_plan_cached(
-    positions: tuple[tuple[int, int], ...],
-    negatives: tuple[tuple[int, int], ...],
-    width: int,
-    region_size: int,
-) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
-    points = np.asarray(positions + negatives, dtype=np.int64).reshape(-1, 2)
-    unique, inverse = np.unique(points, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    indices = _flat_indices(unique, width, region_size)
-    return indices, int(unique.shape[0]), inverse[: len(positions)], inverse[len(positions) :]
+_PLANS: dict[tuple[PointsKey, NegativesKey, int, int], Plan] = {}
+
+
+def _compiling() -> bool:
+    """Whether torch.compile is tracing (then nothing is cached: the plan is a constant)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and bool(torch.compiler.is_compiling())
+
+
+def _build_plan(
+    positions: PointsKey, negatives: NegativesKey, width: int, region_size: int
+) -> Plan:
+    points = positions + tuple(p for row in negatives for p in row)
+    unique = sorted(set(points))  # each distinct region once (the tables repeat points)
+    index = {p: i for i, p in enumerate(unique)}
+    return (
+        _flat_indices(tuple(unique), width, region_size),
+        len(unique),
+        tuple(index[p] for p in positions),
+        tuple(index[p] for row in negatives for p in row),
+    )
 
 
 def _region_plan(
-    pos: np.ndarray, neg: np.ndarray, width: int, region_size: int
-) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
-    """Gather plan: each distinct region once (the tables repeat points), then index into them.
+    positions: PointsKey, negatives: NegativesKey, width: int, region_size: int
+) -> Plan:
+    """Gather plan of the region tables (a function of the tables and the map width only).
 
-    Returns the flat spatial indices of the U distinct regions (U*K*K,), U, and for the
-    positions (R,) and the negatives (R*J,) their index among the distinct regions.
+    Pure Python on tuples of ints: built on the host, cached by key in eager mode, and
+    evaluated as a constant under ``torch.compile`` (no array is built from tensor values).
     """
-
-    def as_key(points: np.ndarray) -> tuple[tuple[int, int], ...]:
-        return tuple((int(x), int(y)) for x, y in points.reshape(-1, 2))
-
-    return _region_plan_cached(as_key(pos), as_key(neg), width, region_size)
+    key = (positions, negatives, width, region_size)
+    if _compiling():
+        return _build_plan(*key)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 128:
+            _PLANS.clear()
+        plan = _PLANS[key] = _build_plan(*key)
+    return plan
 
 
 def _local_impl(
     features: Array,
     weights: Array,
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    plan: Plan,
     projection: Array | None,
     *,
     num_regions: int,
     num_negatives: int,
     region_size: int,
-    temperature: float,
+    temperature: float | Array,
     normalizer: float | None,
     reduction: str,
     xp: Namespace,
@@ -129,7 +162,7 @@ def _local_impl(
 
 def _local_region_embeddings(
     features: Array,
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    plan: Plan,
     projection: Array | None,
     *,
     region_size: int,
@@ -152,12 +185,12 @@ def _local_region_embeddings(
 def _local_block_terms(
     z: Array,
     weights: Array,
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    plan: Plan,
     *,
     anchor_start: int,
     num_regions: int,
     num_negatives: int,
-    temperature: float,
+    temperature: float | Array,
     normalizer: float | Array | None,
     reduction: str,
     xp: Namespace,
@@ -174,9 +207,8 @@ def _local_block_terms(
     r, j = num_regions, num_negatives
     _, _, positive_index, negative_index = plan
     d = int(z.shape[-1])
-    dev = device(z)
-    u = xp.take(z, xp.asarray(positive_index.tolist(), device=dev), axis=1)  # (N, R, D)
-    v = xp.take(z, xp.asarray(negative_index.tolist(), device=dev), axis=1)  # (N, R*J, D)
+    u = xp.take(z, _index_array(positive_index, z, xp=xp), axis=1)  # (N, R, D)
+    v = xp.take(z, _index_array(negative_index, z, xp=xp), axis=1)  # (N, R*J, D)
     v = xp.reshape(v, (n_all, r, j, d))  # (N, R, J, D)
     u_a, v_a = u, v
     if anchor_start != 0 or n != n_all:
@@ -199,14 +231,31 @@ def _local_block_terms(
     negative_lse = xp.logaddexp(lse_own, lse_cross)
     terms = explicit_positive_nll(s_pos, negative_lse, xp=xp)  # (R, n_a, N_p)
     terms = xp.permute_dims(terms, (1, 2, 0)) * xp.expand_dims(weights, axis=2)  # (n, N, R)
-    return _reduce(terms, None, normalizer=normalizer, reduction=reduction, xp=xp)
+    kind = "none" if reduction == "pairwise" else reduction  # the kernel's name of dense terms
+    return _reduce(terms, None, normalizer=normalizer, reduction=kind, xp=xp)
+
+
+def _is_points_key(obj: Any, depth: int) -> bool:
+    """Whether `obj` is already a tuple key: (x, y) pairs of ints (depth 1) or rows of them."""
+    if not isinstance(obj, tuple):
+        return False
+    if depth == 2:
+        return all(_is_points_key(row, 1) and len(row) > 0 for row in obj)
+    return all(
+        isinstance(p, tuple) and len(p) == 2 and all(type(v) is int for v in p) for p in obj
+    )
 
 
 def _resolve_positions(
     positions: Any, negative_positions: Any, height: int, width: int, region_size: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[PointsKey, NegativesKey]:
+    """Return the region tables as tuple keys: the defaults for the map size, or the given ones.
+
+    Tuple keys (as :class:`~contrastlocal.nn.LocalContrastiveLoss` passes them) are used as
+    they are, without NumPy, so that the call traces under ``torch.compile``.
+    """
     if positions is None and negative_positions is None:
-        return local_region_positions((height, width), region_size=region_size)
+        return _default_keys(height, width, region_size, 13)
     if positions is None or negative_positions is None:
         missing = "positions" if positions is None else "negative_positions"
         given = "negative_positions" if positions is None else "positions"
@@ -215,6 +264,12 @@ def _resolve_positions(
             "default 13-region pattern); got None."
         )
         raise ValueError(msg)
+    if _is_points_key(positions, 1) and _is_points_key(negative_positions, 2):
+        pos_key: PointsKey = positions
+        neg_key: NegativesKey = negative_positions
+        r, j = len(pos_key), len(neg_key[0]) if neg_key else 0
+        if len(neg_key) == r and r > 0 and all(len(row) == j for row in neg_key):
+            return pos_key, neg_key
     pos = _as_positions(positions, "positions", 2, "(R, 2)")
     neg = _as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
     if neg.shape[0] != pos.shape[0] or neg.shape[1] < 1:
@@ -226,7 +281,7 @@ def _resolve_positions(
     if pos.shape[0] < 1:
         msg = f"`positions` must hold at least one position; got shape {pos.shape}."
         raise ValueError(msg)
-    return pos, neg
+    return _points_key(pos), tuple(_points_key(row) for row in neg)
 
 
 def _check_weights(positive_weights: Any, n: int, features: Array, *, xp: Namespace) -> Array:
@@ -254,19 +309,20 @@ def _check_weights(positive_weights: Any, n: int, features: Array, *, xp: Namesp
 
 def local_contrastive_loss(
     features: Array,
-    *,
-    image_ids: Array | None,
+    image_ids: Array | None = None,
     partition_ids: Array | None = None,
     volume_ids: Array | None = None,
+    *,
     strategy: str = "random",
     region_size: int = 3,
     positions: Any = None,
     negative_positions: Any = None,
     projection: Array | None = None,
-    temperature: float = 0.1,
+    temperature: float | Array = 0.1,
     positive_weights: Array | None = None,
     normalizer: float | None = None,
-    reduction: Reduction = "mean",
+    reduction: LossReduction = "mean",
+    check_pairs: bool = True,
 ) -> Array:
     r"""Local contrastive loss on feature maps: regions against their own nearby regions.
 
@@ -274,18 +330,27 @@ def local_contrastive_loss(
     at position :math:`P_r` is pulled towards the same region of `p` and pushed away from the
     regions at the J negative positions of `r`, in `a`'s map and in `p`'s map.
 
+    Two call forms, as :func:`global_contrastive_loss`: ``(features, image_ids,
+    partition_ids, volume_ids)`` on one batch of rows, or ``(f0, f1, partition_ids=...,
+    volume_ids=...)`` on two pixel-aligned views (rows i of `f0` and `f1` are views of image
+    i; the batch is ``cat([f0, f1])`` with image ids ``arange(N)`` repeated twice, and the
+    partition and volume ids, one per image, are repeated too).
+
     Parameters
     ----------
     features : real floating array of shape (N, C, H, W)
-        Feature maps (the output of the decoder and its projection head g_2), channel-first.
-        NumPy, PyTorch, JAX, CuPy or array-api-strict; half precisions are computed in float32.
-    image_ids : int array of shape (N,) or None
-        Rows with equal id are views of one image (pixel-aligned). Required unless
-        `positive_weights` is given.
+        Feature maps (the output of the decoder and its projection head g_2), channel-first,
+        or the first view. NumPy, PyTorch, JAX, CuPy or array-api-strict; half precisions are
+        computed in float32.
+    image_ids : int array of shape (N,), real floating array of shape (N, C, H, W), or None
+        Integer: rows with equal id are views of one image (pixel-aligned). Floating: the
+        second view. Required unless `positive_weights` is given.
     partition_ids : int array of shape (N,), optional
-        Partition of each row's slice; required by ``strategy="domain"``.
+        Partition of each row's slice (one per image with two views); required by
+        ``strategy="domain"``.
     volume_ids : int array of shape (N,), optional
-        Volume of each row's slice; required by ``strategy="domain"``.
+        Volume of each row's slice (one per image with two views); required by
+        ``strategy="domain"``.
     strategy : {"random", "domain"}, default "random"
         ``"random"`` (L^R): the positives of a row are the other views of its image.
         ``"domain"`` (L^D): also every row of another volume with the same partition.
@@ -302,8 +367,9 @@ def local_contrastive_loss(
     projection : real floating array of shape (K*K*C, D'), optional
         Linear map applied to every flattened region before the cosine similarity (the learned
         9·C → 128 matrix of the paper for K = 3). Same library as `features`.
-    temperature : float, default 0.1
-        Temperature τ > 0 dividing the cosine similarities.
+    temperature : float or 0-D real floating array, default 0.1
+        Temperature τ > 0 dividing the cosine similarities; an array (learnable τ) gets its
+        gradient.
     positive_weights : bool, int or real floating array of shape (N, N), optional
         Explicit pairing that replaces the strategy: ``positive_weights[a, p]`` = how many times
         each of the R terms (a, p, r) counts (0 = not a pair). Same library as `features`, or a
@@ -311,15 +377,28 @@ def local_contrastive_loss(
     normalizer : float, optional
         What ``reduction="mean"`` divides the weighted sum by; default ``R · sum(W)``, the mean
         over (anchor, positive, region) terms.
-    reduction : {"mean", "sum", "none"}, default "mean"
-        ``"none"``: the dense (N, N, R) array of weighted terms ``W_ap · ℓ(a, p, r)``, zero where
-        there is no pair; ``"sum"``: its sum; ``"mean"``: the sum divided by `normalizer`.
+    reduction : {"mean", "sum", "none", "pairwise"}, default "mean"
+        ``"pairwise"``: the dense (N, N, R) array of weighted terms ``W_ap · ℓ(a, p, r)``, zero
+        where there is no pair; ``"sum"``: its sum; ``"mean"``: the sum divided by
+        `normalizer`; ``"none"``: one value per anchor row, shape (N,), the anchor's weighted
+        mean over its (positive, region) terms,
+        ``r_a = Σ_{p,r} W_ap ℓ(a, p, r) / (R · Σ_p W_ap)``, and 0 for a row without positive.
+        With weights ``P_a = Σ_p W_ap``, ``Σ_a P_a r_a / Σ_a P_a`` is the ``"mean"`` loss
+        (default `normalizer`); with two views and L^R, P_a = 1 and ``r.mean()`` is it.
+    check_pairs : bool, default True
+        Check the batch where its ids (or `positive_weights`) are on the host (NumPy, CPU
+        tensors, outside ``torch.compile``/``torch.func``): raise if there is no positive pair
+        or the views of one image have different partition or volume ids, and warn if all
+        feature maps are identical (CPU only). Values on a device are never read (no
+        synchronisation): the checks are skipped there. False skips them (a batch without
+        pairs then gives NaN for ``"mean"``).
 
     Returns
     -------
     array
-        0-D, or shape (N, N, R) if ``reduction="none"``; same namespace and device as
-        `features`, in the compute dtype (float64 for float64 input, float32 otherwise).
+        0-D, (N,) for ``"none"`` or (N, N, R) for ``"pairwise"`` (2N rows with two views);
+        same namespace and device as `features`, in the compute dtype (float64 for float64
+        input, float32 otherwise).
 
     Raises
     ------
@@ -373,8 +452,16 @@ def local_contrastive_loss(
     >>> round(float(loss), 3)
     0.207
     >>> local_contrastive_loss(views, image_ids=image_ids, region_size=1,
-    ...                        reduction="none").shape
+    ...                        reduction="pairwise").shape
     (4, 4, 13)
+
+    The same batch as two views, and one value per anchor row:
+
+    >>> f0, f1 = views[:2], views[2:]
+    >>> round(float(local_contrastive_loss(f0, f1, region_size=1)), 3)
+    0.207
+    >>> local_contrastive_loss(f0, f1, region_size=1, reduction="none").shape
+    (4,)
     """
     numpy_weights = isinstance(positive_weights, np.ndarray)
     xp = _namespace(
@@ -384,7 +471,16 @@ def local_contrastive_loss(
         volume_ids=volume_ids,
         projection=projection,
         positive_weights=None if numpy_weights else positive_weights,
+        temperature=temperature if hasattr(temperature, "shape") else None,
     )
+    check_pairs = _check_flag(check_pairs, "check_pairs")
+    if _is_second_view(image_ids, xp=xp):
+        _check_feature_maps(features, "features", xp=xp)
+        features, image_ids, ids = _two_view_rows(
+            features, image_ids, {"partition_ids": partition_ids, "volume_ids": volume_ids},
+            ndim=4, layout="(N, C, H, W)", xp=xp,
+        )
+        partition_ids, volume_ids = ids["partition_ids"], ids["volume_ids"]
     setup = _check_local_inputs(
         features, image_ids, partition_ids, volume_ids, strategy=strategy,
         region_size=region_size, positions=positions, negative_positions=negative_positions,
@@ -395,26 +491,27 @@ def local_contrastive_loss(
     dtype = compute_dtype(features, xp=xp)
     if positive_weights is not None:
         weights = _check_weights(positive_weights, n, features, xp=xp)
-        weights = _on_device_of(weights, features, xp=xp)
+        if check_pairs:
+            host = host_values(weights)
+            if host is not None and not bool(np.any(host != 0)):
+                msg = ("`positive_weights` has no nonzero entry: the batch has no positive "
+                       "pair, so the loss is undefined.")
+                raise ValueError(msg)
+        weights = _ids_to(weights, features, xp=xp)
         weights = xp.astype(weights, dtype)
     else:
+        if check_pairs:
+            _check_local_pairs(image_ids, partition_ids, volume_ids, strategy=strategy)
         image_ids, partition_ids, volume_ids = _strategy_ids(
             features, image_ids, partition_ids, volume_ids, strategy, xp=xp
         )
         weights = _pair_mask_weights(
             image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
         )
-    if _has_nonzero(weights, xp=xp) is False:
-        if positive_weights is not None:
-            msg = (
-                "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
-                "the loss is undefined."
-            )
-        else:
-            msg = _no_pair_message(strategy)
-        raise ValueError(msg)
+    if check_pairs:
+        _warn_if_collapsed(features, "features")
 
-    return _local_impl(
+    terms = _local_impl(
         features,
         weights,
         setup.plan,
@@ -424,19 +521,47 @@ def local_contrastive_loss(
         region_size=setup.region_size,
         temperature=setup.temperature,
         normalizer=setup.normalizer,
-        reduction=reduction,
+        reduction="pairwise" if reduction == "none" else reduction,
         xp=xp,
     )
+    if reduction == "none":
+        return _per_anchor(terms, weights, xp=xp)
+    return terms
+
+
+def _check_local_pairs(
+    image_ids: Array | None, partition_ids: Array | None, volume_ids: Array | None, *,
+    strategy: str, where: str = "",
+) -> None:
+    """Raise on a batch without positive pair or with an image's views split (host ids only)."""
+    if image_ids is None:
+        return  # _strategy_ids raises
+    image = host_values(image_ids)
+    if image is None:
+        return
+    part = volume = None
+    if strategy == "domain":
+        part = None if partition_ids is None else host_values(partition_ids)
+        volume = None if volume_ids is None else host_values(volume_ids)
+        if part is None or volume is None:
+            return  # on a device (not read), or missing (_strategy_ids raises)
+    mask = _pair_mask_weights(image, part, volume, strategy=strategy, dtype=np.bool_,
+                              xp=np_xp)
+    if not bool(mask.any()):
+        raise ValueError(_no_pair_message(strategy, where))
+    if part is not None and volume is not None:
+        _check_partitions_of_views(image, part)
+        _check_partitions_of_views(image, volume, "volume_ids")
 
 
 class _LocalSetup(NamedTuple):
     n: int
     region_size: int
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray]
+    plan: Plan
     num_regions: int
     num_negatives: int
     projection: Array | None
-    temperature: float
+    temperature: float | Array
     normalizer: float | None
 
 
@@ -459,7 +584,7 @@ def _check_local_inputs(
     positions: Any,
     negative_positions: Any,
     projection: Array | None,
-    temperature: float,
+    temperature: float | Array,
     normalizer: float | None,
     reduction: str,
     reductions: tuple[str, ...],
@@ -470,7 +595,7 @@ def _check_local_inputs(
     k = _check_region_size(region_size)
     check_choice(strategy, _STRATEGIES, "strategy")
     check_choice(reduction, reductions, "reduction")
-    temperature = check_positive(temperature, "temperature")
+    temperature = check_temperature(temperature, xp=xp)
     if normalizer is not None:
         normalizer = check_positive(normalizer, "normalizer")
     for name, ids in (
@@ -482,9 +607,9 @@ def _check_local_inputs(
             check_integer_ids(ids, n, name, xp=xp)
 
     pos, neg = _resolve_positions(positions, negative_positions, h, w, k)
-    _check_bounds(pos, h, w, k, "positions")
-    _check_bounds(neg, h, w, k, "negative_positions")
-    num_regions, num_negatives = int(pos.shape[0]), int(neg.shape[1])
+    _check_bounds_key(pos, h, w, k, "positions")
+    _check_bounds_key(tuple(p for row in neg for p in row), h, w, k, "negative_positions")
+    num_regions, num_negatives = len(pos), len(neg[0])
 
     if projection is not None:
         check_ndim(projection, 2, "projection", "(K*K*C, D')")
@@ -530,10 +655,10 @@ def _strategy_ids(
             f"shape (N,)); got None for {' and '.join(missing)}."
         )
         raise ValueError(msg)
-    image_ids = _on_device_of(image_ids, features, xp=xp)
+    image_ids = _ids_to(image_ids, features, xp=xp)
     if strategy == "domain":
-        partition_ids = _on_device_of(partition_ids, features, xp=xp)
-        volume_ids = _on_device_of(volume_ids, features, xp=xp)
+        partition_ids = _ids_to(partition_ids, features, xp=xp)
+        volume_ids = _ids_to(volume_ids, features, xp=xp)
     return image_ids, partition_ids, volume_ids
 
 
@@ -548,9 +673,10 @@ def _local_loss_sharded(
     positions: Any,
     negative_positions: Any,
     projection: Array | None,
-    temperature: float,
+    temperature: float | Array,
     reduction: str,
     gather: RowGather,
+    check_pairs: bool = True,
 ) -> Array:
     """Compute this process's share of the local loss of the batch gathered from all processes.
 
@@ -594,7 +720,9 @@ def _local_loss_sharded(
     weights = _pair_mask_weights(
         image_all, partition_all, volume_all, strategy=strategy, dtype=z_all.dtype, xp=xp
     )
-    if _has_nonzero(weights, xp=xp) is False:  # same answer on every process
+    # same answer on every process; read only where the weights are on the host
+    host = host_values(weights) if check_pairs else None
+    if host is not None and not bool(host.any()):
         raise ValueError(_no_pair_message(strategy, f" in the batch of {gather.world_size} "
                                                     "processes"))
     normalizer = None

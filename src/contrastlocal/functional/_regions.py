@@ -11,6 +11,7 @@ the fixed grids of Chaitanya et al. (NeurIPS 2020), computed from the map size a
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -116,10 +117,18 @@ def _check_region_size(region_size: Any) -> int:
     return int(region_size)
 
 
-@functools.lru_cache(maxsize=64)
-def _default_tables(
+Point = tuple[int, int]
+PointsKey = tuple[Point, ...]
+NegativesKey = tuple[PointsKey, ...]
+
+
+def _default_keys(
     height: int, width: int, region_size: int, num_regions: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[PointsKey, NegativesKey]:
+    """Return the default positions and negative tables as tuples of ints (no arrays).
+
+    Pure Python, so that ``torch.compile`` evaluates it as a constant of the map size.
+    """
     # The last start: 3x3 regions stop one row/column short of the border, as the original does.
     margin = 4 if region_size == 3 else 1
     need = _MIN_LAST_START[num_regions] + margin
@@ -138,10 +147,18 @@ def _default_tables(
     else:
         symbols = _POSITIONS_13[:9]
         negatives = _NEGATIVES_9
-    positions = np.array([[gx[s[0]], gy[s[1]]] for s in symbols], dtype=np.int64)
-    negative_positions = np.array(
-        [[[gx[s[0]], gy[s[1]]] for s in row] for row in negatives], dtype=np.int64
-    )
+    positions = tuple((gx[s[0]], gy[s[1]]) for s in symbols)
+    negative_positions = tuple(tuple((gx[s[0]], gy[s[1]]) for s in row) for row in negatives)
+    return positions, negative_positions
+
+
+@functools.lru_cache(maxsize=64)
+def _default_tables(
+    height: int, width: int, region_size: int, num_regions: int
+) -> tuple[np.ndarray, np.ndarray]:
+    pos, neg = _default_keys(height, width, region_size, num_regions)
+    positions = np.array(pos, dtype=np.int64).reshape(-1, 2)
+    negative_positions = np.array(neg, dtype=np.int64).reshape(len(neg), -1, 2)
     positions.setflags(write=False)
     negative_positions.setflags(write=False)
     return positions, negative_positions
@@ -236,15 +253,22 @@ def _as_positions(positions: Any, name: str, ndim: int, layout: str) -> np.ndarr
 
 
 def _check_bounds(points: np.ndarray, height: int, width: int, region_size: int, name: str) -> None:
-    flat = points.reshape(-1, 2)
-    bad = (
-        (flat[:, 0] < 0)
-        | (flat[:, 1] < 0)
-        | (flat[:, 0] + region_size > height)
-        | (flat[:, 1] + region_size > width)
-    )
-    if bad.any():
-        first = tuple(int(v) for v in flat[int(np.argmax(bad))])
+    _check_bounds_key(_points_key(points), height, width, region_size, name)
+
+
+def _points_key(points: np.ndarray) -> PointsKey:
+    """Convert an (..., 2) integer array to a flat tuple of (x, y) pairs of Python ints."""
+    return tuple((int(x), int(y)) for x, y in np.asarray(points).reshape(-1, 2).tolist())
+
+
+def _check_bounds_key(
+    points: PointsKey, height: int, width: int, region_size: int, name: str
+) -> None:
+    """Every K×K region at the given top-left corners fits in the maps (pure Python)."""
+    for x, y in points:
+        if x >= 0 and y >= 0 and x + region_size <= height and y + region_size <= width:
+            continue
+        first = (x, y)
         msg = (
             f"`{name}` is out of bounds: a {region_size}x{region_size} region at top-left "
             f"{first} does not fit in {height}x{width} maps (need 0 <= x <= {height - region_size}"
@@ -253,34 +277,47 @@ def _check_bounds(points: np.ndarray, height: int, width: int, region_size: int,
         raise ValueError(msg)
 
 
-@functools.lru_cache(maxsize=128)
-def _flat_indices_cached(
-    points: tuple[tuple[int, int], ...], width: int, region_size: int
-) -> np.ndarray:
-    pts = np.asarray(points, dtype=np.int64).reshape(-1, 2)
-    offsets = np.arange(region_size, dtype=np.int64)
-    # (P, K, K): (row offset, column offset) order, flattened row-major.
-    rows = pts[:, 0, None, None] + offsets[None, :, None]
-    cols = pts[:, 1, None, None] + offsets[None, None, :]
-    out = (rows * width + cols).reshape(-1)
-    out.setflags(write=False)
-    return out
+def _flat_indices(points: PointsKey, width: int, region_size: int) -> tuple[int, ...]:
+    """Return indices into the flattened ``H*W`` grid of every K×K block, (P*K*K,), pure Python.
+
+    (P, K, K) in (point, row offset, column offset) order, flattened row-major.
+    """
+    k = range(region_size)
+    return tuple((x + dx) * width + y + dy for x, y in points for dx in k for dy in k)
 
 
-def _flat_indices(points: np.ndarray, width: int, region_size: int) -> np.ndarray:
-    """Return indices into the flattened ``H*W`` grid of every K×K block, shape (P*K*K,)."""
-    key = tuple((int(x), int(y)) for x, y in points.reshape(-1, 2))
-    return _flat_indices_cached(key, width, region_size)
+_INDEX_ARRAYS: dict[tuple[Any, ...], Array] = {}
+
+
+def _index_array(values: tuple[int, ...], like: Array, *, xp: Namespace) -> Array:
+    """`values` as an integer array on the device of `like`, built once per device (eager).
+
+    Building it from a Python list on an accelerator is a host-to-device copy that waits for
+    the device; cached, every later call reuses the array (no copy, no synchronisation). Under
+    ``torch.compile`` the list is a constant of the graph and nothing is cached.
+    """
+    dev = device(like)
+    torch = sys.modules.get("torch")
+    if torch is not None and bool(torch.compiler.is_compiling()):
+        return xp.asarray(list(values), device=dev)
+    key = (xp.__name__, str(dev), values)
+    array = _INDEX_ARRAYS.get(key)
+    if array is None:
+        if len(_INDEX_ARRAYS) >= 256:
+            _INDEX_ARRAYS.clear()
+        array = _INDEX_ARRAYS[key] = xp.asarray(list(values), device=dev)
+    return array
 
 
 def _gather_regions(
-    features: Array, indices: np.ndarray, num_points: int, region_size: int, *, xp: Namespace
+    features: Array, indices: tuple[int, ...], num_points: int, region_size: int, *,
+    xp: Namespace,
 ) -> Array:
     """Gather regions: features (N, C, H, W), flat indices (P*K*K,) -> (N, P, K*K*C)."""
     n, c, h, w = (int(v) for v in features.shape)
     kk = region_size * region_size
     flat = xp.reshape(features, (n, c, h * w))
-    idx = xp.asarray(indices.tolist(), device=device(features))
+    idx = _index_array(indices, features, xp=xp)
     taken = xp.take(flat, idx, axis=2)  # (N, C, P*K*K)
     taken = xp.reshape(taken, (n, c, num_points, kk))
     taken = xp.permute_dims(taken, (0, 2, 3, 1))  # (N, P, K*K, C)
@@ -357,5 +394,5 @@ def extract_regions(features: Array, positions: Any, *, region_size: int = 3) ->
     k = _check_region_size(region_size)
     pos = _as_positions(positions, "positions", 2, "(R, 2)")
     _check_bounds(pos, h, w, k, "positions")
-    idx = _flat_indices(pos, w, k)
+    idx = _flat_indices(_points_key(pos), w, k)
     return _gather_regions(features, idx, int(pos.shape[0]), k, xp=xp)

@@ -192,6 +192,11 @@ def _combine_shares(share: torch.Tensor, world_size: int, group: Any = None) -> 
 
 
 def _world_size() -> int:
-    """World size of the default group, after checking that one is initialised."""
-    _require_process_group()
+    """World size of the default group; 1 without an initialised process group.
+
+    ``gather_distributed=True`` outside torchrun (no process group) is therefore the
+    single-process loss, as with one process.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1
     return dist.get_world_size()

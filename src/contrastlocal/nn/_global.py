@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import torch
 
-from .._typing import Reduction
-from .._validation import check_choice, check_positive
+from .._array_api import array_namespace
+from .._typing import LossReduction
+from .._validation import check_choice, check_temperature
 from ..functional import global_contrastive_loss
-from ..functional._global import _STRATEGIES, GlobalStrategy, _global_loss_sharded
-from ..functional._kernel import _REDUCTIONS
+from ..functional._global import (
+    _REDUCTIONS,
+    _STRATEGIES,
+    GlobalStrategy,
+    _check_flag,
+    _global_loss_sharded,
+    _is_second_view,
+    _two_view_rows,
+)
 from ._distributed import _check_same_shape, _combine_shares, _TorchRowGather, _world_size
 
 __all__ = ["GlobalContrastiveLoss"]
@@ -26,18 +34,26 @@ class GlobalContrastiveLoss(torch.nn.Module):
         G^R (other views of the image are positives, every other image is a negative), G^{D−}
         (other views positive, other partitions negative) or G^D (same partition positive,
         other partitions negative).
-    temperature : float, default 0.1
-        Temperature τ > 0.
-    reduction : {"mean", "sum", "none"}, default "mean"
-        Mean over all (anchor, positive) terms, their sum, or the dense (N, N) terms.
+    temperature : float or 0-D floating tensor, default 0.1
+        Temperature τ > 0. A ``torch.nn.Parameter`` (learnable τ, as in CLIP) is registered as
+        the module's parameter and receives its gradient.
+    reduction : {"mean", "sum", "none", "pairwise"}, default "mean"
+        Mean over all (anchor, positive) terms, their sum, one value per anchor row (N,) whose
+        mean weighted by the rows' numbers of positives is the mean (0 for a row without
+        positive), or the dense (N, N) terms.
     gather_distributed : bool, default False
         Contrast each process's rows against the rows of ALL processes (data-parallel
         training): the embeddings are gathered with a gradient-carrying all_gather
         (:func:`all_gather_with_grad`), the ids without gradient. The returned value is, on
         every process, the single-process loss of the batch concatenated over the processes in
         rank order, and after DDP's gradient averaging the parameters receive that loss's
-        gradient (see Notes). Needs an initialised :mod:`torch.distributed` process group and
-        ``reduction="mean"`` or ``"sum"``; with one process it changes nothing.
+        gradient (see Notes). Needs ``reduction="mean"`` or ``"sum"``. Without an initialised
+        :mod:`torch.distributed` process group (a plain ``python`` run), or with one process,
+        it is the single-process loss, so one script runs under python and torchrun alike.
+    check_pairs : bool, default True
+        Check each batch's ids where they are on the host (see
+        :func:`~contrastlocal.functional.global_contrastive_loss`); ids on a device are never
+        read. False skips the checks (for samplers that guarantee pairs).
 
     Raises
     ------
@@ -53,9 +69,11 @@ class GlobalContrastiveLoss(torch.nn.Module):
 
     Notes
     -----
-    ``forward(embeddings, image_ids, partition_ids=None)`` takes embeddings of shape (N, D) and
-    integer id tensors of shape (N,), and returns a 0-D float tensor (shape (N, N) for
-    ``reduction="none"``). It runs with autocast disabled: float16/bfloat16 embeddings (e.g.
+    ``forward(embeddings, image_ids=None, partition_ids=None)`` takes embeddings of shape (N, D)
+    and integer id tensors of shape (N,), or two views ``forward(z0, z1, partition_ids=None)``
+    (rows i of both are views of image i; `partition_ids` one per image), exactly as the
+    functional form; it returns a 0-D float tensor ((N,) for ``"none"``, (N, N) for
+    ``"pairwise"``). It runs with autocast disabled: float16/bfloat16 embeddings (e.g.
     under :func:`torch.autocast`) are computed in float32 and the loss is float32; float64 stays
     float64.
 
@@ -93,19 +111,29 @@ class GlobalContrastiveLoss(torch.nn.Module):
     >>> loss.backward()
     >>> loss.shape, z.grad.shape
     (torch.Size([]), torch.Size([8, 16]))
+
+    Two views, as in SimCLR-style code (G^R needs no ids):
+
+    >>> z0, z1 = torch.randn(4, 16), torch.randn(4, 16)
+    >>> GlobalContrastiveLoss(strategy="random")(z0, z1).shape
+    torch.Size([])
     """
+
+    temperature: float | torch.Tensor
 
     def __init__(
         self,
         strategy: GlobalStrategy = "domain",
-        temperature: float = 0.1,
-        reduction: Reduction = "mean",
+        temperature: float | torch.Tensor = 0.1,
+        reduction: LossReduction = "mean",
         gather_distributed: bool = False,
+        check_pairs: bool = True,
     ) -> None:
         super().__init__()
         self.strategy: GlobalStrategy = check_choice(strategy, _STRATEGIES, "strategy")
-        self.temperature = check_positive(temperature, "temperature")
-        self.reduction: Reduction = check_choice(reduction, _REDUCTIONS, "reduction")
+        _set_temperature(self, temperature)
+        self.reduction: LossReduction = check_choice(reduction, _REDUCTIONS, "reduction")
+        self.check_pairs = _check_flag(check_pairs, "check_pairs")
         if not isinstance(gather_distributed, bool):
             msg = f"`gather_distributed` must be a bool; got {gather_distributed!r}."
             raise TypeError(msg)
@@ -113,15 +141,17 @@ class GlobalContrastiveLoss(torch.nn.Module):
             msg = ("`gather_distributed=True` needs torch.distributed, which this torch build "
                    "does not provide; got gather_distributed=True.")
             raise ValueError(msg)
-        if gather_distributed and self.reduction == "none":
+        if gather_distributed and self.reduction not in ("mean", "sum"):
             msg = ("`reduction` must be 'mean' or 'sum' with gather_distributed=True (the "
-                   "per-term array of a global batch is not split across processes); got "
-                   "reduction='none'.")
+                   "per-row array of a global batch is not split across processes); got "
+                   f"reduction={self.reduction!r}.")
             raise ValueError(msg)
         self.gather_distributed = gather_distributed
 
     def extra_repr(self) -> str:
-        text = (f"strategy={self.strategy!r}, temperature={self.temperature}, "
+        tau = self.temperature
+        tau_text = tau if isinstance(tau, float) else f"tensor({float(tau.detach().cpu()):g})"
+        text = (f"strategy={self.strategy!r}, temperature={tau_text}, "
                 f"reduction={self.reduction!r}")
         if self.gather_distributed:
             text += ", gather_distributed=True"
@@ -130,40 +160,51 @@ class GlobalContrastiveLoss(torch.nn.Module):
     def forward(
         self,
         embeddings: torch.Tensor,
-        image_ids: torch.Tensor,
+        image_ids: torch.Tensor | None = None,
         partition_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Compute the loss of a batch of embeddings.
+        """Compute the loss of a batch of embeddings, or of two views.
 
         Parameters
         ----------
         embeddings : tensor of shape (N, D)
-            Projected image-level embeddings (g_1's output), one per row.
-        image_ids : int tensor of shape (N,)
-            Rows with equal id are views of one image.
+            Projected image-level embeddings (g_1's output), one per row; or the first view.
+        image_ids : int tensor of shape (N,), float tensor of shape (N, D), or None
+            Rows with equal id are views of one image; or the second view (rows i of both
+            views are views of image i). May be None for ``strategy="domain"``.
         partition_ids : int tensor of shape (N,), optional
-            Partition of each row's slice; required unless ``strategy="random"``.
+            Partition of each row's slice (one per image with two views); required unless
+            ``strategy="random"``.
 
         Returns
         -------
         tensor
-            0-D, or (N, N) for ``reduction="none"``; float32 for half/float32 input.
+            0-D, (N,) for ``"none"``, (N, N) for ``"pairwise"`` (2N rows with two views);
+            float32 for half/float32 input.
         """
         if self.gather_distributed and _world_size() > 1:
             return self._forward_distributed(embeddings, image_ids, partition_ids)
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
             loss: torch.Tensor = global_contrastive_loss(
-                embeddings, image_ids=image_ids, partition_ids=partition_ids,
-                strategy=self.strategy, temperature=self.temperature, reduction=self.reduction,
+                embeddings, image_ids, partition_ids, strategy=self.strategy,
+                temperature=self.temperature, reduction=self.reduction,
+                check_pairs=self.check_pairs,
             )
         return loss
 
     def _forward_distributed(
         self,
         embeddings: torch.Tensor,
-        image_ids: torch.Tensor,
+        image_ids: torch.Tensor | None,
         partition_ids: torch.Tensor | None,
     ) -> torch.Tensor:
+        xp = array_namespace(embeddings)
+        if _is_second_view(image_ids, xp=xp):
+            embeddings, image_ids, ids = _two_view_rows(
+                embeddings, image_ids, {"partition_ids": partition_ids}, ndim=2,
+                layout="(N, D)", xp=xp,
+            )
+            partition_ids = ids["partition_ids"]
         gather = _TorchRowGather()
         if embeddings.ndim == 2:
             _check_same_shape(embeddings, "embeddings")
@@ -171,6 +212,22 @@ class GlobalContrastiveLoss(torch.nn.Module):
             share: torch.Tensor = _global_loss_sharded(
                 embeddings, image_ids=image_ids, partition_ids=partition_ids,
                 strategy=self.strategy, temperature=self.temperature, reduction=self.reduction,
-                gather=gather,
+                gather=gather, check_pairs=self.check_pairs,
             )
         return _combine_shares(share, gather.world_size)
+
+
+def _set_temperature(module: torch.nn.Module, temperature: object) -> None:
+    """Set ``module.temperature``: a positive float, or a 0-D floating tensor.
+
+    A ``Parameter`` is registered as a parameter (learnable τ), another tensor as a buffer (it
+    follows ``module.to``).
+    """
+    if isinstance(temperature, torch.Tensor):
+        check_temperature(temperature, xp=array_namespace(temperature))
+        if isinstance(temperature, torch.nn.Parameter):
+            module.temperature = temperature
+        else:
+            module.register_buffer("temperature", temperature)
+        return
+    module.temperature = check_temperature(temperature, xp=None)

@@ -8,12 +8,15 @@ import numpy as np
 import torch
 from torch.nn.parameter import UninitializedParameter
 
-from .._typing import Reduction
-from .._validation import check_choice, check_int_in_range, check_positive
+from .._array_api import array_namespace
+from .._typing import LossReduction
+from .._validation import check_choice, check_int_in_range
 from ..functional import local_contrastive_loss, local_region_positions
+from ..functional._global import _check_flag, _is_second_view, _two_view_rows
 from ..functional._local import _REDUCTIONS, _STRATEGIES, _local_loss_sharded
-from ..functional._regions import _as_positions, _check_region_size
+from ..functional._regions import _as_positions, _check_region_size, _default_keys, _points_key
 from ._distributed import _check_same_shape, _combine_shares, _TorchRowGather, _world_size
+from ._global import _set_temperature
 
 __all__ = ["LocalContrastiveLoss"]
 
@@ -49,19 +52,25 @@ class LocalContrastiveLoss(torch.nn.Module):
     use_projection : bool, default True
         Whether K = 3 regions are projected (the original's ``wgt_en = 1``). 1×1 regions are
         never projected, as in the original.
-    temperature : float, default 0.1
-        Temperature τ > 0.
-    reduction : {"mean", "sum", "none"}, default "mean"
-        Mean over (anchor, positive, region) terms, their sum, or the dense (N, N, R) terms.
+    temperature : float or 0-D floating tensor, default 0.1
+        Temperature τ > 0; a ``torch.nn.Parameter`` (learnable τ) is registered and trained.
+    reduction : {"mean", "sum", "none", "pairwise"}, default "mean"
+        Mean over (anchor, positive, region) terms, their sum, one value per anchor row (N,)
+        (see :func:`~contrastlocal.functional.local_contrastive_loss` for the weights that
+        give the mean back), or the dense (N, N, R) terms.
     gather_distributed : bool, default False
         Contrast each process's rows against the rows of ALL processes (data-parallel
         training). Each process projects and normalises the regions of its own maps; only
         these region embeddings are gathered, with a gradient-carrying all_gather
         (:func:`all_gather_with_grad`), and the ids without gradient. The value is the
         single-process loss of the batch concatenated over the processes, and after DDP's
-        averaging the gradients are that loss's (see Notes). Needs an initialised
-        :mod:`torch.distributed` process group and ``reduction="mean"`` or ``"sum"``; with one
-        process it changes nothing.
+        averaging the gradients are that loss's (see Notes). Needs ``reduction="mean"`` or
+        ``"sum"``. Without an initialised :mod:`torch.distributed` process group (a plain
+        ``python`` run), or with one process, it is the single-process loss.
+    check_pairs : bool, default True
+        Check each batch's ids where they are on the host (see
+        :func:`~contrastlocal.functional.local_contrastive_loss`); ids on a device are never
+        read. False skips the checks (for samplers that guarantee pairs).
 
     Attributes
     ----------
@@ -84,9 +93,12 @@ class LocalContrastiveLoss(torch.nn.Module):
 
     Notes
     -----
-    ``forward(features, image_ids, partition_ids=None, volume_ids=None)`` takes feature maps of
-    shape (N, C, H, W) and integer id tensors of shape (N,), and returns a 0-D float tensor
-    (shape (N, N, R) for ``reduction="none"``). It runs with autocast disabled: half-precision
+    ``forward(features, image_ids=None, partition_ids=None, volume_ids=None)`` takes feature
+    maps of shape (N, C, H, W) and integer id tensors of shape (N,), or two pixel-aligned views
+    ``forward(f0, f1, partition_ids=None, volume_ids=None)`` (ids one per image), exactly as the
+    functional form, and returns a 0-D float tensor ((N,) for ``"none"``, (N, N, R) for
+    ``"pairwise"``). The region tables are tuples of ints fixed by the map size, so
+    ``torch.compile(fullgraph=True)`` traces the first call without a graph break. It runs with autocast disabled: half-precision
     features are computed in float32; float64 stays float64.
 
     With ``gather_distributed=True`` and K processes of n rows each (equal n and map sizes are
@@ -125,6 +137,7 @@ class LocalContrastiveLoss(torch.nn.Module):
     """  # noqa: E501
 
     projection: torch.nn.Parameter | None
+    temperature: float | torch.Tensor
 
     def __init__(
         self,
@@ -137,23 +150,25 @@ class LocalContrastiveLoss(torch.nn.Module):
         in_channels: int | None = None,
         projection_dim: int = 128,
         use_projection: bool = True,
-        temperature: float = 0.1,
-        reduction: Reduction = "mean",
+        temperature: float | torch.Tensor = 0.1,
+        reduction: LossReduction = "mean",
         gather_distributed: bool = False,
+        check_pairs: bool = True,
     ) -> None:
         super().__init__()
         self.strategy: str = check_choice(strategy, _STRATEGIES, "strategy")
         self.region_size = _check_region_size(region_size)
         self.num_regions: int = check_choice(num_regions, (13, 9), "num_regions")
-        self.temperature = check_positive(temperature, "temperature")
-        self.reduction: Reduction = check_choice(reduction, _REDUCTIONS, "reduction")
+        _set_temperature(self, temperature)
+        self.reduction: LossReduction = check_choice(reduction, _REDUCTIONS, "reduction")
+        self.check_pairs = _check_flag(check_pairs, "check_pairs")
         if not isinstance(gather_distributed, bool):
             msg = f"`gather_distributed` must be a bool; got {gather_distributed!r}."
             raise TypeError(msg)
-        if gather_distributed and self.reduction == "none":
+        if gather_distributed and self.reduction not in ("mean", "sum"):
             msg = ("`reduction` must be 'mean' or 'sum' with gather_distributed=True (the "
-                   "per-term array of a global batch is not split across processes); got "
-                   "reduction='none'.")
+                   "per-row array of a global batch is not split across processes); got "
+                   f"reduction={self.reduction!r}.")
             raise ValueError(msg)
         if gather_distributed and not torch.distributed.is_available():
             msg = ("`gather_distributed=True` needs torch.distributed, which this torch build "
@@ -184,7 +199,8 @@ class LocalContrastiveLoss(torch.nn.Module):
                 )
                 raise ValueError(msg)
             self._positions, self._negative_positions = pos, neg
-        self._tables: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+            # the tables as tuples of ints: what forward passes (no NumPy inside a trace)
+            self._position_keys = (_points_key(pos), tuple(_points_key(row) for row in neg))
         self.use_projection = use_projection and self.region_size == 3
         if not self.use_projection:
             self.register_parameter("projection", None)
@@ -213,7 +229,9 @@ class LocalContrastiveLoss(torch.nn.Module):
             text += f"positions=({r}, 2), negative_positions=({r}, {j}, 2), "
         if self.use_projection:
             text += f"in_channels={self.in_channels}, projection_dim={self.projection_dim}, "
-        text += f"temperature={self.temperature}, reduction={self.reduction!r}"
+        tau = self.temperature
+        tau_text = tau if isinstance(tau, float) else f"tensor({float(tau.detach().cpu()):g})"
+        text += f"temperature={tau_text}, reduction={self.reduction!r}"
         if self.gather_distributed:
             text += ", gather_distributed=True"
         return text
@@ -236,11 +254,14 @@ class LocalContrastiveLoss(torch.nn.Module):
         if self._positions is not None and self._negative_positions is not None:
             return self._positions, self._negative_positions
         key = (int(map_size[0]), int(map_size[1]))
-        if key not in self._tables:
-            self._tables[key] = local_region_positions(
-                key, region_size=self.region_size, num_regions=self.num_regions
-            )
-        return self._tables[key]
+        return local_region_positions(key, region_size=self.region_size,
+                                      num_regions=self.num_regions)
+
+    def _table_keys(self, height: int, width: int) -> tuple[Any, Any]:
+        """Return the region tables as tuples of ints (a pure function of the map size)."""
+        if self._positions is not None:
+            return self._position_keys
+        return _default_keys(height, width, self.region_size, self.num_regions)
 
     def _materialize(self, features: torch.Tensor) -> None:
         channels = int(features.shape[1])
@@ -269,27 +290,29 @@ class LocalContrastiveLoss(torch.nn.Module):
     def forward(
         self,
         features: torch.Tensor,
-        image_ids: torch.Tensor,
+        image_ids: torch.Tensor | None = None,
         partition_ids: torch.Tensor | None = None,
         volume_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Compute the loss of a batch of feature maps.
+        """Compute the loss of a batch of feature maps, or of two views.
 
         Parameters
         ----------
         features : tensor of shape (N, C, H, W)
-            Feature maps (g_2's output), views pixel-aligned.
-        image_ids : int tensor of shape (N,)
-            Rows with equal id are views of one image.
+            Feature maps (g_2's output), views pixel-aligned; or the first view.
+        image_ids : int tensor of shape (N,) or float tensor of shape (N, C, H, W)
+            Rows with equal id are views of one image; or the second view.
         partition_ids : int tensor of shape (N,), optional
-            Partition of each row's slice (``strategy="domain"``).
+            Partition of each row's slice (one per image with two views;
+            ``strategy="domain"``).
         volume_ids : int tensor of shape (N,), optional
-            Volume of each row's slice (``strategy="domain"``).
+            Volume of each row's slice (one per image with two views; ``strategy="domain"``).
 
         Returns
         -------
         tensor
-            0-D, or (N, N, R) for ``reduction="none"``; float32 for half/float32 input.
+            0-D, (N,) for ``"none"``, (N, N, R) for ``"pairwise"`` (2N rows with two views);
+            float32 for half/float32 input.
         """
         if self.use_projection:
             if isinstance(self.projection, UninitializedParameter):
@@ -309,7 +332,15 @@ class LocalContrastiveLoss(torch.nn.Module):
                 raise ValueError(msg)
         positions, negatives = (None, None)
         if features.ndim == 4:
-            positions, negatives = self.region_tables((features.shape[-2], features.shape[-1]))
+            positions, negatives = self._table_keys(int(features.shape[-2]),
+                                                    int(features.shape[-1]))
+        distributed = self.gather_distributed and _world_size() > 1
+        if distributed and _is_second_view(image_ids, xp=array_namespace(features)):
+            features, image_ids, ids = _two_view_rows(
+                features, image_ids, {"partition_ids": partition_ids, "volume_ids": volume_ids},
+                ndim=4, layout="(N, C, H, W)", xp=array_namespace(features),
+            )
+            partition_ids, volume_ids = ids["partition_ids"], ids["volume_ids"]
         settings: dict[str, Any] = {
             "image_ids": image_ids,
             "partition_ids": partition_ids,
@@ -321,8 +352,9 @@ class LocalContrastiveLoss(torch.nn.Module):
             "projection": self.projection,
             "temperature": self.temperature,
             "reduction": self.reduction,
+            "check_pairs": self.check_pairs,
         }
-        if self.gather_distributed and _world_size() > 1:
+        if distributed:
             if features.ndim == 4:
                 _check_same_shape(features, "features")
             gather = _TorchRowGather()

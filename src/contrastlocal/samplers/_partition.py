@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._validation import check_int_in_range
+from ._metadata import BatchMetadata, batch_metadata
 
 __all__ = ["PartitionBatchSampler", "slice_metadata", "slice_partition"]
 
@@ -196,6 +197,9 @@ class PartitionBatchSampler:
         a dataset that accepts such pairs (e.g. :class:`contrastlocal.data.slices.SliceDataset`)
         works unchanged under ``DataLoader(batch_sampler=...)``. Whatever this flag,
         :meth:`positions` maps any indices to their positions.
+    dataset : sized, optional
+        The dataset the indices will index; checked at construction: ``len(dataset)`` must be
+        ``sum(slices_per_volume)`` (a shorter dataset would fail later with an IndexError).
 
     Raises
     ------
@@ -203,7 +207,8 @@ class PartitionBatchSampler:
         At construction, for an impossible configuration: `num_partitions` < 1, a volume with fewer
         slices than `num_partitions` (the message names the first such volume), more
         `volumes_per_batch` than volumes available per replica (``V // num_replicas``),
-        ``rank >= num_replicas``, a negative `seed`.
+        ``rank >= num_replicas``, a negative `seed`, or a `dataset` whose length is not
+        ``sum(slices_per_volume)``.
     TypeError
         If a count is not an integer.
 
@@ -211,8 +216,10 @@ class PartitionBatchSampler:
     -----
     Each epoch draws, from ``numpy.random.default_rng([seed, epoch])``, a permutation of the
     volumes and one slice per (volume, partition); every replica computes the same draw and keeps
-    its own shard (volumes ``rank``, ``rank + num_replicas``, ... of the shuffled order), so the
-    shards are disjoint and all replicas yield the same number of batches. Call :meth:`set_epoch`
+    its own shard (volumes ``rank``, ``rank + num_replicas``, ... of the shuffled order), and all
+    replicas yield the same number of batches. With ``drop_last=True`` the shards are disjoint;
+    with ``drop_last=False`` and V not a multiple of `num_replicas`, the padding volumes (up to
+    ``num_replicas - 1``, from the start of the order) are in two shards. Call :meth:`set_epoch`
     before each epoch to reshuffle. Within a batch the indices are ordered volume-major:
     ``[v0 p0, v0 p1, ..., v0 p(S-1), v1 p0, ...]``; the losses take partition/volume ids as metadata
     and do not rely on this order.
@@ -238,6 +245,12 @@ class PartitionBatchSampler:
     >>> sampler.set_epoch(1)
     >>> sampler.positions(batch).shape
     (4,)
+
+    The ids the losses need, for any batch (see also :class:`SliceMetadataDataset`):
+
+    >>> meta = sampler.metadata(batch)
+    >>> meta.partition_ids.tolist(), len(set(meta.volume_ids.tolist()))
+    ([0, 1, 0, 1], 2)
     """
 
     def __init__(
@@ -251,6 +264,7 @@ class PartitionBatchSampler:
         rank: int = 0,
         drop_last: bool = True,
         return_positions: bool = False,
+        dataset: Any = None,
     ) -> None:
         self.num_partitions = check_int_in_range(num_partitions, "num_partitions", 1)
         counts = _check_slices_per_volume(slices_per_volume, self.num_partitions)
@@ -281,6 +295,10 @@ class PartitionBatchSampler:
         self._offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         self._start, self._stop = _partition_bounds(counts, self.num_partitions)
         self._meta = slice_metadata(counts, num_partitions=self.num_partitions)
+        if dataset is not None and len(dataset) != int(counts.sum()):
+            msg = (f"`dataset` must hold sum(slices_per_volume) = {int(counts.sum())} slices "
+                   f"(the sampler's indices index it); got len(dataset) = {len(dataset)}.")
+            raise ValueError(msg)
         self.epoch = 0
         if self.drop_last:
             self._num_batches = num_volumes // (self.num_replicas * self.volumes_per_batch)
@@ -372,6 +390,26 @@ class PartitionBatchSampler:
             raise IndexError(msg)
         out: npt.NDArray[np.float64] = self._meta["position"][idx]
         return out
+
+    def metadata(self, indices: Sequence[int] | npt.ArrayLike) -> BatchMetadata:
+        """Volume, partition and slice ids of the slices at global `indices` (e.g. a batch).
+
+        Parameters
+        ----------
+        indices : sequence of int, shape (B,)
+            Global slice indices, as yielded by the sampler.
+
+        Returns
+        -------
+        BatchMetadata
+            ``(indices, volume_ids, partition_ids, slice_ids)``, int64 arrays of shape (B,).
+
+        Raises
+        ------
+        IndexError
+            If an index is outside ``[0, sum(slices_per_volume))``.
+        """
+        return batch_metadata(self._meta, indices)
 
     def __repr__(self) -> str:
         return (
