@@ -27,7 +27,6 @@ import io
 import json
 import os
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -385,6 +384,7 @@ def table_plan(
     runs: dict[str, FinetuneCell] = {}
     cells: list[TableCell] = []
     notes: list[str] = []
+    too_large: list[tuple[str, int, int]] = []
     for row in spec_rows:
         for col in spec_cols:
             paper = (printed.cell(row.label, col.label) if row.label in printed.rows else None)
@@ -397,7 +397,7 @@ def table_plan(
                 notes.append(f"{row.label} / {col.label}: the splits hold no fully supervised "
                              "(all labelled) list; not run")
                 pairs = []
-            source = _source(row.init, cfg, root, data_tag, stages, pretrain_count, table,
+            source = _source(row.init, cfg, root, data_tag, stages, pretrain_count, too_large,
                              row.label) if pairs else None
             mine = []
             for n, c in pairs:
@@ -405,6 +405,19 @@ def table_plan(
                                     data_tag=data_tag)
                 mine.append(runs.setdefault(run.key, run))
             cells.append(TableCell(row.label, col.label, paper, tuple(mine)))
+    if too_large:
+        bad = dict.fromkeys(too_large)
+        what = ", ".join(f"{label!r} ({need} volumes × S = {s} partitions)"
+                         for label, need, s in bad)
+        fits = [r.label for r in spec_rows
+                if r.label not in {b[0] for b in bad}]
+        msg = (
+            f"Table {table} on {dataset}: the stage-1 batch of {what} needs that many distinct "
+            f"pre-training volumes per batch, but the pre-training split holds "
+            f"{pretrain_count}; nothing was trained. Run the rows that fit (--rows / `rows=` "
+            f"among {fits}) or pre-train on a split with enough volumes."
+        )
+        raise ValueError(msg)
     order = {"global": 0, "joint": 1, "local": 2}
     ordered = sorted(stages.values(), key=lambda s: order[s.kind])
     return TablePlan(
@@ -438,23 +451,14 @@ def _source(
     data_tag: str,
     stages: dict[str, StageCell],
     pretrain_count: int | None,
-    table: int,
+    too_large: list[tuple[str, int, int]],
     label: str,
 ) -> StageCell | None:
     if init in ("random", "benchmark"):
         return None
-    if pretrain_count is not None:
-        need = cfg.global_stage.volumes_per_batch
-        if need > pretrain_count:
-            s = cfg.global_stage.num_partitions
-            msg = (
-                f"Table {table} row {label!r}: a stage-1 batch of {need} volumes × S = {s} "
-                f"partitions ({need * s} slices) needs {need} distinct pre-training volumes, but "
-                f"the {cfg.dataset} pre-training split holds {pretrain_count}; nothing was "
-                "trained. Leave the row out (--rows / `rows=`) or pre-train on a split with at "
-                f"least {need} volumes."
-            )
-            raise ValueError(msg)
+    need = cfg.global_stage.volumes_per_batch
+    if pretrain_count is not None and need > pretrain_count:
+        too_large.append((label, need, cfg.global_stage.num_partitions))
     if init == "joint":
         j = plan_joint(cfg, out=root, layout=KEYED_LAYOUT, data_tag=data_tag)
         return stages.setdefault(j.key, j)
@@ -579,10 +583,14 @@ def _write_outputs(result: TableResult, plots: bool) -> list[Path]:
 def _plot(result: TableResult, path: Path) -> Path | None:
     from .._deps import optional
 
-    plt = optional("matplotlib.pyplot", "the plot of ours against the paper's")
-    if plt is None:
-        warnings.warn("matplotlib is not installed: the table's plot is skipped.", stacklevel=3)
-        return None
+    if optional("matplotlib", extra="torch", purpose="the plot of ours against the paper's") \
+            is None:
+        return None  # warned
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     pts = [(r["paper"], r["mean"], r["std"]) for r in result.records()
            if r["paper"] is not None and r["mean"] is not None]
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -628,20 +636,21 @@ def _base_settings(config: ExperimentConfig) -> dict[str, Any]:
     return d
 
 
-def _open_rundir(out: Path, meta: dict[str, Any]) -> None:
-    """Record the shared settings; refuse a run directory holding incompatible ones."""
+def _check_rundir(out: Path, meta: Mapping[str, Any]) -> bool:
+    """Refuse a run directory holding other shared settings; True if it already holds these."""
     path = out / _META
-    if path.is_file():
-        old = json.loads(path.read_text())
-        a, b = _flat(old), _flat(meta)
-        for k in sorted(set(a) | set(b), key=lambda k: (k != "dataset", k)):
-            if a.get(k) != b.get(k):
-                msg = (f"`out` {os.fspath(out)!r} holds runs with {k} = {a.get(k)!r} "
-                       f"({_META}); this call has {k} = {b.get(k)!r}. Use another run "
-                       "directory, or the same shared settings.")
-                raise ValueError(msg)
-        return
-    _write_json(path, meta)
+    if not path.is_file():
+        return False
+    old = json.loads(path.read_text())
+    a, b = _flat(old), _flat(meta)
+    first = ("dataset", "splits", "n4", "fidelity.name")
+    for k in sorted(set(a) | set(b), key=lambda k: (first.index(k) if k in first else 9, k)):
+        if a.get(k) != b.get(k):
+            msg = (f"`out` {os.fspath(out)!r} holds runs with {k} = {a.get(k)!r} ({_META}); "
+                   f"this call has {k} = {b.get(k)!r}. Use another run directory, or the same "
+                   "shared settings.")
+            raise ValueError(msg)
+    return True
 
 
 # ------------------------------------------------------------------------------ running
@@ -919,6 +928,9 @@ def reproduce_table(
     from .fidelity import FidelityConfig
 
     _check_table(table, dataset)
+    if splits not in ("paper", "auto"):
+        msg = f"`splits` must be 'paper' or 'auto'; got {splits!r}."
+        raise ValueError(msg)
     say = log or (lambda _t: None)
     cfg = config if config is not None else preset(dataset)
     if cfg.dataset != dataset:
@@ -940,6 +952,10 @@ def reproduce_table(
     fid_tag = "" if (wired or fid == FidelityConfig.preset("paper")) else \
         f"|fidelity:{settings_key(fid.to_dict())}"
     root = Path(out)
+    meta = {"dataset": dataset, "splits": splits, "n4": n4,
+            "fidelity": {"name": fidelity, "items": fid.to_dict(), "wired_into_config": wired},
+            "settings": _base_settings(cfg)}
+    recorded = _check_rundir(root, meta)  # before anything is read or trained
     dev = cfg.runtime.device
     if concurrent is None:
         from ._grouped import default_concurrent
@@ -976,12 +992,8 @@ def reproduce_table(
         from ._grouped import check_concurrent
 
         check_concurrent(concurrent, cfg, dev)
-    meta = {"dataset": dataset, "splits": splits, "n4": n4,
-            "fidelity": {"name": fidelity, "items": fid.to_dict(),
-                         "wired_into_config": wired},
-            "settings": _base_settings(cfg)}
-    root.mkdir(parents=True, exist_ok=True)
-    _open_rundir(root, meta)
+    if not recorded:
+        _write_json(root / _META, meta)
     say(plan.describe(iteration_ms, source))
     assert prepared is not None
     volumes = _Volumes(prepared, benchmark_sets=_benchmark_sets(table, s))
