@@ -88,6 +88,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     items = parse_set_option(args.set)
     fidelity = {k: v for k, v in items.items() if k.startswith("fidelity.")}
     args.set = [s for s in args.set if not s.strip().startswith("fidelity.")]
+    device = args.device
+    if args.dry_run:  # planning for a device this machine may not have
+        args.device = None
     cfg = experiment(args, args.dataset)
     result = reproduce_table(
         args.table,
@@ -97,6 +100,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         config=cfg,
         overrides=fidelity,
         fidelity=args.fidelity,
+        device=device,
         concurrent=args.concurrent,
         dry_run=args.dry_run,
         splits=args.splits,

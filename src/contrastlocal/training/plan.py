@@ -283,8 +283,12 @@ def plan_joint(
     config : ExperimentConfig
         ``global_stage`` (iterations, batch, global loss) and ``local_stage`` (local loss, l,
         ``lambda_local``) of :func:`~contrastlocal.training.pretrain_joint`.
-    out, layout, data_tag
-        As in :func:`plan_stages`.
+    out : path, optional
+        The run's output directory (None: the cell writes nothing).
+    layout : Layout, default RUN_LAYOUT
+        Where the cell writes inside `out`.
+    data_tag : str, default ""
+        Names the pre-training data in the key.
 
     Returns
     -------
@@ -309,7 +313,8 @@ def plan_joint(
         }
     )
     cell = StageCell("joint", config, key)
-    return _placed(cell, out, layout.stage(cell))
+    placed: StageCell = _placed(cell, out, layout.stage(cell))
+    return placed
 
 
 def plan_finetune(
@@ -338,8 +343,14 @@ def plan_finetune(
     init : str, optional
         The row key (default: ``"random"`` without a source, else :func:`init_keys` of the
         source's kind, ``"joint"`` for a joint stage).
-    out, layout, tag_config, data_tag
-        As in :func:`plan_cells`.
+    out : path, optional
+        The run's output directory (None: the cell writes nothing).
+    layout : Layout, default RUN_LAYOUT
+        Where the cell writes inside `out`.
+    tag_config : bool, default False
+        Record |X_tr| and the combination in the cell's config.
+    data_tag : str, default ""
+        Names the data in the key.
 
     Returns
     -------
@@ -378,7 +389,8 @@ def plan_finetune(
         }
     )
     cell = FinetuneCell(init, num_labelled, combination, cfg, key, source=source)
-    return _placed(cell, out, layout.cell(cell))
+    placed: FinetuneCell = _placed(cell, out, layout.cell(cell))
+    return placed
 
 
 def plan_cells(

@@ -171,6 +171,14 @@ class TableCell:
         The paper's number there (None: not printed).
     runs : tuple of FinetuneCell
         One per combination (empty: not run, e.g. a column left out).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset, table_plan
+    >>> plan = table_plan(6, preset("acdc"), {1: [1, 2]}, out="run")
+    >>> cell = next(c for c in plan.cells if c.row == "G^D + L^D d_3" and c.column == "1")
+    >>> cell.paper, len(cell.runs), cell.runs[0].init
+    (0.725, 2, 'GD+LD')
     """
 
     row: str
@@ -199,6 +207,20 @@ class TablePlan:
         Row and column labels in printed order.
     out : Path
         The run directory.
+    row_header, column_header : str
+        What the rows and the columns vary, as printed.
+    notes : tuple of str
+        Cells that cannot be run with these splits (e.g. no fully supervised list).
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset, table_plan
+    >>> plan = table_plan(6, preset("acdc"), {1: [1, 2, 3, 4, 5], 2: [1, 2, 3, 4, 5],
+    ...                                        8: [1, 2, 3]}, out="run")
+    >>> {kind: n for kind, (n, done) in plan.counts().items()}
+    {'stage1': 2, 'stage2': 12, 'finetune': 195}
+    >>> round(plan.projection((19.3, 18.6, 26.1))[0], 1)
+    14.9
     """
 
     table: int
@@ -216,7 +238,11 @@ class TablePlan:
     def counts(self) -> dict[str, tuple[int, int]]:
         """Return ``{kind: (runs, done)}`` for ``"stage1"``, ``"stage2"`` and ``"finetune"``.
 
-        Stage 1 counts the global and the joint pre-training runs.
+        Returns
+        -------
+        dict of str to (int, int)
+            Distinct runs of each kind and how many are finished on disk; stage 1 counts the
+            global and the joint pre-training runs.
         """
         out: dict[str, tuple[int, int]] = {}
         for name, kinds in (("stage1", ("global", "joint")), ("stage2", ("local",))):
@@ -228,10 +254,20 @@ class TablePlan:
     def projection(
         self, iteration_ms: tuple[float, float, float] | None
     ) -> tuple[float, float] | None:
-        """Return (total, remaining) hours at `iteration_ms` (None: no cost known).
+        """Return (total, remaining) hours at `iteration_ms`, runs one after another.
 
-        Stage 1 and 2 runs cost their iterations × the stage's ms; a joint run both; a
-        fine-tuning run its iterations × the fine-tuning ms (validation not counted).
+        Parameters
+        ----------
+        iteration_ms : (float, float, float) or None
+            Milliseconds per iteration of stage 1, stage 2 and fine-tuning (None: no cost
+            known).
+
+        Returns
+        -------
+        (float, float) or None
+            Hours of every run and of the unfinished ones: a stage costs its iterations × its
+            ms (a joint run both stages' ms), a fine-tuning run its iterations × the fine-tuning
+            ms (validation and evaluation not counted); None without `iteration_ms`.
         """
         if iteration_ms is None:
             return None
@@ -254,7 +290,20 @@ class TablePlan:
 
     def describe(self, iteration_ms: tuple[float, float, float] | None = None,
                  source: str = "") -> str:
-        """Return the dry run's report: run counts, how many are done, the projected time."""
+        """Return the dry run's report: run counts, how many are done, the projected time.
+
+        Parameters
+        ----------
+        iteration_ms : (float, float, float), optional
+            As :meth:`projection`.
+        source : str, default ""
+            Where `iteration_ms` comes from (printed with it).
+
+        Returns
+        -------
+        str
+            A few lines of text.
+        """
         c = self.counts()
         lines = [
             f"Table {self.table} ({self.dataset}) in {os.fspath(self.out)}: "
@@ -272,7 +321,7 @@ class TablePlan:
             lines.append(
                 f"  projected time: {hours[0]:.2f} h in all, {hours[1]:.2f} h left, at "
                 f"{g:g} / {loc:g} / {f:g} ms per iteration (stage 1 / 2 / fine-tuning; "
-                f"{source}); a projection, not a measurement"
+                f"{source}), runs one after another; a projection, not a measurement"
             )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
@@ -366,6 +415,15 @@ def table_plan(
     ValueError
         For an unknown table, a dataset the table does not cover, an unknown row, or a
         pre-training batch larger than the pre-training volumes allow.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import preset, table_plan
+    >>> plan = table_plan(4, preset("acdc"), {1: [1], 2: [1]}, out="run")
+    >>> plan.rows[:3], plan.columns
+    (('random init. (ours only)', 'd_1', 'd_2'), ('1x1 / 1', '1x1 / 2', '3x3 / 1', '3x3 / 2'))
+    >>> [s.kind for s in plan.stages].count("local")  # K = 1x1, 3x3 and l = 1 ... 5
+    10
     """
     from ..paper import paper_table
 
@@ -487,6 +545,14 @@ class TableResult:
         Tables and plot written.
     seconds : float
         Wall time.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import reproduce_table
+    >>> result = reproduce_table(4, dataset="acdc", data="ACDC/database",
+    ...                          out="runs/tables")  # doctest: +SKIP
+    >>> result.records()[0]["paper"], result.trained  # doctest: +SKIP
+    (0.738, {'stage1': 0, 'stage2': 7, 'finetune': 70})
     """
 
     plan: TablePlan
@@ -496,7 +562,15 @@ class TableResult:
     seconds: float = 0.0
 
     def records(self) -> list[dict[str, Any]]:
-        """One record per printed cell: row, column, ours (mean, std, n), paper, difference."""
+        """Return one record per printed cell.
+
+        Returns
+        -------
+        list of dict
+            ``row``, ``column``, ``mean``, ``std`` (sample standard deviation over the
+            combinations, 0 for one run), ``n``, ``values``, ``paper`` and ``difference``
+            (ours − paper); None where not run or not printed.
+        """
         out = []
         for cell in self.plan.cells:
             vals = self.values.get((cell.row, cell.column), [])
@@ -509,7 +583,13 @@ class TableResult:
         return out
 
     def to_markdown(self) -> str:
-        """Return the paper's layout; each cell ``ours mean ± std (paper P, Δ ±D)``."""
+        """Return the table in the paper's layout as Markdown.
+
+        Returns
+        -------
+        str
+            A title line and a pipe table; each cell ``mean ± std (n=N; paper P, Δ ±D)``.
+        """
         recs = {(r["row"], r["column"]): r for r in self.records()}
         p = self.plan
         head = f"| {p.row_header} | " + " | ".join(
@@ -530,7 +610,13 @@ class TableResult:
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
-        """One line per printed cell: row, column, mean, std, n, paper, difference."""
+        """Return the table as CSV, one line per printed cell.
+
+        Returns
+        -------
+        str
+            Header ``table, dataset, row, column, mean, std, n, paper, difference``.
+        """
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(["table", "dataset", "row", "column", "mean", "std", "n", "paper",
@@ -890,20 +976,28 @@ def reproduce_table(
         command prints) without training or preparing anything the plan does not need.
     splits : {"paper", "auto"}, default "paper"
         The paper's splits or automatic ones of the cases found (small folders, tests).
-    cache, n4, workers
-        As :func:`~contrastlocal.data.open_dataset`.
+    cache : path, optional
+        Root of the prepared caches (default: ``out/cache``).
+    n4 : {"none", "default", "legacy"}, optional
+        N4 bias correction when preparing (default: the dataset's preset).
+    workers : int, optional, default 0
+        Processes preparing the cache (None: one per CPU; 0: none).
     num_labelled, combinations : sequence of int, optional
         Restrict the columns' |X_tr| and the combinations.
     rows : sequence of str, optional
         Run only these rows (labels as printed).
     iteration_ms : (float, float, float), optional
-        ms per iteration of stage 1, stage 2 and fine-tuning for the projection (default:
+        Milliseconds per iteration of stage 1, stage 2 and fine-tuning for the projection (default:
         :data:`DEFAULT_ITERATION_MS` of the device type).
     plots : bool, default True
         Write the plot of ours against the paper's.
-    log, on_run, on_cell : callable, optional
-        Progress lines; ``on_run(kind, key)`` before each training run; ``on_cell(run, dice)``
-        after each finished fine-tuning run.
+    log : callable, optional
+        Receives progress lines (the plan first).
+    on_run : callable, optional
+        ``on_run(kind, key)`` before each training run (``"global"``, ``"local"``, ``"joint"``,
+        ``"finetune"``).
+    on_cell : callable, optional
+        ``on_cell(run, test_dice)`` after each fine-tuning run is finished and recorded.
 
     Returns
     -------
@@ -957,11 +1051,9 @@ def reproduce_table(
             "settings": _base_settings(cfg)}
     recorded = _check_rundir(root, meta)  # before anything is read or trained
     dev = cfg.runtime.device
-    if concurrent is None:
-        from ._grouped import default_concurrent
-
-        concurrent = 1 if dev == "cpu" else default_concurrent(cfg, dev)
-    elif isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1:
+    if concurrent is not None and (
+        isinstance(concurrent, bool) or not isinstance(concurrent, int) or concurrent < 1
+    ):
         msg = f"`concurrent` must be a positive integer; got {concurrent!r}."
         raise ValueError(msg)
     if dry_run and splits == "paper" and dataset != "cityscapes":
@@ -988,7 +1080,11 @@ def reproduce_table(
     if dry_run:
         say(plan.describe(iteration_ms, source))
         return plan
-    if concurrent > 1:
+    if concurrent is None:
+        from ._grouped import default_concurrent
+
+        concurrent = 1 if dev == "cpu" else default_concurrent(cfg, dev)
+    if concurrent > 1:  # before any stage runs: a K that does not fit fails here
         from ._grouped import check_concurrent
 
         check_concurrent(concurrent, cfg, dev)
