@@ -1,18 +1,18 @@
 """Reproduce a table of the paper: plan the runs it needs, share them, resume, compare.
 
-:func:`reproduce_table` runs one of the supplement's tables (2–8, and Table 1's fully supervised
-benchmark) on a dataset folder, on top of the recipe API (:func:`plan_stages`,
-:func:`plan_joint`, :func:`plan_finetune`, :func:`run_stage`, :func:`run_cell`) with the
-:data:`KEYED_LAYOUT`: every pre-training stage lives in ``RUNDIR/stages/<kind>-<key>/`` and every
+:func:`~contrastlocal.training.reproduce_table` runs one of the supplement's tables (2–8, and Table 1's fully supervised
+benchmark) on a dataset folder, on top of the recipe API (:func:`~contrastlocal.training.plan_stages`,
+:func:`~contrastlocal.training.plan_joint`, :func:`~contrastlocal.training.plan_finetune`, :func:`~contrastlocal.training.run_stage`, :func:`~contrastlocal.training.run_cell`) with the
+:data:`~contrastlocal.training.KEYED_LAYOUT`: every pre-training stage lives in ``RUNDIR/stages/<kind>-<key>/`` and every
 fine-tuning run in ``RUNDIR/cells/<key>/``, its key derived from all of its settings. Two tables
 run in the same ``RUNDIR`` therefore share every run they have in common (one stage 1 per global
 configuration, one stage 2 per (global, local strategy, l, K), one random baseline per
 (|X_tr|, combination), each fine-tuning run once). A finished cell (its ``result.json`` present,
 holding its key) is never recomputed; an unfinished one resumes from its checkpoints.
 
-:func:`table_plan` says what a table needs without training (``contrastlocal reproduce --dry-run``):
+:func:`~contrastlocal.training.table_plan` says what a table needs without training (``contrastlocal reproduce --dry-run``):
 the run counts, how many are done, and the projected time from a per-iteration cost
-(:data:`DEFAULT_ITERATION_MS`).
+(:data:`~contrastlocal.training.tables.DEFAULT_ITERATION_MS`).
 
 The output is the paper's layout (:func:`~contrastlocal.paper.paper_table`): every printed cell
 holds our mean ± standard deviation over the combinations, the paper's number and the
@@ -55,7 +55,7 @@ __all__ = [
     "table_plan",
 ]
 
-#: The tables :func:`reproduce_table` runs, with the datasets each covers.
+#: The tables :func:`~contrastlocal.training.reproduce_table` runs, with the datasets each covers.
 REPRODUCIBLE_TABLES: dict[int, tuple[str, ...]] = {
     1: ("acdc",),
     2: ("acdc",),
@@ -385,7 +385,7 @@ def table_plan(
     Parameters
     ----------
     table : int
-        The supplement's table number (:data:`REPRODUCIBLE_TABLES`).
+        The supplement's table number (:data:`~contrastlocal.training.tables.REPRODUCIBLE_TABLES`).
     config : ExperimentConfig
         The shared base settings (the dataset's preset with the caller's overrides); each row
         and column changes only what the table varies.
@@ -530,7 +530,7 @@ def _source(
 # ------------------------------------------------------------------------------ the result
 @dataclass
 class TableResult:
-    """What :func:`reproduce_table` returns.
+    """What :func:`~contrastlocal.training.reproduce_table` returns.
 
     Attributes
     ----------
@@ -760,7 +760,7 @@ def run_table_plan(
     Parameters
     ----------
     plan : TablePlan
-        From :func:`table_plan`.
+        From :func:`~contrastlocal.training.table_plan`.
     pretrain : callable
         Returns the pre-training volumes (called only if a stage must train).
     sets : callable
@@ -769,8 +769,8 @@ def run_table_plan(
         Returns the test volumes (called only if a run must be evaluated).
     concurrent : int, default 1
         Fine-tuning runs with identical settings trained at once in one grouped network
-        (:func:`~contrastlocal.training._grouped.finetune_grid`); 1: one by one with
-        :func:`run_cell` (resumable mid-run).
+        (the grouped driver, ``finetune_grid``); 1: one by one with
+        :func:`~contrastlocal.training.run_cell` (resumable mid-run).
     on_run : callable, optional
         ``on_run(kind, key)`` before each training run (``"global"``, ``"local"``,
         ``"joint"``, ``"finetune"``).
@@ -948,7 +948,7 @@ def reproduce_table(
     table : int
         The supplement's table number: 1 (the fully supervised benchmark), 2–8.
     dataset : str
-        A dataset the table covers (:data:`REPRODUCIBLE_TABLES`).
+        A dataset the table covers (:data:`~contrastlocal.training.tables.REPRODUCIBLE_TABLES`).
     data : path
         The dataset folder as distributed.
     out : path
@@ -969,7 +969,7 @@ def reproduce_table(
         ``runtime.device``.
     concurrent : int, optional
         Fine-tuning runs trained at once (default: 1 on the CPU, else
-        :func:`~contrastlocal.training._grouped.default_concurrent`); checked against the memory
+        the memory estimate of the grouped driver); checked against the memory
         estimate before any stage runs.
     dry_run : bool, default False
         Plan only: return the :class:`TablePlan` (its :meth:`TablePlan.describe` is what the
@@ -988,7 +988,7 @@ def reproduce_table(
         Run only these rows (labels as printed).
     iteration_ms : (float, float, float), optional
         Milliseconds per iteration of stage 1, stage 2 and fine-tuning for the projection (default:
-        :data:`DEFAULT_ITERATION_MS` of the device type).
+        :data:`~contrastlocal.training.tables.DEFAULT_ITERATION_MS` of the device type).
     plots : bool, default True
         Write the plot of ours against the paper's.
     log : callable, optional
