@@ -1,18 +1,20 @@
 """Reproduce a table of the paper: plan the runs it needs, share them, resume, compare.
 
-:func:`~contrastlocal.training.reproduce_table` runs one of the supplement's tables (2–8, and Table 1's fully supervised
-benchmark) on a dataset folder, on top of the recipe API (:func:`~contrastlocal.training.plan_stages`,
-:func:`~contrastlocal.training.plan_joint`, :func:`~contrastlocal.training.plan_finetune`, :func:`~contrastlocal.training.run_stage`, :func:`~contrastlocal.training.run_cell`) with the
-:data:`~contrastlocal.training.KEYED_LAYOUT`: every pre-training stage lives in ``RUNDIR/stages/<kind>-<key>/`` and every
-fine-tuning run in ``RUNDIR/cells/<key>/``, its key derived from all of its settings. Two tables
-run in the same ``RUNDIR`` therefore share every run they have in common (one stage 1 per global
-configuration, one stage 2 per (global, local strategy, l, K), one random baseline per
-(|X_tr|, combination), each fine-tuning run once). A finished cell (its ``result.json`` present,
-holding its key) is never recomputed; an unfinished one resumes from its checkpoints.
+:func:`~contrastlocal.training.reproduce_table` runs one of the supplement's tables (2–8, and
+Table 1's fully supervised benchmark) on a dataset folder, on top of the recipe API
+(:func:`~contrastlocal.training.plan_stages`, :func:`~contrastlocal.training.plan_joint`,
+:func:`~contrastlocal.training.plan_finetune`, :func:`~contrastlocal.training.run_stage`,
+:func:`~contrastlocal.training.run_cell`) with the :data:`~contrastlocal.training.KEYED_LAYOUT`:
+every pre-training stage lives in ``RUNDIR/stages/<kind>-<key>/`` and every fine-tuning run in
+``RUNDIR/cells/<key>/``, its key derived from all of its settings. Two tables run in the same
+``RUNDIR`` therefore share every run they have in common (one stage 1 per global configuration,
+one stage 2 per (global, local strategy, l, K), one random baseline per (|X_tr|, combination),
+each fine-tuning run once). A finished cell (its ``result.json`` present, holding its key) is
+never recomputed; an unfinished one resumes from its checkpoints.
 
-:func:`~contrastlocal.training.table_plan` says what a table needs without training (``contrastlocal reproduce --dry-run``):
-the run counts, how many are done, and the projected time from a per-iteration cost
-(:data:`~contrastlocal.training.tables.DEFAULT_ITERATION_MS`).
+:func:`~contrastlocal.training.table_plan` says what a table needs without training
+(``contrastlocal reproduce --dry-run``): the run counts, how many are done, and the projected
+time from a per-iteration cost (:data:`~contrastlocal.training.tables.DEFAULT_ITERATION_MS`).
 
 The output is the paper's layout (:func:`~contrastlocal.paper.paper_table`): every printed cell
 holds our mean ± standard deviation over the combinations, the paper's number and the
