@@ -256,3 +256,25 @@ def test_cli_reproduce_dry_run_and_errors(capsys: pytest.CaptureFixture[str],
         err = capsys.readouterr().err
         assert expected in err
         assert len(err.strip().splitlines()) == 1
+
+
+def test_table7_joint_stage_and_shared_baseline(acdc: dict[str, Path],
+                                                table6: dict[str, Any]) -> None:
+    t7 = _run(acdc, 7, table6["out"], rows=[RANDOM_ROW, "lambda_l = 10"], plots=False)
+    # one joint pre-training and its 2 runs; the baseline is Table 6's
+    assert t7.counted == {"joint": 1, "finetune": 2}  # type: ignore[attr-defined]
+    rec = {(r["row"], r["column"]): r for r in t7.records()}
+    assert rec[("lambda_l = 10", "1")]["n"] == 2
+    assert rec[("lambda_l = 10", "1")]["paper"] == paper_table(7).cell("lambda_l = 10", "1")
+    joint = [s for s in t7.plan.stages if s.kind == "joint"]
+    assert len(joint) == 1
+    assert joint[0].config.local_stage.lambda_local == 10.0
+
+
+def test_a_run_directory_in_use_is_refused(acdc: dict[str, Path], tmp_path: Path) -> None:
+    from contrastlocal._lock import DirectoryLock
+
+    with DirectoryLock(tmp_path / "busy", purpose="another runner"), \
+            pytest.raises(ValueError, match=r"`out` .*busy' is in use"):
+        _run(acdc, 6, tmp_path / "busy")
+    assert not (tmp_path / "busy" / "cells").exists()

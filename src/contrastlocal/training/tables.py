@@ -1090,14 +1090,26 @@ def reproduce_table(
         from ._grouped import check_concurrent
 
         check_concurrent(concurrent, cfg, dev)
-    if not recorded:
-        _write_json(root / _META, meta)
-    say(plan.describe(iteration_ms, source))
-    assert prepared is not None
-    volumes = _Volumes(prepared, benchmark_sets=_benchmark_sets(table, s))
-    return run_table_plan(plan, volumes.pretrain, volumes.sets, volumes.test,
-                          concurrent=concurrent, on_run=on_run, on_cell=on_cell, log=say,
-                          plots=plots)
+    from .._lock import DirectoryLock, LockHeldError
+
+    root.mkdir(parents=True, exist_ok=True)
+    lock = DirectoryLock(root, purpose=f"reproduce table {table} ({dataset})")
+    try:
+        lock.acquire()
+    except LockHeldError as err:  # two runners in one directory would train the same runs
+        msg = f"`out` {os.fspath(root)!r} is in use: {err}"
+        raise ValueError(msg) from None
+    try:
+        if not recorded:
+            _write_json(root / _META, meta)
+        say(plan.describe(iteration_ms, source))
+        assert prepared is not None
+        volumes = _Volumes(prepared, benchmark_sets=_benchmark_sets(table, s))
+        return run_table_plan(plan, volumes.pretrain, volumes.sets, volumes.test,
+                              concurrent=concurrent, on_run=on_run, on_cell=on_cell, log=say,
+                              plots=plots)
+    finally:
+        lock.release()
 
 
 def _open_data(dataset: str, data: str | os.PathLike[str], cache: str | os.PathLike[str],
