@@ -278,3 +278,25 @@ def test_a_run_directory_in_use_is_refused(acdc: dict[str, Path], tmp_path: Path
             pytest.raises(ValueError, match=r"`out` .*busy' is in use"):
         _run(acdc, 6, tmp_path / "busy")
     assert not (tmp_path / "busy" / "cells").exists()
+
+
+def test_cli_reproduce_runs_a_tiny_table(acdc: dict[str, Path], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    sets = [f"{k}={json.dumps(list(v) if isinstance(v, tuple) else v)}"
+            for k, v in TINY.items()]
+    argv = ["reproduce", "7", "--dataset", "acdc", "--data", str(acdc["data"]), "--out",
+            str(tmp_path / "run"), "--cache", str(acdc["cache"]), "--splits", "auto", "--n4",
+            "none", "--workers", "0", "--num-labelled", "1", "--combinations", "1", "--rows",
+            "lambda_l = 1", "--no-plots", "--no-progress"]
+    for item in sets:
+        argv += ["--set", item]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "stage-1 runs:        1 (0 done; global or joint)" in out
+    assert "| lambda_l = 1 | " in out
+    assert "paper 0.634" in out
+    data = json.loads((tmp_path / "run" / "table7_acdc.json").read_text())
+    assert [c["n"] for c in data["cells"]] == [1, 0]
+    assert data["fidelity"]["name"] == "paper"
+    wired = "fidelity" in preset("acdc").__dataclass_fields__  # the settings' own section
+    assert data["fidelity"]["wired_into_config"] == wired

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ._settings import UsageError, experiment, parse_set_option
@@ -120,4 +121,5 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
     assert isinstance(result, TableResult)
     print(result.to_markdown(), flush=True)
-    return 0
+    finite = all(math.isfinite(v) for vs in result.values.values() for v in vs)
+    return 0 if finite else 1

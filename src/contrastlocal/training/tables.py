@@ -772,7 +772,8 @@ def run_table_plan(
     concurrent : int, default 1
         Fine-tuning runs with identical settings trained at once in one grouped network
         (the grouped driver, ``finetune_grid``); 1: one by one with
-        :func:`~contrastlocal.training.run_cell` (resumable mid-run).
+        :func:`~contrastlocal.training.run_cell` (resumable mid-run; a group of K > 1 keeps no
+        checkpoints and restarts after an interruption).
     on_run : callable, optional
         ``on_run(kind, key)`` before each training run (``"global"``, ``"local"``,
         ``"joint"``, ``"finetune"``).
