@@ -107,7 +107,8 @@ def test_table6_has_every_cell_and_the_paper_column(table6: dict[str, Any]) -> N
     out: Path = table6["out"]
     md = (out / "table6_acdc.md").read_text()
     assert "paper 0.725" in md
-    assert "G^D + L^D d_3" in md
+    assert "| $G^D$ + $L^D$ $d_3$ | " in md
+    assert "| initialisation | $\\lvert X_{tr}\\rvert$ = 1 | 2 | 8 |" in md
     data = json.loads((out / "table6_acdc.json").read_text())
     assert data["cells"] == json.loads(json.dumps(result.records()))
     csv_lines = (out / "table6_acdc.csv").read_text().splitlines()
@@ -293,7 +294,7 @@ def test_cli_reproduce_runs_a_tiny_table(acdc: dict[str, Path], tmp_path: Path,
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "stage-1 runs:        1 (0 done; global or joint)" in out
-    assert "| lambda_l = 1 | " in out
+    assert "| $\\lambda_l$ = 1 | " in out
     assert "paper 0.634" in out
     data = json.loads((tmp_path / "run" / "table7_acdc.json").read_text())
     assert [c["n"] for c in data["cells"]] == [1, 0]

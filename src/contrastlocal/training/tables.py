@@ -592,10 +592,13 @@ class TableResult:
         str
             A title line and a pipe table; each cell ``mean ± std (n=N; paper P, Δ ±D)``.
         """
+        from ..paper import _math  # the paper's tables' Markdown labels
+
         recs = {(r["row"], r["column"]): r for r in self.records()}
         p = self.plan
         head = f"| {p.row_header} | " + " | ".join(
             f"{p.column_header} = {c}" if i == 0 else c for i, c in enumerate(p.columns)) + " |"
+        head = head.replace("|X_tr|", "$\\lvert X_{tr}\\rvert$")
         lines = [
             f"Table {p.table} ({p.dataset}): test Dice, ours (mean ± std over the combinations, "
             "n runs) against the paper's",
@@ -608,7 +611,7 @@ class TableResult:
             for col in p.columns:
                 r = recs.get((row, col))
                 cells.append("–" if r is None else _md_cell(r))
-            lines.append(f"| {row} | " + " | ".join(cells) + " |")
+            lines.append(f"| {_math(row)} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
     def to_csv(self) -> str:
