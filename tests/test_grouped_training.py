@@ -10,7 +10,7 @@ torch = pytest.importorskip("torch")
 from contrastlocal.models import UNet  # noqa: E402
 from contrastlocal.training import Volume, finetune, train_baseline  # noqa: E402
 from contrastlocal.training._grouped import (  # noqa: E402
-    FinetuneCell,
+    GroupedCell,
     check_concurrent,
     default_concurrent,
     estimate_concurrent,
@@ -47,9 +47,9 @@ def _cells(config):  # type: ignore[no-untyped-def]
     v = volumes()
     extra = _extra_volumes(1)
     return [
-        FinetuneCell(v["train"], v["val"], init=None, seed=0),
-        FinetuneCell(extra[:1], v["val"], init=_init_unet(config, 5), seed=11),
-        FinetuneCell(v["train"] + extra[1:], [], seed=12, baseline=True),
+        GroupedCell(v["train"], v["val"], init=None, seed=0),
+        GroupedCell(extra[:1], v["val"], init=_init_unet(config, 5), seed=11),
+        GroupedCell(v["train"] + extra[1:], [], seed=12, baseline=True),
     ]
 
 
@@ -111,11 +111,11 @@ def test_k1_equals_finetune_and_baseline():
     config = _config()
     v = volumes()
     init = _init_unet(config, 5)
-    ours = finetune_grouped([FinetuneCell(v["train"], v["val"], init=init, seed=7)], config)[0]
+    ours = finetune_grouped([GroupedCell(v["train"], v["val"], init=init, seed=7)], config)[0]
     ref = finetune(v["train"], v["val"], config.replace(seed=7), init=init)
     _assert_same_result(ours, ref)
     ours_b = finetune_grouped(
-        [FinetuneCell(v["train"], v["val"], seed=3, baseline=True)],
+        [GroupedCell(v["train"], v["val"], seed=3, baseline=True)],
         config.replace(finetune={"augment": False}),
     )[0]
     ref_b = train_baseline(
@@ -129,7 +129,7 @@ def test_outputs_written_like_finetune(tmp_path):
 
     config = _config()
     v = volumes()
-    cell = FinetuneCell(v["train"], v["val"], seed=7, out=tmp_path / "grouped")
+    cell = GroupedCell(v["train"], v["val"], seed=7, out=tmp_path / "grouped")
     # one cell: float32 results equal finetune's (several cells: see the float64 test above)
     ours = finetune_grouped([cell], config)[0]
     finetune(v["train"], v["val"], config.replace(seed=7), out=tmp_path / "ref")
@@ -166,9 +166,9 @@ def test_bad_cells():
         finetune_grouped([(v["train"], v["val"])], config)  # type: ignore[list-item]
     unlabelled = [Volume(v["train"][0].image, None, case_id="u")]
     with pytest.raises(ValueError, match=r"cells\[1\].train"):
-        finetune_grouped([FinetuneCell(v["train"], []), FinetuneCell(unlabelled, [])], config)
+        finetune_grouped([GroupedCell(v["train"], []), GroupedCell(unlabelled, [])], config)
     with pytest.raises(ValueError, match="do not fit"):
-        finetune_grouped([FinetuneCell(v["train"], [])] * 3, config, memory_limit=1000)
+        finetune_grouped([GroupedCell(v["train"], [])] * 3, config, memory_limit=1000)
 
 
 def test_estimate_and_limit():
@@ -203,7 +203,7 @@ def test_estimate_and_limit():
     assert default_concurrent(config, "cpu", memory_limit=10**12) == 8
     assert default_concurrent(config, "cpu", memory_limit=1) == 1
     with pytest.raises(ValueError, match="do not fit"):
-        finetune_grid([FinetuneCell(volumes()["train"], [])], config, concurrent=4,
+        finetune_grid([GroupedCell(volumes()["train"], [])], config, concurrent=4,
                       memory_limit=limit)
 
 

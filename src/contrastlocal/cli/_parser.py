@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_finetune(sub)
     _add_evaluate(sub)
     _add_prepare(sub)
+    from ._reproduce import add_reproduce
+
+    add_reproduce(sub, _add_common, _positive_int)
     return parser
 
 

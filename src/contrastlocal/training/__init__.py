@@ -55,6 +55,8 @@ from .plan import (
     StageCell,
     init_keys,
     plan_cells,
+    plan_finetune,
+    plan_joint,
     plan_recipe,
     plan_stages,
     select_labelled,
@@ -79,6 +81,7 @@ from .stages import (
     pretrain_local,
     train_baseline,
 )
+from .tables import TablePlan, TableResult, reproduce_table, table_plan
 
 __all__ = [
     "DATASETS",
@@ -102,6 +105,8 @@ __all__ = [
     "RuntimeConfig",
     "StageCell",
     "StageResult",
+    "TablePlan",
+    "TableResult",
     "Volume",
     "architecture_signature",
     "build_unet",
@@ -126,6 +131,8 @@ __all__ = [
     "main_process_first",
     "open_run_directory",
     "plan_cells",
+    "plan_finetune",
+    "plan_joint",
     "plan_recipe",
     "plan_stages",
     "predict_volume",
@@ -134,6 +141,7 @@ __all__ = [
     "pretrain_joint",
     "pretrain_local",
     "read_metrics",
+    "reproduce_table",
     "results_to_csv",
     "run_cell",
     "run_recipe",
@@ -142,6 +150,7 @@ __all__ = [
     "select_labelled",
     "settings_key",
     "surface_distances",
+    "table_plan",
     "train_baseline",
     "write_results",
 ]

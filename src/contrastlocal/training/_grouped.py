@@ -58,7 +58,7 @@ from .stages import (
 
 __all__ = [
     "ConcurrencyEstimate",
-    "FinetuneCell",
+    "GroupedCell",
     "check_concurrent",
     "default_concurrent",
     "estimate_concurrent",
@@ -74,7 +74,7 @@ _HEADROOM = 0.85
 
 
 @dataclass
-class FinetuneCell:
+class GroupedCell:
     """One fine-tuning run of a grid.
 
     Attributes
@@ -316,7 +316,7 @@ def default_concurrent(
 
 
 def finetune_grid(
-    cells: Sequence[FinetuneCell],
+    cells: Sequence[GroupedCell],
     config: ExperimentConfig | None = None,
     *,
     concurrent: int = 1,
@@ -328,7 +328,7 @@ def finetune_grid(
 
     Parameters
     ----------
-    cells : sequence of FinetuneCell
+    cells : sequence of GroupedCell
         All runs of the grid.
     config, memory_limit, dtype, **overrides
         As :func:`finetune_grouped`.
@@ -394,7 +394,7 @@ def _write_outputs(stage_dir: Path, last: UNet, c: _Cell) -> None:
 
 
 def finetune_grouped(
-    cells: Sequence[FinetuneCell],
+    cells: Sequence[GroupedCell],
     config: ExperimentConfig | None = None,
     *,
     memory_limit: int | None = None,
@@ -407,7 +407,7 @@ def finetune_grouped(
 
     Parameters
     ----------
-    cells : sequence of FinetuneCell
+    cells : sequence of GroupedCell
         The K runs (own volumes, initialisation, seed; ``baseline=True`` for the random baseline).
     config : ExperimentConfig, optional
         Settings shared by the cells (default: the ``"synthetic"`` preset); ``config.finetune``
@@ -442,11 +442,11 @@ def finetune_grouped(
     """
     cfg = _with_overrides(config, "finetune", overrides)
     if not isinstance(cells, Sequence) or len(cells) == 0:
-        msg = f"`cells` must be a non-empty sequence of FinetuneCell; got {cells!r}."
+        msg = f"`cells` must be a non-empty sequence of GroupedCell; got {cells!r}."
         raise ValueError(msg)
     for i, cell in enumerate(cells):
-        if not isinstance(cell, FinetuneCell):
-            msg = f"`cells[{i}]` must be a FinetuneCell; got {type(cell).__name__}."
+        if not isinstance(cell, GroupedCell):
+            msg = f"`cells[{i}]` must be a GroupedCell; got {type(cell).__name__}."
             raise TypeError(msg)
         _check_volumes(cell.train, f"cells[{i}].train", cfg)
         if any(v.label is None for v in cell.train):

@@ -31,6 +31,8 @@ __all__ = [
     "StageCell",
     "init_keys",
     "plan_cells",
+    "plan_finetune",
+    "plan_joint",
     "plan_recipe",
     "plan_stages",
     "select_labelled",
@@ -91,12 +93,13 @@ def init_keys(config: ExperimentConfig) -> tuple[str, str]:
 # ------------------------------------------------------------------------------------ cells
 @dataclass(frozen=True)
 class StageCell:
-    """One pre-training run: stage 1 (``"global"``) or stage 2 (``"local"``).
+    """One pre-training run: stage 1 (``"global"``), stage 2 (``"local"``) or both at once.
 
     Attributes
     ----------
-    kind : {"global", "local"}
-        The stage.
+    kind : {"global", "local", "joint"}
+        The stage (``"joint"``: :func:`~contrastlocal.training.pretrain_joint`, encoder and
+        decoder blocks in one stage, :func:`plan_joint`).
     config : ExperimentConfig
         Its settings.
     key : str
@@ -115,7 +118,7 @@ class StageCell:
     ('global', 'local', True, 16)
     """
 
-    kind: Literal["global", "local"]
+    kind: Literal["global", "local", "joint"]
     config: ExperimentConfig
     key: str
     directory: Path | None = None
@@ -198,7 +201,18 @@ KEYED_LAYOUT = Layout(stage=lambda s: f"stages/{s.kind}-{s.key}", cell=lambda c:
 
 
 def _model_key(config: ExperimentConfig) -> dict[str, Any]:
-    return {"dataset": config.dataset, "seed": config.seed, "model": config_to_dict(config.model)}
+    key = {"dataset": config.dataset, "seed": config.seed, "model": config_to_dict(config.model)}
+    fidelity = getattr(config, "fidelity", None)  # a fidelity section, where the config has one
+    if fidelity is not None:
+        key["fidelity"] = _plain(fidelity)
+    return key
+
+
+def _plain(section: Any) -> Any:
+    if isinstance(section, str):
+        return section
+    to_dict = getattr(section, "to_dict", None)
+    return to_dict() if callable(to_dict) else config_to_dict(section)
 
 
 def plan_stages(
@@ -253,6 +267,130 @@ def plan_stages(
 
 def _placed(cell: Any, out: str | os.PathLike[str] | None, rel: str) -> Any:
     return replace(cell, directory=None if out is None else Path(out) / rel)
+
+
+def plan_joint(
+    config: ExperimentConfig,
+    *,
+    out: str | os.PathLike[str] | None = None,
+    layout: Layout = RUN_LAYOUT,
+    data_tag: str = "",
+) -> StageCell:
+    """Return the cell of joint pre-training (encoder and l decoder blocks at once, Table 7).
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        ``global_stage`` (iterations, batch, global loss) and ``local_stage`` (local loss, l,
+        ``lambda_local``) of :func:`~contrastlocal.training.pretrain_joint`.
+    out : path, optional
+        The run's output directory (None: the cell writes nothing).
+    layout : Layout, default RUN_LAYOUT
+        Where the cell writes inside `out`.
+    data_tag : str, default ""
+        Names the pre-training data in the key.
+
+    Returns
+    -------
+    StageCell
+        ``kind == "joint"``, keyed by both sections.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import plan_joint, preset
+    >>> a = plan_joint(preset("acdc", **{"local_stage.lambda_local": 10.0}))
+    >>> b = plan_joint(preset("acdc", **{"local_stage.lambda_local": 100.0}))
+    >>> a.kind, a.key != b.key
+    ('joint', True)
+    """
+    key = settings_key(
+        {
+            **_model_key(config),
+            "data": data_tag,
+            "stage": "joint",
+            "global_stage": config_to_dict(config.global_stage),
+            "local_stage": config_to_dict(config.local_stage),
+        }
+    )
+    cell = StageCell("joint", config, key)
+    placed: StageCell = _placed(cell, out, layout.stage(cell))
+    return placed
+
+
+def plan_finetune(
+    config: ExperimentConfig,
+    num_labelled: int,
+    combination: int,
+    source: StageCell | None,
+    *,
+    init: str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    layout: Layout = RUN_LAYOUT,
+    tag_config: bool = False,
+    data_tag: str = "",
+) -> FinetuneCell:
+    """Return one fine-tuning cell: |X_tr|, combination and the stage initialising it.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+        Fine-tuning settings.
+    num_labelled, combination : int
+        The labelled set.
+    source : StageCell or None
+        The initialising pre-training cell (None: the random-initialisation baseline, always
+        augmented).
+    init : str, optional
+        The row key (default: ``"random"`` without a source, else :func:`init_keys` of the
+        source's kind, ``"joint"`` for a joint stage).
+    out : path, optional
+        The run's output directory (None: the cell writes nothing).
+    layout : Layout, default RUN_LAYOUT
+        Where the cell writes inside `out`.
+    tag_config : bool, default False
+        Record |X_tr| and the combination in the cell's config.
+    data_tag : str, default ""
+        Names the data in the key.
+
+    Returns
+    -------
+    FinetuneCell
+        Keyed by everything that determines its result; the same key as :func:`plan_cells`
+        gives the same cell.
+
+    Examples
+    --------
+    >>> from contrastlocal.training import plan_cells, plan_finetune, plan_stages, preset
+    >>> cfg = preset("acdc")
+    >>> stages = plan_stages(cfg)
+    >>> plan_finetune(cfg, 1, 2, stages[1]).key == plan_cells(cfg, {1: [2]}, stages)[2].key
+    True
+    """
+    cfg = config.replace(num_labelled=num_labelled, combination=combination) if tag_config \
+        else config
+    if init is None:
+        if source is None:
+            init = RANDOM
+        elif source.kind == "joint":
+            init = "joint"
+        else:
+            init = init_keys(cfg)[0 if source.kind == "global" else 1]
+    section = config_to_dict(cfg.finetune)
+    if source is None:
+        section["augment"] = True  # the baseline always augments
+    key = settings_key(
+        {
+            **_model_key(cfg),
+            "data": data_tag,
+            "num_labelled": num_labelled,
+            "combination": combination,
+            "finetune": section,
+            "init": None if source is None else source.key,
+        }
+    )
+    cell = FinetuneCell(init, num_labelled, combination, cfg, key, source=source)
+    placed: FinetuneCell = _placed(cell, out, layout.cell(cell))
+    return placed
 
 
 def plan_cells(
@@ -316,24 +454,13 @@ def plan_cells(
     cells = []
     for n, combos in pairs:
         for c in combos:
-            cfg = config.replace(num_labelled=n, combination=c) if tag_config else config
             for row in wanted:
-                source = sources[row]
-                section = config_to_dict(cfg.finetune)
-                if row == RANDOM:
-                    section["augment"] = True  # the baseline always augments
-                key = settings_key(
-                    {
-                        **_model_key(cfg),
-                        "data": data_tag,
-                        "num_labelled": n,
-                        "combination": c,
-                        "finetune": section,
-                        "init": None if source is None else source.key,
-                    }
+                cells.append(
+                    plan_finetune(
+                        config, n, c, sources[row], init=row, out=out, layout=layout,
+                        tag_config=tag_config, data_tag=data_tag,
+                    )
                 )
-                cell = FinetuneCell(row, n, c, cfg, key, source=source)
-                cells.append(_placed(cell, out, layout.cell(cell)))
     return tuple(cells)
 
 
