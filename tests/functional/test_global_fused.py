@@ -69,3 +69,57 @@ def test_global_fused_single_partition_has_no_negatives(strategy: str) -> None:
     np.testing.assert_allclose(float(fused), float(agnostic), atol=1e-12)
     assert torch.isfinite(gf).all()
     np.testing.assert_allclose(gf.numpy(), ga.numpy(), atol=1e-10)
+
+
+def _fused_pair(n: int = 12):
+    """Both fused Functions on one G^R layout (image id = row mod n/2), with the same value."""
+    from contrastlocal.functional._torch_kernel import (
+        fused_global_contrastive_sum,
+        fused_masked_contrastive_sum,
+    )
+
+    ids = torch.arange(n) % (n // 2)
+    same = ids[:, None] == ids[None, :]
+    positives = same & ~torch.eye(n, dtype=torch.bool)
+    scale = torch.tensor(1.0 / n, dtype=torch.float64)
+
+    def global_sum(z):
+        return fused_global_contrastive_sum(z, same, None, inv_temperature=5.0, scale=scale,
+                                            eps=1e-30)
+
+    def masked_sum(z):
+        return fused_masked_contrastive_sum(z, positives, ~same, inv_temperature=5.0,
+                                            scale=scale, eps=1e-30)
+
+    return global_sum, masked_sum
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["global", "masked"])
+def test_fused_functions_under_torch_func_grad_and_vmap(which: int) -> None:
+    fn = _fused_pair()[which]
+    z = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    z.requires_grad_(True)
+    (expected,) = torch.autograd.grad(fn(z), z)
+    torch.testing.assert_close(torch.func.grad(fn)(z.detach()), expected, rtol=1e-12, atol=0)
+    batch = torch.randn(3, 12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(torch.func.vmap(fn)(batch), torch.stack([fn(b) for b in batch]),
+                               rtol=1e-12, atol=0)
+    grads = torch.func.vmap(torch.func.grad(fn))(batch)
+    for b, g in zip(batch, grads, strict=True):
+        torch.testing.assert_close(g, torch.func.grad(fn)(b), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["global", "masked"])
+def test_fused_functions_compile_fullgraph_without_graph_breaks(which: int) -> None:
+    fn = _fused_pair()[which]
+    z = torch.randn(12, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    assert torch._dynamo.explain(fn)(z).graph_break_count == 0
+    torch._dynamo.reset()
+    zc = z.clone().requires_grad_(True)
+    out = torch.compile(fn, fullgraph=True)(zc)
+    out.backward()
+    ze = z.clone().requires_grad_(True)
+    expected = fn(ze)
+    expected.backward()
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(zc.grad, ze.grad, rtol=1e-10, atol=1e-14)

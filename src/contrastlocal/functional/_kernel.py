@@ -52,15 +52,40 @@ def _on_device_of(x: Array, reference: Array, *, xp: Namespace) -> Array:
 
 
 def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
-    """Whether `x` has a nonzero entry, or ``None`` when values are not concrete (e.g. under jit).
+    """Whether `x` has a nonzero entry, or ``None`` when its values are not on the host.
 
-    This is the single place where the losses look at values: a batch without any positive pair
-    must raise eagerly rather than return 0/0.
+    ``None`` for traced values (``jax.jit``, ``torch.compile``, ``torch.func.vmap``) and for torch
+    tensors on an accelerator, where reading a value would be a host synchronisation on every
+    call; :func:`_check_nonzero` checks those on the device instead.
     """
+    if is_torch_namespace(xp):
+        import torch
+
+        if torch.compiler.is_compiling() or x.device.type != "cpu":
+            return None
     try:
         return bool(xp.any(x != 0))
-    except (TypeError, RuntimeError):  # traced values (jax.jit, torch.compile graph capture)
+    except (TypeError, RuntimeError):  # traced values (jax.jit, torch.func.vmap)
         return None
+
+
+def _check_nonzero(x: Array, message: str, *, xp: Namespace) -> None:
+    """Raise ``ValueError(message)`` when `x` has no nonzero entry, without a host sync.
+
+    This is the single place where the losses look at values: a batch without any positive pair
+    must fail rather than return 0/0. Host values (NumPy, torch on the CPU, ...) are checked at
+    once; torch tensors on an accelerator or being compiled get a device-side assertion
+    (``torch._assert_async``, a ``RuntimeError`` with `message` when the device reaches it);
+    other traced values are not checked.
+    """
+    found = _has_nonzero(x, xp=xp)
+    if found is False:
+        raise ValueError(message)
+    if found is None and is_torch_namespace(xp):
+        import torch
+
+        if torch.compiler.is_compiling() or x.device.type != "cpu":
+            torch._assert_async(torch.any(x != 0), message)
 
 
 def _softplus(x: Array, *, xp: Namespace) -> Array:
@@ -348,10 +373,8 @@ def masked_contrastive_loss(
     if normalizer is not None:
         normalizer = check_positive(normalizer, "normalizer")
     check_choice(reduction, _REDUCTIONS, "reduction")
-    if _has_nonzero(positive_weights, xp=xp) is False:
-        msg = ("`positive_weights` has no nonzero entry: the batch has no positive pair, so the "
-               "loss is undefined.")
-        raise ValueError(msg)
+    _check_nonzero(positive_weights, "`positive_weights` has no nonzero entry: the batch has no "
+                   "positive pair, so the loss is undefined.", xp=xp)
     positive_weights = _on_device_of(positive_weights, embeddings, xp=xp)
     negative_mask = _on_device_of(negative_mask, embeddings, xp=xp)
     return _masked_contrastive_impl(
