@@ -13,7 +13,7 @@ from ._kernel import (
     _REDUCTIONS,
     RowGather,
     _check_embeddings,
-    _has_nonzero,
+    _check_nonzero,
     _masked_contrastive_block_impl,
     _masked_contrastive_impl,
     _namespace,
@@ -66,10 +66,9 @@ def _global_pairing_impl(
     return positives, partition_ids[:, None] != partition_ids[None, :]
 
 
-def _raise_no_pair(strategy: str, n: int) -> None:
-    msg = (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
-           f"got N = {n} rows.")
-    raise ValueError(msg)
+def _no_pair_message(strategy: str, n: int) -> str:
+    return (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
+            f"got N = {n} rows.")
 
 
 def _global_loss_fused(
@@ -92,8 +91,7 @@ def _global_loss_fused(
         assert partition_ids is not None
         negatives = partition_ids[:, None] != partition_ids[None, :]
     count = xp.count_nonzero(same) - n  # ordered positive pairs: the diagonal is not one
-    if _has_nonzero(count, xp=xp) is False:
-        _raise_no_pair(strategy, n)
+    _check_nonzero(count, _no_pair_message(strategy, n), xp=xp)
     dtype = compute_dtype(embeddings, xp=xp)
     if reduction == "sum":
         scale = xp.ones((), dtype=dtype, device=device(embeddings))
@@ -267,8 +265,7 @@ def global_contrastive_loss(
             temperature=temperature, reduction=reduction, xp=xp,
         )
     positives, negatives = _global_pairing_impl(image_ids, partition_ids, strategy=strategy, xp=xp)
-    if _has_nonzero(positives, xp=xp) is False:
-        _raise_no_pair(strategy, n)
+    _check_nonzero(positives, _no_pair_message(strategy, n), xp=xp)
     return _masked_contrastive_impl(
         embeddings, positives, negatives, temperature=temperature, normalizer=None,
         reduction=reduction, xp=xp,
@@ -328,11 +325,9 @@ def _global_loss_sharded(
         partition_ids = _on_device_of(partition_ids, embeddings, xp=xp)
         parts_all = gather(partition_ids, differentiable=False)
     positives, negatives = _global_pairing_impl(ids_all, parts_all, strategy=strategy, xp=xp)
-    if _has_nonzero(positives, xp=xp) is False:  # same answer on every process
-        msg = (f"The batch gathered from {gather.world_size} processes has no positive pair for "
-               f"strategy={strategy!r}: {_NO_PAIR[strategy]}; got N = {int(z_all.shape[0])} "
-               "rows.")
-        raise ValueError(msg)
+    msg = (f"The batch gathered from {gather.world_size} processes has no positive pair for "
+           f"strategy={strategy!r}: {_NO_PAIR[strategy]}; got N = {int(z_all.shape[0])} rows.")
+    _check_nonzero(positives, msg, xp=xp)  # same answer on every process
     start = gather.rank * n
     normalizer = None
     if reduction == "mean":

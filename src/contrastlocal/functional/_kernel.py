@@ -64,7 +64,7 @@ def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
         if torch.compiler.is_compiling() or x.device.type != "cpu":
             return None
     try:
-        return bool(xp.any(x != 0))
+        return bool(xp.any(x))
     except (TypeError, RuntimeError):  # traced values (jax.jit, torch.func.vmap)
         return None
 
@@ -85,7 +85,7 @@ def _check_nonzero(x: Array, message: str, *, xp: Namespace) -> None:
         import torch
 
         if torch.compiler.is_compiling() or x.device.type != "cpu":
-            torch._assert_async(torch.any(x != 0), message)
+            torch._assert_async(torch.any(x), message)
 
 
 def _softplus(x: Array, *, xp: Namespace) -> Array:

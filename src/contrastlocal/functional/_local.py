@@ -25,7 +25,7 @@ from .._validation import (
 from ._global import _rank_tagged_ids
 from ._kernel import (
     RowGather,
-    _has_nonzero,
+    _check_nonzero,
     _namespace,
     _on_device_of,
     _reduce,
@@ -404,15 +404,14 @@ def local_contrastive_loss(
         weights = _pair_mask_weights(
             image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
         )
-    if _has_nonzero(weights, xp=xp) is False:
-        if positive_weights is not None:
-            msg = (
-                "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
-                "the loss is undefined."
-            )
-        else:
-            msg = _no_pair_message(strategy)
-        raise ValueError(msg)
+    if positive_weights is not None:
+        msg = (
+            "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
+            "the loss is undefined."
+        )
+    else:
+        msg = _no_pair_message(strategy)
+    _check_nonzero(weights, msg, xp=xp)
 
     return _local_impl(
         features,
@@ -594,9 +593,8 @@ def _local_loss_sharded(
     weights = _pair_mask_weights(
         image_all, partition_all, volume_all, strategy=strategy, dtype=z_all.dtype, xp=xp
     )
-    if _has_nonzero(weights, xp=xp) is False:  # same answer on every process
-        raise ValueError(_no_pair_message(strategy, f" in the batch of {gather.world_size} "
-                                                    "processes"))
+    where = f" in the batch of {gather.world_size} processes"
+    _check_nonzero(weights, _no_pair_message(strategy, where), xp=xp)  # same on every process
     normalizer = None
     if reduction == "mean":
         normalizer = xp.sum(weights) * float(setup.num_regions)
