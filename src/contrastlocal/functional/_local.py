@@ -11,8 +11,16 @@ import functools
 from typing import Any, NamedTuple
 
 import numpy as np
+from array_api_compat import is_torch_namespace
 
-from .._array_api import compute_dtype, device, is_floating, l2_normalize, logsumexp
+from .._array_api import (
+    compute_dtype,
+    device,
+    eps_for,
+    is_floating,
+    l2_normalize,
+    logsumexp,
+)
 from .._typing import Array, Namespace, Reduction
 from .._validation import (
     check_choice,
@@ -401,9 +409,6 @@ def local_contrastive_loss(
         image_ids, partition_ids, volume_ids = _strategy_ids(
             features, image_ids, partition_ids, volume_ids, strategy, xp=xp
         )
-        weights = _pair_mask_weights(
-            image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
-        )
     if positive_weights is not None:
         msg = (
             "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
@@ -411,6 +416,21 @@ def local_contrastive_loss(
         )
     else:
         msg = _no_pair_message(strategy)
+    if reduction != "none" and is_torch_namespace(xp):
+        from ._torch_local import fused_local_loss
+
+        return fused_local_loss(
+            features, setup.projection, weights=weights if positive_weights is not None else None,
+            image_ids=image_ids, partition_ids=partition_ids, volume_ids=volume_ids,
+            strategy=strategy, plan=setup.plan, num_regions=setup.num_regions,
+            num_negatives=setup.num_negatives, temperature=setup.temperature,
+            normalizer=setup.normalizer, reduction=reduction, eps=eps_for(dtype, xp=xp),
+            no_pair_message=msg,
+        )
+    if positive_weights is None:
+        weights = _pair_mask_weights(
+            image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
+        )
     _check_nonzero(weights, msg, xp=xp)
 
     return _local_impl(

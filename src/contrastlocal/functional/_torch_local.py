@@ -1,0 +1,249 @@
+"""A fused PyTorch path of the local contrastive loss (private).
+
+Same mathematics as the array-API implementation in ``_local.py`` (which the tests compare it
+with) for the scalar reductions, in a few large operations with a hand-written backward:
+
+- one gather of the U distinct K×K regions of every row (index tables built once per map size,
+  region size and region tables, kept on the device), one projection and one normalisation;
+- per region r, one batched product of the anchors' region r against the region r and the J
+  negative regions of every row, ``S[r, a, 1 + j, p]``, with slot 0 the positive similarity;
+- each term ``ℓ(a, p, r) = LSE(s_pos, own negatives, cross negatives) - s_pos`` (the softplus
+  of the array-API path, written as a log-sum-exp over the J + 1 + J logits of the term, which
+  are one strided view of ``S``: the anchor's own negatives are the diagonal p = a).
+
+Why not the masked kernel of the global loss: there the negatives depend on the anchor only,
+here on the (anchor, positive) pair (the positive's negative regions), so one (N, N) mask of
+negatives cannot describe them.
+
+The index tables depend on shapes only and are cached per device outside tracing; under
+``torch.compile`` they are built in the graph as constants. Nothing reads a tensor's value on
+the host.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from .._typing import Array
+
+__all__ = ["fused_local_loss"]
+
+# (region tables, map width, device) -> device index tables; (n, device) -> identity mask
+_TABLES: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
+
+
+def _build_tables(
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int, width: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
+    indices, num_unique, positive_index, negative_index = plan
+    flat = np.asarray(indices, dtype=np.int64).reshape(num_unique, -1)  # (U, K*K)
+    candidates = np.concatenate(
+        [np.asarray(positive_index, dtype=np.int64).reshape(-1, 1),
+         np.asarray(negative_index, dtype=np.int64).reshape(-1, num_negatives)], axis=1,
+    )  # (R, 1 + J): region r, then its J negative regions
+    return tuple(
+        torch.tensor(a.tolist(), dtype=torch.int64, device=device)
+        for a in (flat // width, flat % width, candidates[:, 0], candidates)
+    )
+
+
+def _tables(
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int, width: int,
+    device: torch.device,
+) -> tuple[torch.Tensor, ...]:
+    """(rows, columns) (U, K*K) of the region pixels, positions (R,), candidates (R, 1 + J)."""
+    if torch.compiler.is_compiling():  # graph constants; never cache a traced tensor
+        return _build_tables(plan, num_negatives, width, device)
+    key = (plan[0].tobytes(), plan[2].tobytes(), plan[3].tobytes(), num_negatives, width,
+           str(device))
+    found = _TABLES.get(key)
+    if found is None:
+        found = _TABLES[key] = _build_tables(plan, num_negatives, width, device)
+    return found
+
+
+def _off_diagonal(n: int, device: torch.device) -> torch.Tensor:
+    """Return the (n, n) identity as a bool mask (cached per size and device outside tracing)."""
+    if torch.compiler.is_compiling():
+        return torch.eye(n, dtype=torch.bool, device=device)
+    key = (n, str(device))
+    found = _TABLES.get(key)
+    if found is None:
+        found = _TABLES[key] = (torch.eye(n, dtype=torch.bool, device=device),)
+    return found[0]
+
+
+def _own_negatives(s: torch.Tensor, offset: int) -> torch.Tensor:
+    """``s[r, a, offset + j, a]`` broadcast over a last axis p: (R, N, J, N), a strided view.
+
+    The own negatives of anchor a are its similarities to its own negative regions, i.e. the
+    cross logits at p = a; stride 0 along p repeats them for every pair (a, p).
+    """
+    r, n, _, _ = s.shape
+    sr, sa, sj, sp = s.stride()
+    j = s.shape[2] - offset
+    return s.as_strided((r, n, j, n), (sr, sa + sp, sj, 0), s.storage_offset() + offset * sj)
+
+
+class _LocalContrastiveSum(torch.autograd.Function):
+    """``Σ_{r,a,p} ws_ap ℓ(a, p, r)`` from feature maps, region tables and a projection.
+
+    ``ws`` (N, N) holds the weights already divided by the normaliser of the reduction.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        features: torch.Tensor, projection: torch.Tensor | None, ws: torch.Tensor,
+        rows: torch.Tensor, cols: torch.Tensor, positions: torch.Tensor,
+        candidates: torch.Tensor, inv_tau: float, eps: float,
+    ) -> tuple[torch.Tensor, ...]:
+        n, c, _, _ = features.shape
+        kk = rows.shape[-1]
+        taken = torch.ops.aten.index(features, [None, None, rows, cols])  # (N, C, U, K*K)
+        if projection is None:
+            # the order of a region's entries does not change a dot product: (C, K*K) order
+            y = taken.permute(2, 0, 1, 3).reshape(rows.shape[0], n, c * kk)
+        else:
+            # rows of the projection are in (K*K, C) order
+            y = torch.einsum("ncuk,kcd->und", taken, projection.view(kk, c, -1))  # (U, N, D)
+        norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+        # 1/τ folded into the normalisation: |z| = 1/√τ, so z·z' = cos / τ
+        den = norm.clamp_min(math.sqrt(eps)).mul_(1.0 / math.sqrt(inv_tau))
+        z = y / den
+        u = z[positions]  # (R, N, D): the anchors' (and positives') region r
+        t = z[candidates]  # (R, 1 + J, N, D): region r and its J negatives, of every row
+        s = torch.einsum("rad,rjpd->rajp", u, t)  # (R, N_a, 1 + J, N_p)
+        # the J + 1 + J logits of term (a, p, r): own negatives, the positive, cross negatives
+        logits = torch.cat((_own_negatives(s, 1), s), dim=2)  # (R, N, 2J + 1, N)
+        x = torch.logsumexp(logits, dim=2) - s[:, :, 0]  # ℓ(a, p, r), (R, N, N)
+        total = torch.einsum("rap,ap->", x, ws)
+        return total, taken, z, den, norm, u, t, logits
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        features, projection, ws, rows, cols, positions, candidates, inv_tau, eps = inputs
+        _, taken, z, den, norm, u, t, logits = output
+        ctx.save_for_backward(projection, ws, rows, cols, positions, candidates, taken, z, den,
+                              norm, u, t, logits)
+        ctx.features_shape = features.shape
+        ctx.tau = 1.0 / inv_tau
+        ctx.eps = eps
+        ctx.mark_non_differentiable(*output[1:])
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        (projection, ws, rows, cols, positions, candidates, taken, z, den, norm, u, t,
+         logits) = ctx.saved_tensors
+        j = candidates.shape[1] - 1
+        wg = ws * grad  # dL/dℓ(a, p, r), the same for every r
+        # d LSE / d logits = softmax; the positive's logit (slot J) also gets -1 from "- s_pos"
+        d_logits = torch.softmax(logits, dim=2).mul_(wg.unsqueeze(-2))
+        d_logits.select(2, j).sub_(wg)
+        d_s = d_logits[:, :, j:]  # (R, N, 1 + J, N)
+        # the own negatives are s at p = a: their gradient (summed over p) goes there
+        diagonal = d_s.as_strided(
+            (d_s.shape[0], d_s.shape[1], j), (d_s.stride(0), d_s.stride(1) + d_s.stride(3),
+                                              d_s.stride(2)), d_s.storage_offset() + d_s.stride(2),
+        )
+        diagonal.add_(d_logits[:, :, :j].sum(dim=-1))
+        d_z = torch.zeros_like(z)
+        d_z.index_put_((positions,), torch.einsum("rajp,rjpd->rad", d_s, t), accumulate=True)
+        d_z.index_put_((candidates,), torch.einsum("rajp,rad->rjpd", d_s, u), accumulate=True)
+        # z = y / (max(|y|, e) √τ): dy = (dz - τ z (z·dz)) / den where |y| > e, dz / den below
+        dot = torch.where(norm > math.sqrt(ctx.eps), (z * d_z).sum(dim=-1, keepdim=True), 0.0)
+        d_y = torch.addcmul(d_z, z, dot, value=-ctx.tau).div_(den)
+        n, c, _, _ = ctx.features_shape
+        kk = rows.shape[-1]
+        d_projection = None
+        if projection is None:
+            d_taken = d_y.view(rows.shape[0], n, c, kk).permute(1, 2, 0, 3)
+        else:
+            p3 = projection.view(kk, c, -1)
+            if ctx.needs_input_grad[1]:
+                d_projection = torch.einsum("ncuk,und->kcd", taken, d_y).reshape(
+                    projection.shape)
+            d_taken = torch.einsum("und,kcd->ncuk", d_y, p3)
+        d_features = None
+        if ctx.needs_input_grad[0]:
+            d_features = torch.zeros(ctx.features_shape, dtype=d_y.dtype, device=d_y.device)
+            torch.ops.aten.index_put_(d_features, [None, None, rows, cols], d_taken, True)
+        return d_features, d_projection, None, None, None, None, None, None, None
+
+
+def _positive_pairs(
+    image_ids: torch.Tensor, partition_ids: torch.Tensor | None,
+    volume_ids: torch.Tensor | None, strategy: str,
+) -> torch.Tensor:
+    """Bool (N, N) positives of L^R / L^D, zero diagonal, in few operations."""
+    n = image_ids.shape[0]
+    if strategy == "domain":
+        assert partition_ids is not None  # validated by the caller
+        assert volume_ids is not None
+        ids = torch.stack((image_ids, partition_ids, volume_ids))
+        same_image, same_partition, same_volume = (ids.unsqueeze(2) == ids.unsqueeze(1)).unbind()
+        # same image, or same partition in another volume
+        positive = same_image | (same_partition > same_volume)
+    else:
+        positive = image_ids.unsqueeze(1) == image_ids
+    return positive.masked_fill_(_off_diagonal(n, image_ids.device), False)
+
+
+def fused_local_loss(
+    features: Array,
+    projection: Array | None,
+    *,
+    weights: Array | None,
+    image_ids: Array | None,
+    partition_ids: Array | None,
+    volume_ids: Array | None,
+    strategy: str,
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    num_regions: int,
+    num_negatives: int,
+    temperature: float,
+    normalizer: float | None,
+    reduction: str,
+    eps: float,
+    no_pair_message: str,
+) -> Array:
+    """Compute the ``"mean"`` or ``"sum"`` local loss of torch `features` (inputs validated).
+
+    `weights` (N, N) in the compute dtype, or None for the pairing of `strategy` from the ids
+    (on the device of `features`). Returns a 0-D tensor in the compute dtype.
+    """
+    from ._kernel import _check_nonzero
+
+    dtype = torch.float64 if features.dtype == torch.float64 else torch.float32
+    if features.dtype != dtype:
+        features = features.to(dtype)
+    if projection is not None and projection.dtype != dtype:
+        projection = projection.to(dtype)
+    if weights is None:
+        assert image_ids is not None  # validated by the caller
+        pairs = _positive_pairs(image_ids, partition_ids, volume_ids, strategy)
+        count = pairs.sum(dtype=dtype)
+        _check_nonzero(count, no_pair_message, xp=torch)
+    else:
+        pairs = weights
+        count = weights.sum()
+        _check_nonzero(weights, no_pair_message, xp=torch)
+    if reduction == "sum":
+        ws = pairs if pairs.dtype == dtype else pairs.to(dtype)
+    elif normalizer is not None:
+        ws = pairs / normalizer if pairs.dtype != torch.bool else pairs.to(dtype) / normalizer
+    else:
+        ws = pairs / (count * num_regions)
+    rows, cols, positions, candidates = _tables(plan, num_negatives, int(features.shape[-1]),
+                                                features.device)
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        out = _LocalContrastiveSum.apply(  # type: ignore[no-untyped-call]
+            features, projection, ws, rows, cols, positions, candidates, 1.0 / temperature, eps
+        )
+    return out[0]
