@@ -64,7 +64,7 @@ def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
         if torch.compiler.is_compiling() or x.device.type != "cpu":
             return None
     try:
-        return bool(xp.any(x))
+        return bool(x if x.ndim == 0 else xp.any(x))
     except (TypeError, RuntimeError):  # traced values (jax.jit, torch.func.vmap)
         return None
 

@@ -95,9 +95,12 @@ class _MaskedContrastiveSum(torch.autograd.Function):
         ctx.inv_tau = inv_tau
         ctx.eps = eps
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:  # no gradient reached the loss
+            return (None,) * 6
         zn, inv_norm, sq, x, e, total, w, scale = ctx.saved_tensors
         # d/ds_ap of softplus(LSE - s_ap) = -σ(x_ap); d/ds_ak through LSE = c_a softmax_k
         sig = torch.sigmoid(x)
@@ -144,9 +147,12 @@ class _GlobalContrastiveSum(torch.autograd.Function):
         ctx.inv_tau = inv_tau
         ctx.eps = eps
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:  # no gradient reached the loss
+            return (None,) * 6
         zn, inv_norm, sq, x, e, total, scale = ctx.saved_tensors
         pos = torch.sigmoid(x)  # σ(x_ap): 0 off the positives
         c = pos.sum(dim=1, keepdim=True)

@@ -68,13 +68,13 @@ def _tables(
 
 
 def _off_diagonal(n: int, device: torch.device) -> torch.Tensor:
-    """Return the (n, n) identity as a bool mask (cached per size and device outside tracing)."""
+    """Return the (n, 1, n) identity as a bool mask (cached per size and device outside tracing)."""
     if torch.compiler.is_compiling():
-        return torch.eye(n, dtype=torch.bool, device=device)
+        return torch.eye(n, dtype=torch.bool, device=device).view(n, 1, n)
     key = (n, str(device))
     found = _TABLES.get(key)
     if found is None:
-        found = _TABLES[key] = (torch.eye(n, dtype=torch.bool, device=device),)
+        found = _TABLES[key] = (torch.eye(n, dtype=torch.bool, device=device).view(n, 1, n),)
     return found[0]
 
 
@@ -93,7 +93,7 @@ def _own_negatives(s: torch.Tensor, offset: int) -> torch.Tensor:
 class _LocalContrastiveSum(torch.autograd.Function):
     """``Σ_{r,a,p} ws_ap ℓ(a, p, r)`` from feature maps, region tables and a projection.
 
-    ``ws`` (N, N) holds the weights already divided by the normaliser of the reduction.
+    ``ws`` (N, 1, N) holds the weights already divided by the normaliser of the reduction.
     """
 
     generate_vmap_rule = True
@@ -123,7 +123,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         # the J + 1 + J logits of term (a, p, r): own negatives, the positive, cross negatives
         logits = torch.cat((_own_negatives(s, 1), s), dim=2)  # (R, N, 2J + 1, N)
         x = torch.logsumexp(logits, dim=2) - s[:, :, 0]  # ℓ(a, p, r), (R, N, N)
-        total = torch.einsum("rap,ap->", x, ws)
+        total = torch.einsum("rap,aqp->", x, ws)
         return total, taken, z, den, norm, u, t, logits
 
     @staticmethod
@@ -136,23 +136,26 @@ class _LocalContrastiveSum(torch.autograd.Function):
         ctx.tau = 1.0 / inv_tau
         ctx.eps = eps
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:  # no gradient reached the loss
+            return (None,) * 9
         (projection, ws, rows, cols, positions, candidates, taken, z, den, norm, u, t,
          logits) = ctx.saved_tensors
         j = candidates.shape[1] - 1
-        wg = ws * grad  # dL/dℓ(a, p, r), the same for every r
+        wg = ws * grad  # dL/dℓ(a, p, r), the same for every r; (N, 1, N)
         # d LSE / d logits = softmax; the positive's logit (slot J) also gets -1 from "- s_pos"
-        d_logits = torch.softmax(logits, dim=2).mul_(wg.unsqueeze(-2))
-        d_logits.select(2, j).sub_(wg)
-        d_s = d_logits[:, :, j:]  # (R, N, 1 + J, N)
+        d_logits = torch.softmax(logits, dim=2).mul_(wg)
+        d_own, d_s = torch.split(d_logits, [j, j + 1], dim=2)  # (R, N, J, N), (R, N, 1 + J, N)
+        d_s.narrow(2, 0, 1).sub_(wg)
         # the own negatives are s at p = a: their gradient (summed over p) goes there
         diagonal = d_s.as_strided(
             (d_s.shape[0], d_s.shape[1], j), (d_s.stride(0), d_s.stride(1) + d_s.stride(3),
                                               d_s.stride(2)), d_s.storage_offset() + d_s.stride(2),
         )
-        diagonal.add_(d_logits[:, :, :j].sum(dim=-1))
+        diagonal.add_(d_own.sum(dim=-1))
         d_z = torch.zeros_like(z)
         d_z.index_put_((positions,), torch.einsum("rajp,rjpd->rad", d_s, t), accumulate=True)
         d_z.index_put_((candidates,), torch.einsum("rajp,rad->rjpd", d_s, u), accumulate=True)
@@ -181,17 +184,18 @@ def _positive_pairs(
     image_ids: torch.Tensor, partition_ids: torch.Tensor | None,
     volume_ids: torch.Tensor | None, strategy: str,
 ) -> torch.Tensor:
-    """Bool (N, N) positives of L^R / L^D, zero diagonal, in few operations."""
+    """Bool (N, 1, N) positives of L^R / L^D, zero diagonal, in few operations."""
     n = image_ids.shape[0]
     if strategy == "domain":
         assert partition_ids is not None  # validated by the caller
         assert volume_ids is not None
         ids = torch.stack((image_ids, partition_ids, volume_ids))
-        same_image, same_partition, same_volume = (ids.unsqueeze(2) == ids.unsqueeze(1)).unbind()
+        same = ids.view(3, n, 1, 1) == ids.view(3, 1, 1, n)
+        same_image, same_partition, same_volume = same.unbind()
         # same image, or same partition in another volume
         positive = same_image | (same_partition > same_volume)
     else:
-        positive = image_ids.unsqueeze(1) == image_ids
+        positive = image_ids.view(n, 1, 1) == image_ids
     return positive.masked_fill_(_off_diagonal(n, image_ids.device), False)
 
 
@@ -231,7 +235,7 @@ def fused_local_loss(
         count = pairs.sum(dtype=dtype)
         _check_nonzero(count, no_pair_message, xp=torch)
     else:
-        pairs = weights
+        pairs = weights.unsqueeze(1)
         count = weights.sum()
         _check_nonzero(weights, no_pair_message, xp=torch)
     if reduction == "sum":
