@@ -74,22 +74,22 @@ def test_global_fused_single_partition_has_no_negatives(strategy: str) -> None:
 def _fused_pair(n: int = 12):
     """Both fused Functions on one G^R layout (image id = row mod n/2), with the same value."""
     from contrastlocal.functional._torch_kernel import (
-        fused_global_contrastive_sum,
+        fused_global_loss,
         fused_masked_contrastive_sum,
     )
 
     ids = torch.arange(n) % (n // 2)
     same = ids[:, None] == ids[None, :]
     positives = same & ~torch.eye(n, dtype=torch.bool)
-    scale = torch.tensor(1.0 / n, dtype=torch.float64)
+    divisor = torch.tensor(float(n), dtype=torch.float64)
 
     def global_sum(z):
-        return fused_global_contrastive_sum(z, same, None, inv_temperature=5.0, scale=scale,
-                                            eps=1e-30)
+        return fused_global_loss(z, ids, None, temperature=0.2, reduction="mean",
+                                 no_pair_message="no pair")
 
     def masked_sum(z):
         return fused_masked_contrastive_sum(z, positives, ~same, inv_temperature=5.0,
-                                            scale=scale, eps=1e-30)
+                                            divisor=divisor, eps=1e-30)
 
     return global_sum, masked_sum
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from array_api_compat import is_torch_namespace
 
-from .._array_api import compute_dtype, device, eps_for
+from .._array_api import compute_dtype, device
 from .._typing import Array, Namespace, Reduction
 from .._validation import check_choice, check_integer_ids, check_positive
 from ._kernel import (
@@ -81,25 +81,14 @@ def _global_loss_fused(
     the anchor; the kernel gets only that comparison (and, for ``"domain_negatives"``, the
     partition mask), and the number of positive pairs is counted from it.
     """
-    from ._torch_kernel import fused_global_contrastive_sum
+    from ._torch_kernel import fused_global_loss
 
     group = partition_ids if strategy == "domain" else image_ids
     assert group is not None  # validated by the caller
-    same = group[:, None] == group[None, :]
-    negatives = None
-    if strategy == "domain_negatives":
-        assert partition_ids is not None
-        negatives = partition_ids[:, None] != partition_ids[None, :]
-    count = xp.count_nonzero(same) - n  # ordered positive pairs: the diagonal is not one
-    _check_nonzero(count, _no_pair_message(strategy, n), xp=xp)
-    dtype = compute_dtype(embeddings, xp=xp)
-    if reduction == "sum":
-        scale = xp.ones((), dtype=dtype, device=device(embeddings))
-    else:
-        scale = 1.0 / xp.astype(count, dtype)
-    result: Array = fused_global_contrastive_sum(
-        xp.astype(embeddings, dtype), same, negatives, inv_temperature=1.0 / temperature,
-        scale=scale, eps=eps_for(dtype, xp=xp),
+    result: Array = fused_global_loss(
+        embeddings, group, partition_ids if strategy == "domain_negatives" else None,
+        temperature=temperature, reduction=reduction,
+        no_pair_message=_no_pair_message(strategy, n),
     )
     return result
 

@@ -6,6 +6,7 @@ JAX (``jax.grad``), CuPy and array-api-strict, on the input's device.
 
 from __future__ import annotations
 
+import sys
 from typing import Protocol
 
 from array_api_compat import is_torch_namespace
@@ -58,11 +59,8 @@ def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
     tensors on an accelerator, where reading a value would be a host synchronisation on every
     call; :func:`_check_nonzero` checks those on the device instead.
     """
-    if is_torch_namespace(xp):
-        import torch
-
-        if torch.compiler.is_compiling() or x.device.type != "cpu":
-            return None
+    if _torch_value_unreadable(x):
+        return None
     try:
         return bool(x if x.ndim == 0 else xp.any(x))
     except (TypeError, RuntimeError):  # traced values (jax.jit, torch.func.vmap)
@@ -78,14 +76,20 @@ def _check_nonzero(x: Array, message: str, *, xp: Namespace) -> None:
     (``torch._assert_async``, a ``RuntimeError`` with `message` when the device reaches it);
     other traced values are not checked.
     """
-    found = _has_nonzero(x, xp=xp)
-    if found is False:
-        raise ValueError(message)
-    if found is None and is_torch_namespace(xp):
+    if _torch_value_unreadable(x):
         import torch
 
-        if torch.compiler.is_compiling() or x.device.type != "cpu":
-            torch._assert_async(torch.any(x), message)
+        torch._assert_async(x if x.ndim == 0 else torch.any(x), message)
+    elif _has_nonzero(x, xp=xp) is False:
+        raise ValueError(message)
+
+
+def _torch_value_unreadable(x: Array) -> bool:
+    """Whether `x` is a torch tensor whose value would need a host sync or break a trace."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return False
+    return bool(torch.compiler.is_compiling() or x.device.type != "cpu")
 
 
 def _softplus(x: Array, *, xp: Namespace) -> Array:
@@ -183,15 +187,16 @@ def _masked_contrastive_impl(
         if w.dtype != xp.bool and w.dtype != dtype:
             w = xp.astype(w, dtype)
         if reduction == "sum":
-            scale = xp.ones((), dtype=dtype, device=device(embeddings))
+            divisor = xp.ones((), dtype=dtype, device=device(embeddings))
         elif normalizer is not None:
-            scale = xp.full((), 1.0 / normalizer, dtype=dtype, device=device(embeddings))
+            divisor = xp.full((), normalizer, dtype=dtype, device=device(embeddings))
         else:
-            count = xp.count_nonzero(w) if w.dtype == xp.bool else xp.sum(w)
-            scale = 1.0 / xp.astype(count, dtype)
+            divisor = xp.astype(xp.count_nonzero(w) if w.dtype == xp.bool else xp.sum(w), dtype)
+        if embeddings.dtype != dtype:
+            embeddings = xp.astype(embeddings, dtype)
         return fused_masked_contrastive_sum(
-            xp.astype(embeddings, dtype), w, negative_mask, inv_temperature=1.0 / temperature,
-            scale=scale, eps=eps_for(dtype, xp=xp),
+            embeddings, w, negative_mask, inv_temperature=1.0 / temperature, divisor=divisor,
+            eps=eps_for(dtype, xp=xp),
         )
     return _masked_contrastive_block_impl(
         embeddings, positive_weights, negative_mask, anchor_start=0, temperature=temperature,

@@ -22,17 +22,17 @@ the host.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 import torch
 
 from .._typing import Array
+from ._torch_kernel import _eye, normalize, normalize_backward
 
 __all__ = ["fused_local_loss"]
 
-# (region tables, map width, device) -> device index tables; (n, device) -> identity mask
+# (region tables, map width, device) -> device index tables
 _TABLES: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
 
 
@@ -65,17 +65,6 @@ def _tables(
     if found is None:
         found = _TABLES[key] = _build_tables(plan, num_negatives, width, device)
     return found
-
-
-def _off_diagonal(n: int, device: torch.device) -> torch.Tensor:
-    """Return the (n, 1, n) identity as a bool mask (cached per size and device outside tracing)."""
-    if torch.compiler.is_compiling():
-        return torch.eye(n, dtype=torch.bool, device=device).view(n, 1, n)
-    key = (n, str(device))
-    found = _TABLES.get(key)
-    if found is None:
-        found = _TABLES[key] = (torch.eye(n, dtype=torch.bool, device=device).view(n, 1, n),)
-    return found[0]
 
 
 def _own_negatives(s: torch.Tensor, offset: int) -> torch.Tensor:
@@ -113,10 +102,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         else:
             # rows of the projection are in (K*K, C) order
             y = torch.einsum("ncuk,kcd->und", taken, projection.view(kk, c, -1))  # (U, N, D)
-        norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
-        # 1/τ folded into the normalisation: |z| = 1/√τ, so z·z' = cos / τ
-        den = norm.clamp_min(math.sqrt(eps)).mul_(1.0 / math.sqrt(inv_tau))
-        z = y / den
+        z, den, norm = normalize(y, eps, inv_tau)  # |z| = 1/√τ: z·z' = cos / τ
         u = z[positions]  # (R, N, D): the anchors' (and positives') region r
         t = z[candidates]  # (R, 1 + J, N, D): region r and its J negatives, of every row
         s = torch.einsum("rad,rjpd->rajp", u, t)  # (R, N_a, 1 + J, N_p)
@@ -133,7 +119,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         ctx.save_for_backward(projection, ws, rows, cols, positions, candidates, taken, z, den,
                               norm, u, t, logits)
         ctx.features_shape = features.shape
-        ctx.tau = 1.0 / inv_tau
+        ctx.inv_tau = inv_tau
         ctx.eps = eps
         ctx.mark_non_differentiable(*output[1:])
         ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
@@ -159,9 +145,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         d_z = torch.zeros_like(z)
         d_z.index_put_((positions,), torch.einsum("rajp,rjpd->rad", d_s, t), accumulate=True)
         d_z.index_put_((candidates,), torch.einsum("rajp,rad->rjpd", d_s, u), accumulate=True)
-        # z = y / (max(|y|, e) √τ): dy = (dz - τ z (z·dz)) / den where |y| > e, dz / den below
-        dot = torch.where(norm > math.sqrt(ctx.eps), (z * d_z).sum(dim=-1, keepdim=True), 0.0)
-        d_y = torch.addcmul(d_z, z, dot, value=-ctx.tau).div_(den)
+        d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
         n, c, _, _ = ctx.features_shape
         kk = rows.shape[-1]
         d_projection = None
@@ -193,10 +177,10 @@ def _positive_pairs(
         same = ids.view(3, n, 1, 1) == ids.view(3, 1, 1, n)
         same_image, same_partition, same_volume = same.unbind()
         # same image, or same partition in another volume
-        positive = same_image | (same_partition > same_volume)
+        positive = same_image | torch.where(same_volume, False, same_partition)
     else:
         positive = image_ids.view(n, 1, 1) == image_ids
-    return positive.masked_fill_(_off_diagonal(n, image_ids.device), False)
+    return torch.where(_eye(n, image_ids.device, (n, 1, n)), False, positive)  # not a == p
 
 
 def fused_local_loss(
