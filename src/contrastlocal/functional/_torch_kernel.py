@@ -23,19 +23,21 @@ from .._typing import Array
 
 __all__ = ["fused_global_loss", "fused_masked_contrastive_sum"]
 
-# (n, device, shape) -> the (n, n) identity as a bool mask of that shape
-_EYES: dict[tuple[int, str, tuple[int, ...]], torch.Tensor] = {}
+# (n, device, dtype, shape) -> the (n, n) identity of that dtype, viewed as that shape
+_EYES: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
-def _eye(n: int, device: torch.device, shape: tuple[int, ...] = ()) -> torch.Tensor:
-    """Return the (n, n) bool identity (viewed as `shape`), cached per device outside tracing."""
+def _eye(
+    n: int, device: torch.device, dtype: torch.dtype = torch.bool, shape: tuple[int, ...] = ()
+) -> torch.Tensor:
+    """Return the (n, n) identity (viewed as `shape`), cached per device outside tracing."""
     shape = shape or (n, n)
     if torch.compiler.is_compiling():  # a graph constant; never cache a traced tensor
-        return torch.eye(n, dtype=torch.bool, device=device).view(shape)
-    key = (n, str(device), shape)
+        return torch.eye(n, dtype=dtype, device=device).view(shape)
+    key = (n, str(device), dtype, shape)
     found = _EYES.get(key)
     if found is None:
-        found = _EYES[key] = torch.eye(n, dtype=torch.bool, device=device).view(shape)
+        found = _EYES[key] = torch.eye(n, dtype=dtype, device=device).view(shape)
     return found
 
 
@@ -65,40 +67,39 @@ def normalize_backward(
 class _ContrastiveSum(torch.autograd.Function):
     """``Σ_ap W_ap softplus(LSE_{k ∈ Neg(a)} s_ak - s_ap) / divisor`` with ``s = ẑẑᵀ/τ``.
 
-    `w` (N, N) is a bool pair mask or real weights; the negatives are where `keep` holds, or
-    where it does not if `invert` (the group pairings pass "same group" and invert it, so the
-    negatives mask is never built). Masked entries are filled with the dtype's most negative
-    finite value, never ``-inf``: a row without negatives has a very negative log-sum-exp and
-    contributes 0 with a zero gradient. Forward: one product and five passes over (N, N)
-    data; backward: two products and six passes.
+    `w` (N, N) holds the real weights (0 = no pair) and `excluded` (N, N) is 1 where an entry
+    is NOT a negative, 0 where it is, both in the compute dtype: products with float masks are
+    several times faster on the CPU than selections with bool ones. Excluded logits are moved
+    to the dtype's most negative finite value (``s + low`` rounds to ``low``), never ``-inf``:
+    a row without negatives has a very negative log-sum-exp and contributes 0 with a zero
+    gradient. Forward: one product and eight passes over (N, N) data; backward: two products
+    and five passes.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        y: torch.Tensor, w: torch.Tensor, keep: torch.Tensor, invert: bool, inv_tau: float,
+        y: torch.Tensor, w: torch.Tensor, excluded: torch.Tensor, inv_tau: float,
         divisor: torch.Tensor, eps: float,
     ) -> tuple[torch.Tensor, ...]:
         z, den, norm = normalize(y, eps, inv_tau)
         s = torch.einsum("ad,kd->ak", z, z)  # (N, N) logits
-        low = torch.finfo(s.dtype).min
-        masked = torch.where(keep, low, s) if invert else torch.where(keep, s, low)
-        lse = torch.logsumexp(masked, dim=1, keepdim=True)  # the one masked log-sum-exp
-        if w.dtype == torch.bool:
-            # x = LSE - s at the pairs, `low` elsewhere (softplus(low) = σ(low) = 0)
-            x = torch.where(w, lse - s, low)
-            terms = functional.softplus(x)
-        else:
-            x = lse - s
-            terms = functional.softplus(x) * w
-        return terms.sum() / divisor, z, den, norm, masked, x
+        # the one masked log-sum-exp; e = exp(s - m) at the negatives (m = the row's largest
+        # negative logit), 0 elsewhere, kept for the backward (its softmax is e / total)
+        e = torch.add(s, excluded, alpha=torch.finfo(s.dtype).min)
+        m = e.amax(dim=1, keepdim=True)
+        e = e.sub_(m).exp_()
+        total = e.sum(dim=1, keepdim=True)
+        x = total.log().add_(m).sub(s)  # LSE - s
+        return torch.einsum("ap,ap->", functional.softplus(x), w) / divisor, z, den, norm, e, \
+            total, x
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        _, w, _, _, inv_tau, divisor, eps = inputs
-        _, z, den, norm, masked, x = output
-        ctx.save_for_backward(z, den, norm, masked, x, w, divisor)
+        _, w, _, inv_tau, divisor, eps = inputs
+        _, z, den, norm, e, total, x = output
+        ctx.save_for_backward(z, den, norm, e, total, x, w, divisor)
         ctx.inv_tau = inv_tau
         ctx.eps = eps
         ctx.mark_non_differentiable(*output[1:])
@@ -107,18 +108,16 @@ class _ContrastiveSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:  # no gradient reached the loss
-            return (None,) * 7
-        z, den, norm, masked, x, w, divisor = ctx.saved_tensors
+            return (None,) * 6
+        z, den, norm, e, total, x, w, divisor = ctx.saved_tensors
         # d/ds_ap of softplus(LSE - s_ap) = -σ(x_ap); d/ds_ak through the LSE = c_a softmax_k
-        pos = torch.sigmoid(x)  # 0 off the pairs when `w` is a mask
-        if w.dtype != torch.bool:
-            pos = pos.mul_(w)
+        pos = torch.sigmoid(x).mul_(w)
         c = pos.sum(dim=1, keepdim=True)
-        g = torch.softmax(masked, dim=1).mul_(c).sub_(pos)  # dL/ds, unscaled
+        g = torch.mul(e, c / total).sub_(pos)  # dL/ds, unscaled
         # s = z zᵀ: dL/dz = (G + Gᵀ) z, as two products (a transposed add is slower)
         d_z = torch.addmm(g @ z, g.mT, z).mul_(grad / divisor)
         d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
-        return d_y, None, None, None, None, None, None
+        return d_y, None, None, None, None, None
 
 
 def fused_masked_contrastive_sum(
@@ -126,9 +125,11 @@ def fused_masked_contrastive_sum(
     divisor: Array, eps: float,
 ) -> Array:
     """``Σ W ⊙ ℓ / divisor`` for torch tensors `z` (N, D), W (N, N), M bool (N, N); 0-D."""
+    w = positive_weights if positive_weights.dtype == z.dtype else positive_weights.to(z.dtype)
+    excluded = torch.where(negative_mask, 0.0, 1.0).to(z.dtype)
     with torch.autocast(device_type=z.device.type, enabled=False):
         out = _ContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            z, positive_weights, negative_mask, False, inv_temperature, divisor, eps
+            z, w, excluded, inv_temperature, divisor, eps
         )
     return out[0]
 
@@ -149,18 +150,19 @@ def fused_global_loss(
     dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
     if embeddings.dtype != dtype:
         embeddings = embeddings.to(dtype)
-    same = group_ids.unsqueeze(1) == group_ids
-    positives = torch.where(_eye(n, embeddings.device), False, same)  # not the anchor itself
-    keep, invert = same, True
+    # as floats (products with float masks are much faster than bool selections on the CPU)
+    same = (group_ids.unsqueeze(1) == group_ids).to(dtype)
+    positives = same - _eye(n, embeddings.device, dtype)  # same group, not the anchor itself
+    excluded = same  # not a negative: the same group, or (G^{D-}) the same partition
     if partition_ids is not None:
-        keep, invert = partition_ids.unsqueeze(1) != partition_ids, False
-    count = positives.sum(dtype=dtype)  # ordered positive pairs
+        excluded = (partition_ids.unsqueeze(1) == partition_ids).to(dtype)
+    count = positives.sum()  # ordered positive pairs
     _check_nonzero(count, no_pair_message, xp=torch)
     divisor = count if reduction == "mean" else torch.ones((), dtype=dtype,
                                                              device=embeddings.device)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         out = _ContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            embeddings, positives, keep, invert, 1.0 / temperature, divisor,
+            embeddings, positives, excluded, 1.0 / temperature, divisor,
             float(torch.finfo(dtype).eps) ** 2,
         )
     return out[0]

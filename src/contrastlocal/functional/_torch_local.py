@@ -180,7 +180,7 @@ def _positive_pairs(
         positive = same_image | torch.where(same_volume, False, same_partition)
     else:
         positive = image_ids.view(n, 1, 1) == image_ids
-    return torch.where(_eye(n, image_ids.device, (n, 1, n)), False, positive)  # not a == p
+    return torch.where(_eye(n, image_ids.device, shape=(n, 1, n)), False, positive)  # not a == p
 
 
 def fused_local_loss(
