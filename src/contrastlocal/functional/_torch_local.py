@@ -32,38 +32,42 @@ from ._torch_kernel import _eye, normalize, normalize_backward
 
 __all__ = ["fused_local_loss"]
 
-# (region tables, map width, device) -> device index tables
+# (region plan, J, device) -> device index tables (the plan's pixels are in H*W)
 _TABLES: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
 
 
 def _build_tables(
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int, width: int,
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, ...]:
     indices, num_unique, positive_index, negative_index = plan
-    flat = np.asarray(indices, dtype=np.int64).reshape(num_unique, -1)  # (U, K*K)
+    flat = np.asarray(indices, dtype=np.int64).reshape(num_unique, -1)  # (U, K*K) in H*W
     candidates = np.concatenate(
         [np.asarray(positive_index, dtype=np.int64).reshape(-1, 1),
          np.asarray(negative_index, dtype=np.int64).reshape(-1, num_negatives)], axis=1,
     )  # (R, 1 + J): region r, then its J negative regions
+    slot = np.zeros((1, 1, 2 * num_negatives + 1, 1), dtype=np.int64)
+    slot[..., num_negatives, :] = 1  # the positive's place among a term's 2J + 1 logits
     return tuple(
         torch.tensor(a.tolist(), dtype=torch.int64, device=device)
-        for a in (flat // width, flat % width, candidates[:, 0], candidates)
+        for a in (flat, flat.reshape(-1), candidates[:, 0], candidates, slot)
     )
 
 
 def _tables(
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int, width: int,
+    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int,
     device: torch.device,
 ) -> tuple[torch.Tensor, ...]:
-    """(rows, columns) (U, K*K) of the region pixels, positions (R,), candidates (R, 1 + J)."""
+    """Region pixels (U, K*K) and (U*K*K,) in H*W, positions (R,), candidates (R, 1 + J), slot.
+
+    `slot` (1, 1, 2J + 1, 1) is 1 at the positive's logit of a term, 0 elsewhere.
+    """
     if torch.compiler.is_compiling():  # graph constants; never cache a traced tensor
-        return _build_tables(plan, num_negatives, width, device)
-    key = (plan[0].tobytes(), plan[2].tobytes(), plan[3].tobytes(), num_negatives, width,
-           str(device))
+        return _build_tables(plan, num_negatives, device)
+    key = (plan[0].tobytes(), plan[2].tobytes(), plan[3].tobytes(), num_negatives, str(device))
     found = _TABLES.get(key)
     if found is None:
-        found = _TABLES[key] = _build_tables(plan, num_negatives, width, device)
+        found = _TABLES[key] = _build_tables(plan, num_negatives, device)
     return found
 
 
@@ -90,15 +94,16 @@ class _LocalContrastiveSum(torch.autograd.Function):
     @staticmethod
     def forward(
         features: torch.Tensor, projection: torch.Tensor | None, ws: torch.Tensor,
-        rows: torch.Tensor, cols: torch.Tensor, positions: torch.Tensor,
-        candidates: torch.Tensor, inv_tau: float, eps: float,
+        pixels: torch.Tensor, pixels_flat: torch.Tensor, positions: torch.Tensor,
+        candidates: torch.Tensor, slot: torch.Tensor, inv_tau: float, eps: float,
     ) -> tuple[torch.Tensor, ...]:
         n, c, _, _ = features.shape
-        kk = rows.shape[-1]
-        taken = torch.ops.aten.index(features, [None, None, rows, cols])  # (N, C, U, K*K)
+        num_unique, kk = pixels.shape
+        # (N, C, U, K*K); on the flattened maps (a gather with one index is faster)
+        taken = torch.ops.aten.index(features.flatten(2), [None, None, pixels])
         if projection is None:
             # the order of a region's entries does not change a dot product: (C, K*K) order
-            y = taken.permute(2, 0, 1, 3).reshape(rows.shape[0], n, c * kk)
+            y = taken.permute(2, 0, 1, 3).reshape(num_unique, n, c * kk)
         else:
             # rows of the projection are in (K*K, C) order
             y = torch.einsum("ncuk,kcd->und", taken, projection.view(kk, c, -1))  # (U, N, D)
@@ -114,10 +119,11 @@ class _LocalContrastiveSum(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        features, projection, ws, rows, cols, positions, candidates, inv_tau, eps = inputs
+        (features, projection, ws, _, pixels_flat, positions, candidates, slot, inv_tau,
+         eps) = inputs
         _, taken, z, den, norm, u, t, logits = output
-        ctx.save_for_backward(projection, ws, rows, cols, positions, candidates, taken, z, den,
-                              norm, u, t, logits)
+        ctx.save_for_backward(projection, ws, pixels_flat, positions, candidates, slot, taken, z,
+                              den, norm, u, t, logits)
         ctx.features_shape = features.shape
         ctx.inv_tau = inv_tau
         ctx.eps = eps
@@ -127,15 +133,14 @@ class _LocalContrastiveSum(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:  # no gradient reached the loss
-            return (None,) * 9
-        (projection, ws, rows, cols, positions, candidates, taken, z, den, norm, u, t,
+            return (None,) * 10
+        (projection, ws, pixels_flat, positions, candidates, slot, taken, z, den, norm, u, t,
          logits) = ctx.saved_tensors
         j = candidates.shape[1] - 1
         wg = ws * grad  # dL/dℓ(a, p, r), the same for every r; (N, 1, N)
         # d LSE / d logits = softmax; the positive's logit (slot J) also gets -1 from "- s_pos"
-        d_logits = torch.softmax(logits, dim=2).mul_(wg)
+        d_logits = torch.softmax(logits, dim=2).sub_(slot).mul_(wg)
         d_own, d_s = torch.split(d_logits, [j, j + 1], dim=2)  # (R, N, J, N), (R, N, 1 + J, N)
-        d_s.narrow(2, 0, 1).sub_(wg)
         # the own negatives are s at p = a: their gradient (summed over p) goes there
         diagonal = d_s.as_strided(
             (d_s.shape[0], d_s.shape[1], j), (d_s.stride(0), d_s.stride(1) + d_s.stride(3),
@@ -146,11 +151,12 @@ class _LocalContrastiveSum(torch.autograd.Function):
         d_z.index_put_((positions,), torch.einsum("rajp,rjpd->rad", d_s, t), accumulate=True)
         d_z.index_put_((candidates,), torch.einsum("rajp,rad->rjpd", d_s, u), accumulate=True)
         d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
-        n, c, _, _ = ctx.features_shape
-        kk = rows.shape[-1]
+        n, c, h, w = ctx.features_shape
+        num_unique = z.shape[0]
+        kk = pixels_flat.shape[0] // num_unique
         d_projection = None
         if projection is None:
-            d_taken = d_y.view(rows.shape[0], n, c, kk).permute(1, 2, 0, 3)
+            d_taken = d_y.view(num_unique, n, c, kk).permute(1, 2, 0, 3)
         else:
             p3 = projection.view(kk, c, -1)
             if ctx.needs_input_grad[1]:
@@ -159,9 +165,11 @@ class _LocalContrastiveSum(torch.autograd.Function):
             d_taken = torch.einsum("und,kcd->ncuk", d_y, p3)
         d_features = None
         if ctx.needs_input_grad[0]:
-            d_features = torch.zeros(ctx.features_shape, dtype=d_y.dtype, device=d_y.device)
-            torch.ops.aten.index_put_(d_features, [None, None, rows, cols], d_taken, True)
-        return d_features, d_projection, None, None, None, None, None, None, None
+            # index_add_ along the flattened pixels: much faster than an accumulating index_put_
+            d_features = torch.zeros((n, c, h * w), dtype=d_y.dtype, device=d_y.device)
+            d_features.index_add_(2, pixels_flat, d_taken.reshape(n, c, num_unique * kk))
+            d_features = d_features.view(ctx.features_shape)
+        return d_features, d_projection, None, None, None, None, None, None, None, None
 
 
 def _positive_pairs(
@@ -228,10 +236,11 @@ def fused_local_loss(
         ws = pairs / normalizer if pairs.dtype != torch.bool else pairs.to(dtype) / normalizer
     else:
         ws = pairs / (count * num_regions)
-    rows, cols, positions, candidates = _tables(plan, num_negatives, int(features.shape[-1]),
-                                                features.device)
+    pixels, pixels_flat, positions, candidates, slot = _tables(plan, num_negatives,
+                                                               features.device)
     with torch.autocast(device_type=features.device.type, enabled=False):
         out = _LocalContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            features, projection, ws, rows, cols, positions, candidates, 1.0 / temperature, eps
+            features, projection, ws, pixels, pixels_flat, positions, candidates, slot,
+            1.0 / temperature, eps,
         )
     return out[0]
