@@ -147,3 +147,62 @@ def test_local_fused_no_positive_pair_is_value_error():
     features = torch.randn(4, 2, 8, 8)
     with pytest.raises(ValueError, match="no positive pair"):
         local_contrastive_loss(features, image_ids=torch.arange(4), region_size=1)
+
+
+def test_local_fused_under_torch_func_grad_and_vmap():
+    gen = torch.Generator().manual_seed(12)
+    projection = torch.randn(27, 4, dtype=torch.float64, generator=gen)
+    images = torch.arange(6) % 3
+
+    def loss(f):
+        return local_contrastive_loss(f, image_ids=images, projection=projection,
+                                      temperature=0.3)
+
+    features = torch.randn(6, 3, 10, 10, dtype=torch.float64, generator=gen)
+    leaf = features.clone().requires_grad_(True)
+    loss(leaf).backward()
+    torch.testing.assert_close(torch.func.grad(loss)(features), leaf.grad, rtol=1e-12, atol=0)
+    batch = torch.randn(2, 6, 3, 10, 10, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(torch.func.vmap(loss)(batch),
+                               torch.stack([loss(b) for b in batch]), rtol=1e-12, atol=0)
+
+
+def test_local_fused_compiles_fullgraph_on_its_first_call():
+    # the index tables are built from the region plan (Python ints), never from tensor values,
+    # so a first call inside torch.compile works, with no graph break
+    from contrastlocal.functional import local_region_positions
+    from contrastlocal.functional._local import _region_plan
+    from contrastlocal.functional._torch_local import _TABLES, fused_local_loss
+
+    positions, negatives = local_region_positions(11, region_size=3)
+    indices, num_unique, position_index, negative_index = _region_plan(positions, negatives, 11,
+                                                                       3)
+    plan = (tuple(indices.tolist()), num_unique, tuple(position_index.tolist()),
+            tuple(negative_index.tolist()))
+    gen = torch.Generator().manual_seed(13)
+    projection = torch.randn(27, 4, dtype=torch.float64, generator=gen)
+    images = torch.arange(6) % 3
+
+    def loss(f):
+        return fused_local_loss(f, projection, weights=None, image_ids=images,
+                                partition_ids=None, volume_ids=None, strategy="random",
+                                plan=plan, num_regions=13, num_negatives=5, temperature=0.3,
+                                normalizer=None, reduction="mean", eps=1e-30,
+                                no_pair_message="no pair")
+
+    features = torch.randn(6, 3, 11, 11, dtype=torch.float64, generator=gen)
+    _TABLES.clear()
+    torch._dynamo.reset()
+    compiled_input = features.clone().requires_grad_(True)
+    out = torch.compile(loss, fullgraph=True)(compiled_input)
+    out.backward()
+    assert not _TABLES  # nothing traced was cached
+    eager_input = features.clone().requires_grad_(True)
+    expected = local_contrastive_loss(eager_input, image_ids=images, projection=projection,
+                                      positions=positions, negative_positions=negatives,
+                                      temperature=0.3)
+    expected.backward()
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(compiled_input.grad, eager_input.grad, rtol=1e-9, atol=1e-14)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(loss)(features).graph_break_count == 0

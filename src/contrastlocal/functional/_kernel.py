@@ -79,7 +79,7 @@ def _check_nonzero(x: Array, message: str, *, xp: Namespace) -> None:
     if _torch_value_unreadable(x):
         import torch
 
-        torch._assert_async(x if x.ndim == 0 else torch.any(x), message)
+        torch._assert_async(x != 0 if x.ndim == 0 else torch.any(x), message)
     elif _has_nonzero(x, xp=xp) is False:
         raise ValueError(message)
 

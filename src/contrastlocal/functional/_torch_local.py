@@ -22,6 +22,7 @@ the host.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,52 +36,61 @@ __all__ = ["fused_local_loss"]
 # (region plan, J, device) -> device index tables (the plan's pixels are in H*W)
 _TABLES: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
 
+# the gather plan of _local: flat pixels (U*K*K,), U, positions' (R,) and negatives' (R*J,)
+# indices among the U regions (NumPy arrays or sequences of ints)
+_Ints = Sequence[int] | np.ndarray
+Plan = tuple[_Ints, int, _Ints, _Ints]
 
-def _build_tables(
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, ...]:
+
+def _build_tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    # plain Python on the plan's integers: under torch.compile, with a plan of Python ints,
+    # this folds into graph constants (NumPy here would be traced)
     indices, num_unique, positive_index, negative_index = plan
-    flat = np.asarray(indices, dtype=np.int64).reshape(num_unique, -1)  # (U, K*K) in H*W
-    candidates = np.concatenate(
-        [np.asarray(positive_index, dtype=np.int64).reshape(-1, 1),
-         np.asarray(negative_index, dtype=np.int64).reshape(-1, num_negatives)], axis=1,
-    )  # (R, 1 + J): region r, then its J negative regions
-    slot = np.zeros((1, 1, 2 * num_negatives + 1, 1), dtype=np.int64)
-    slot[..., num_negatives, :] = 1  # the positive's place among a term's 2J + 1 logits
+    flat = [int(v) for v in indices]
+    kk = len(flat) // num_unique
+    negatives = [int(v) for v in negative_index]
+    candidates = [[int(p), *negatives[r * num_negatives:(r + 1) * num_negatives]]
+                  for r, p in enumerate(positive_index)]  # (R, 1 + J): r, its J negatives
+    slot = [[[[int(i == num_negatives)] for i in range(2 * num_negatives + 1)]]]
     return tuple(
-        torch.tensor(a.tolist(), dtype=torch.int64, device=device)
-        for a in (flat, flat.reshape(-1), candidates[:, 0], candidates, slot)
+        torch.tensor(a, dtype=torch.int64, device=device)
+        for a in ([flat[u * kk:(u + 1) * kk] for u in range(num_unique)], flat,
+                  [c[0] for c in candidates], candidates, slot)
     )
 
 
-def _tables(
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray], num_negatives: int,
-    device: torch.device,
-) -> tuple[torch.Tensor, ...]:
+def _tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple[torch.Tensor, ...]:
     """Region pixels (U, K*K) and (U*K*K,) in H*W, positions (R,), candidates (R, 1 + J), slot.
 
-    `slot` (1, 1, 2J + 1, 1) is 1 at the positive's logit of a term, 0 elsewhere.
+    `slot` (1, 1, 2J + 1, 1) is 1 at the positive's logit of a term, 0 elsewhere. Built from
+    the region plan only (shapes and settings, never tensor values), cached per device; under
+    torch.compile they are built in the graph as constants and not cached.
     """
-    if torch.compiler.is_compiling():  # graph constants; never cache a traced tensor
+    if torch.compiler.is_compiling():
         return _build_tables(plan, num_negatives, device)
-    key = (plan[0].tobytes(), plan[2].tobytes(), plan[3].tobytes(), num_negatives, str(device))
+    layout = (a.tobytes() if isinstance(a, np.ndarray) else tuple(a)
+              for a in (plan[0], plan[2], plan[3]))
+    key = (*layout, num_negatives, str(device))
     found = _TABLES.get(key)
     if found is None:
         found = _TABLES[key] = _build_tables(plan, num_negatives, device)
     return found
 
 
-def _own_negatives(s: torch.Tensor, offset: int) -> torch.Tensor:
+def _own_negatives(s: torch.Tensor, offset: int, *, broadcast: bool = True) -> torch.Tensor:
     """``s[r, a, offset + j, a]`` broadcast over a last axis p: (R, N, J, N), a strided view.
 
     The own negatives of anchor a are its similarities to its own negative regions, i.e. the
-    cross logits at p = a; stride 0 along p repeats them for every pair (a, p).
+    cross logits at p = a; stride 0 along p repeats them for every pair (a, p). `s` must start
+    at its storage's beginning (a fresh result; its storage offset is not read: the compiler
+    does not trace that).
     """
     r, n, _, _ = s.shape
     sr, sa, sj, sp = s.stride()
     j = s.shape[2] - offset
-    return s.as_strided((r, n, j, n), (sr, sa + sp, sj, 0), s.storage_offset() + offset * sj)
+    if not broadcast:  # (R, N, J)
+        return s.as_strided((r, n, j), (sr, sa + sp, sj), offset * sj)
+    return s.as_strided((r, n, j, n), (sr, sa + sp, sj, 0), offset * sj)
 
 
 class _LocalContrastiveSum(torch.autograd.Function):
@@ -142,11 +152,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         d_logits = torch.softmax(logits, dim=2).sub_(slot).mul_(wg)
         d_own, d_s = torch.split(d_logits, [j, j + 1], dim=2)  # (R, N, J, N), (R, N, 1 + J, N)
         # the own negatives are s at p = a: their gradient (summed over p) goes there
-        diagonal = d_s.as_strided(
-            (d_s.shape[0], d_s.shape[1], j), (d_s.stride(0), d_s.stride(1) + d_s.stride(3),
-                                              d_s.stride(2)), d_s.storage_offset() + d_s.stride(2),
-        )
-        diagonal.add_(d_own.sum(dim=-1))
+        _own_negatives(d_logits, j + 1, broadcast=False).add_(d_own.sum(dim=-1))
         d_z = torch.zeros_like(z)
         d_z.index_put_((positions,), torch.einsum("rajp,rjpd->rad", d_s, t), accumulate=True)
         d_z.index_put_((candidates,), torch.einsum("rajp,rad->rjpd", d_s, u), accumulate=True)
@@ -200,7 +206,7 @@ def fused_local_loss(
     partition_ids: Array | None,
     volume_ids: Array | None,
     strategy: str,
-    plan: tuple[np.ndarray, int, np.ndarray, np.ndarray],
+    plan: Plan,
     num_regions: int,
     num_negatives: int,
     temperature: float,
