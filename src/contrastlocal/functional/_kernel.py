@@ -11,7 +11,14 @@ from typing import Protocol
 
 from array_api_compat import is_torch_namespace
 
-from .._array_api import array_namespace, compute_dtype, device, eps_for, l2_normalize
+from .._array_api import (
+    array_namespace,
+    compute_dtype,
+    device,
+    eps_for,
+    l2_normalize,
+    logsumexp,
+)
 from .._typing import Array, Namespace, Reduction
 from .._validation import check_choice, check_floating, check_ndim, check_positive, shape_of
 
@@ -116,14 +123,9 @@ def negative_logsumexp(logits: Array, negative_mask: Array, *, xp: Namespace) ->
     yields a very negative finite number and neither the value nor the gradient has a NaN.
     """
     low = xp.asarray(xp.finfo(logits.dtype).min, dtype=logits.dtype, device=device(logits))
-    filled = xp.where(negative_mask, logits, low)
-    m = xp.max(filled, axis=-1, keepdims=True)
-    if hasattr(m, "detach"):
-        m = m.detach()
     # masked entries give exp(low - m) == 0 unless the whole row is masked (then m == low and the
     # row's sum is its length: log(K) + low is still very negative, and finite)
-    total = xp.sum(xp.exp(filled - m), axis=-1, keepdims=True)
-    return xp.log(total) + m
+    return logsumexp(xp.where(negative_mask, logits, low), axis=-1, keepdims=True, xp=xp)
 
 
 class RowGather(Protocol):
