@@ -123,3 +123,20 @@ def test_fused_functions_compile_fullgraph_without_graph_breaks(which: int) -> N
     expected.backward()
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(zc.grad, ze.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_fused_paths_refuse_double_backward() -> None:
+    # the analytic backwards are first order: a second derivative is an error, never wrong
+    from contrastlocal.functional import local_contrastive_loss
+
+    z = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    ids = torch.arange(8) % 4
+    (g,) = torch.autograd.grad(global_contrastive_loss(z, image_ids=ids, strategy="random"), z,
+                               create_graph=True)
+    with pytest.raises(RuntimeError, match=r"does not require grad|once"):
+        g.sum().backward()
+    f = torch.randn(4, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(local_contrastive_loss(f, image_ids=torch.arange(4) % 2,
+                                                      region_size=1), f, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"does not require grad|once"):
+        g.sum().backward()

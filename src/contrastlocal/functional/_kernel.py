@@ -337,7 +337,7 @@ def masked_contrastive_loss(
     embedding row gives a finite loss and gradient. Memory is O(N²).
 
     With torch tensors and ``reduction="mean"`` or ``"sum"``, a fused implementation with an
-    analytic backward runs instead (same values to rounding; it keeps one (N, N) array for the
+    analytic backward runs instead (same values to rounding; it keeps two (N, N) arrays for the
     backward pass, runs with autocast disabled, and supports first-order gradients only: no
     double backward). ``reduction="none"`` and every other library use the array-API code.
 

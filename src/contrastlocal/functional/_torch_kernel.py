@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.nn import functional
 
 from .._typing import Array
@@ -106,6 +107,7 @@ class _ContrastiveSum(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
+    @once_differentiable  # no double backward: an error, not a wrong second derivative
     def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:  # no gradient reached the loss
             return (None,) * 6

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 
 from .._typing import Array
 from ._torch_kernel import _eye, normalize, normalize_backward
@@ -141,6 +142,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
+    @once_differentiable  # no double backward: an error, not a wrong second derivative
     def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:  # no gradient reached the loss
             return (None,) * 10
