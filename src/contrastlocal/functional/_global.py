@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._array_api import compute_dtype, device, eps_for, is_torch_namespace
+from .._array_api import compute_dtype, device, is_torch_namespace
 from .._typing import Array, LossReduction, Namespace
 from .._validation import (
     check_choice,
@@ -85,10 +85,13 @@ def _global_pairing_impl(
     return positives, partition_ids[:, None] != partition_ids[None, :]
 
 
+def _no_pair_message(strategy: str, n: int) -> str:
+    return (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
+            f"got N = {n} rows.")
+
+
 def _raise_no_pair(strategy: str, n: int) -> None:
-    msg = (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
-           f"got N = {n} rows.")
-    raise ValueError(msg)
+    raise ValueError(_no_pair_message(strategy, n))
 
 
 def _global_loss_fused(
@@ -102,26 +105,14 @@ def _global_loss_fused(
     the anchor; the kernel gets only that comparison (and, for ``"domain_negatives"``, the
     partition mask), and the number of positive pairs is counted from it.
     """
-    from ._torch_kernel import fused_global_contrastive_sum
+    from ._torch_kernel import fused_global_loss
 
     group = partition_ids if strategy == "domain" else image_ids
     assert group is not None  # validated by the caller
-    same = group[:, None] == group[None, :]
-    negatives = None
-    if strategy == "domain_negatives":
-        assert partition_ids is not None
-        negatives = partition_ids[:, None] != partition_ids[None, :]
-    # ordered positive pairs (the diagonal is not one); the check that there is one is done on
-    # the host ids by the caller, never here (reading a device count would synchronise)
-    count = xp.count_nonzero(same) - n
-    dtype = compute_dtype(embeddings, xp=xp)
-    if reduction == "sum":
-        scale = xp.ones((), dtype=dtype, device=device(embeddings))
-    else:
-        scale = 1.0 / xp.astype(count, dtype)
-    result: Array = fused_global_contrastive_sum(
-        xp.astype(embeddings, dtype), same, negatives, inv_temperature=1.0 / temperature,
-        scale=scale, eps=eps_for(dtype, xp=xp),
+    result: Array = fused_global_loss(
+        embeddings, group, partition_ids if strategy == "domain_negatives" else None,
+        temperature=temperature, reduction=reduction,
+        no_pair_message=_no_pair_message(strategy, n),
     )
     return result
 
