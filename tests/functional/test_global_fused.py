@@ -140,3 +140,29 @@ def test_fused_paths_refuse_double_backward() -> None:
                                                       region_size=1), f, create_graph=True)
     with pytest.raises(RuntimeError, match=r"does not require grad|once"):
         g.sum().backward()
+
+
+@pytest.mark.parametrize("strategy", ["random", "domain"])
+def test_fused_no_positive_pair_without_check_pairs(strategy: str) -> None:
+    # check_pairs=False switches every check off, the fused kernel's own included: a batch
+    # without a positive pair gives 0/0 = NaN for "mean" and an empty sum, 0 with a zero
+    # gradient, for "sum" -- the values of the array-API path (NumPy) on the same batch
+    gen = torch.Generator().manual_seed(21)
+    z = torch.randn(4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    ids = {"image_ids": torch.arange(4), "partition_ids": torch.arange(4)}
+    host = {k: v.numpy() for k, v in ids.items()}
+    with pytest.raises(ValueError, match="no positive pair"):
+        global_contrastive_loss(z, **ids, strategy=strategy)
+    mean = global_contrastive_loss(z, **ids, strategy=strategy, check_pairs=False)
+    (d_mean,) = torch.autograd.grad(mean, z)
+    assert torch.isnan(mean) and torch.isnan(d_mean).all()
+    total = global_contrastive_loss(z, **ids, strategy=strategy, reduction="sum",
+                                    check_pairs=False)
+    (d_total,) = torch.autograd.grad(total, z)
+    assert float(total.detach()) == 0.0 and not d_total.any()
+    with np.errstate(invalid="ignore"):
+        reference = global_contrastive_loss(z.detach().numpy(), **host, strategy=strategy,
+                                            check_pairs=False)
+    assert np.isnan(reference)
+    assert float(global_contrastive_loss(z.detach().numpy(), **host, strategy=strategy,
+                                         reduction="sum", check_pairs=False)) == 0.0

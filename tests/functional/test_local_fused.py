@@ -175,10 +175,8 @@ def test_local_fused_compiles_fullgraph_on_its_first_call():
     from contrastlocal.functional._torch_local import _TABLES, fused_local_loss
 
     positions, negatives = local_region_positions(11, region_size=3)
-    indices, num_unique, position_index, negative_index = _region_plan(positions, negatives, 11,
-                                                                       3)
-    plan = (tuple(indices.tolist()), num_unique, tuple(position_index.tolist()),
-            tuple(negative_index.tolist()))
+    plan = _region_plan(positions, negatives, 11, 3)  # Python ints only
+    assert all(isinstance(v, int) for part in (plan[0], plan[2], plan[3]) for v in part)
     gen = torch.Generator().manual_seed(13)
     projection = torch.randn(27, 4, dtype=torch.float64, generator=gen)
     images = torch.arange(6) % 3
@@ -206,3 +204,31 @@ def test_local_fused_compiles_fullgraph_on_its_first_call():
     torch.testing.assert_close(compiled_input.grad, eager_input.grad, rtol=1e-9, atol=1e-14)
     torch._dynamo.reset()
     assert torch._dynamo.explain(loss)(features).graph_break_count == 0
+
+
+@pytest.mark.parametrize("strategy", ["random", "domain"])
+def test_local_fused_no_positive_pair_without_check_pairs(strategy):
+    # check_pairs=False switches every check off, the fused kernel's own included: a batch
+    # without a positive pair gives 0/0 = NaN for "mean" and an empty sum, 0 with a zero
+    # gradient, for "sum" -- the values of the array-API path (NumPy) on the same batch
+    gen = torch.Generator().manual_seed(22)
+    features = torch.randn(4, 2, 8, 8, dtype=torch.float64, generator=gen, requires_grad=True)
+    ids = {"image_ids": torch.arange(4), "partition_ids": torch.arange(4),
+           "volume_ids": torch.arange(4)}
+    host = {k: v.numpy() for k, v in ids.items()}
+    common = {"strategy": strategy, "region_size": 1}
+    with pytest.raises(ValueError, match="no positive pair"):
+        local_contrastive_loss(features, **ids, **common)
+    mean = local_contrastive_loss(features, **ids, **common, check_pairs=False)
+    (d_mean,) = torch.autograd.grad(mean, features)
+    assert torch.isnan(mean) and torch.isnan(d_mean).any()
+    total = local_contrastive_loss(features, **ids, **common, reduction="sum",
+                                   check_pairs=False)
+    (d_total,) = torch.autograd.grad(total, features)
+    assert float(total.detach()) == 0.0 and not d_total.any()
+    with np.errstate(invalid="ignore"):
+        reference = local_contrastive_loss(features.detach().numpy(), **host, **common,
+                                           check_pairs=False)
+    assert np.isnan(reference)
+    assert float(local_contrastive_loss(features.detach().numpy(), **host, **common,
+                                        reduction="sum", check_pairs=False)) == 0.0

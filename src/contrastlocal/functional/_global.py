@@ -97,7 +97,7 @@ def _raise_no_pair(strategy: str, n: int) -> None:
 def _global_loss_fused(
     embeddings: Array, image_ids: Array | None, partition_ids: Array | None, *, n: int,
     strategy: str,
-    temperature: float, reduction: str, xp: Namespace,
+    temperature: float, reduction: str, check_pairs: bool, xp: Namespace,
 ) -> Array:
     """Torch path of the scalar reductions: one id comparison, masks derived inside the kernel.
 
@@ -112,7 +112,7 @@ def _global_loss_fused(
     result: Array = fused_global_loss(
         embeddings, group, partition_ids if strategy == "domain_negatives" else None,
         temperature=temperature, reduction=reduction,
-        no_pair_message=_no_pair_message(strategy, n),
+        no_pair_message=_no_pair_message(strategy, n) if check_pairs else None,
     )
     return result
 
@@ -354,8 +354,11 @@ def global_contrastive_loss(
         ``torch.compile``/``torch.func``): raise if there is no positive pair, no negative for
         any anchor (e.g. a single partition under G^D), or views of one image with different
         partition ids, and warn if all embeddings are identical (CPU only). Ids on a device are
-        never read (no synchronisation): the checks are skipped there. Set False when the
-        sampler guarantees pairs (a batch without pairs then gives NaN).
+        never read (no synchronisation): the checks are skipped there, except that the
+        ``"mean"``/``"sum"`` of torch tensors asserts on the device that a positive pair
+        exists. Set False when the sampler guarantees pairs: no check at all, and a batch
+        without a positive pair then gives NaN for ``"mean"`` (0/0, NaN gradients) and 0 for
+        ``"sum"`` (zero gradients).
 
     Returns
     -------
@@ -453,7 +456,7 @@ def global_contrastive_loss(
     if reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp):
         return _global_loss_fused(
             embeddings, image_ids, partition_ids, n=n, strategy=strategy,
-            temperature=temperature, reduction=reduction, xp=xp,
+            temperature=temperature, reduction=reduction, check_pairs=check_pairs, xp=xp,
         )
     positives, negatives = _global_pairing_impl(image_ids, partition_ids, strategy=strategy, xp=xp)
     scalar = reduction in ("mean", "sum")

@@ -398,8 +398,10 @@ def local_contrastive_loss(
         tensors, outside ``torch.compile``/``torch.func``): raise if there is no positive pair
         or the views of one image have different partition or volume ids, and warn if all
         feature maps are identical (CPU only). Values on a device are never read (no
-        synchronisation): the checks are skipped there. False skips them (a batch without
-        pairs then gives NaN for ``"mean"``).
+        synchronisation): the checks are skipped there, except that the ``"mean"``/``"sum"``
+        of torch tensors asserts on the device that a positive pair exists. False: no check at
+        all, and a batch without a positive pair then gives NaN for ``"mean"`` (0/0, NaN
+        gradients; a given `normalizer` gives 0) and 0 for ``"sum"`` (zero gradients).
 
     Returns
     -------
@@ -532,7 +534,7 @@ def local_contrastive_loss(
             strategy=strategy, plan=setup.plan, num_regions=setup.num_regions,
             num_negatives=setup.num_negatives, temperature=setup.temperature,
             normalizer=setup.normalizer, reduction=reduction, eps=eps_for(dtype, xp=xp),
-            no_pair_message=msg,
+            no_pair_message=msg if check_pairs else None,
         )
     if positive_weights is None:
         weights = _pair_mask_weights(

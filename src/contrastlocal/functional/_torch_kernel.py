@@ -138,13 +138,15 @@ def fused_masked_contrastive_sum(
 
 def fused_global_loss(
     embeddings: Array, group_ids: Array, partition_ids: Array | None, *, temperature: float,
-    reduction: str, no_pair_message: str,
+    reduction: str, no_pair_message: str | None,
 ) -> Array:
     """Compute the ``"mean"``/``"sum"`` global loss of torch `embeddings` (N, D), inputs validated.
 
     Positives: rows sharing `group_ids` (image or partition ids) but the anchor; negatives:
     rows of another group or, if `partition_ids` is given (G^{D−}), of another partition. Only
     the comparison of the ids is built; the kernel derives both masks from it.
+    `no_pair_message` None skips the positive-pair check (``check_pairs=False``): a batch
+    without a positive pair then gives NaN for ``"mean"`` (0/0) and 0 for ``"sum"``.
     """
     from ._kernel import _check_nonzero
 
@@ -159,7 +161,8 @@ def fused_global_loss(
     if partition_ids is not None:
         excluded = (partition_ids.unsqueeze(1) == partition_ids).to(dtype)
     count = positives.sum()  # ordered positive pairs
-    _check_nonzero(count, no_pair_message, xp=torch)
+    if no_pair_message is not None:
+        _check_nonzero(count, no_pair_message, xp=torch)
     divisor = count if reduction == "mean" else torch.ones((), dtype=dtype,
                                                              device=embeddings.device)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):

@@ -215,12 +215,14 @@ def fused_local_loss(
     normalizer: float | None,
     reduction: str,
     eps: float,
-    no_pair_message: str,
+    no_pair_message: str | None,
 ) -> Array:
     """Compute the ``"mean"`` or ``"sum"`` local loss of torch `features` (inputs validated).
 
     `weights` (N, N) in the compute dtype, or None for the pairing of `strategy` from the ids
     (on the device of `features`). Returns a 0-D tensor in the compute dtype.
+    `no_pair_message` None skips the positive-pair check (``check_pairs=False``): a batch
+    without a positive pair then gives NaN for ``"mean"`` (0/0) and 0 for ``"sum"``.
     """
     from ._kernel import _check_nonzero
 
@@ -233,11 +235,13 @@ def fused_local_loss(
         assert image_ids is not None  # validated by the caller
         pairs = _positive_pairs(image_ids, partition_ids, volume_ids, strategy)
         count = pairs.sum(dtype=dtype)
-        _check_nonzero(count, no_pair_message, xp=torch)
+        if no_pair_message is not None:
+            _check_nonzero(count, no_pair_message, xp=torch)
     else:
         pairs = weights.unsqueeze(1)
         count = weights.sum()
-        _check_nonzero(weights, no_pair_message, xp=torch)
+        if no_pair_message is not None:
+            _check_nonzero(weights, no_pair_message, xp=torch)
     if reduction == "sum":
         ws = pairs if pairs.dtype == dtype else pairs.to(dtype)
     elif normalizer is not None:
