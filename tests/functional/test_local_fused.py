@@ -170,11 +170,11 @@ def test_local_fused_under_torch_func_grad_and_vmap():
 def test_local_fused_compiles_fullgraph_on_its_first_call():
     # the index tables are built from the region plan (Python ints), never from tensor values,
     # so a first call inside torch.compile works, with no graph break
-    from contrastlocal.functional import local_region_positions
     from contrastlocal.functional._local import _region_plan
+    from contrastlocal.functional._regions import _default_keys
     from contrastlocal.functional._torch_local import _TABLES, fused_local_loss
 
-    positions, negatives = local_region_positions(11, region_size=3)
+    positions, negatives = _default_keys(11, 11, 3, 13)
     plan = _region_plan(positions, negatives, 11, 3)  # Python ints only
     assert all(isinstance(v, int) for part in (plan[0], plan[2], plan[3]) for v in part)
     gen = torch.Generator().manual_seed(13)

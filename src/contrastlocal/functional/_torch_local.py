@@ -155,9 +155,13 @@ class _LocalContrastiveSum(torch.autograd.Function):
         d_own, d_s = torch.split(d_logits, [j, j + 1], dim=2)  # (R, N, J, N), (R, N, 1 + J, N)
         # the own negatives are s at p = a: their gradient (summed over p) goes there
         _own_negatives(d_logits, j + 1, broadcast=False).add_(d_own.sum(dim=-1))
-        d_z = torch.zeros_like(z)
-        d_z.index_put_((positions,), torch.einsum("rajp,rjpd->rad", d_s, t), accumulate=True)
-        d_z.index_put_((candidates,), torch.einsum("rajp,rad->rjpd", d_s, u), accumulate=True)
+        # out-of-place index_add (torch.func.vmap batches it; an in-place one into an unbatched
+        # zero buffer it cannot): the gathers' transposes, positions (R,) then candidates
+        d_z = torch.zeros_like(z).index_add(
+            0, positions, torch.einsum("rajp,rjpd->rad", d_s, t)
+        ).index_add(
+            0, candidates.flatten(), torch.einsum("rajp,rad->rjpd", d_s, u).flatten(0, 1)
+        )
         d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
         n, c, h, w = ctx.features_shape
         num_unique = z.shape[0]
@@ -173,10 +177,11 @@ class _LocalContrastiveSum(torch.autograd.Function):
             d_taken = torch.einsum("und,kcd->ncuk", d_y, p3)
         d_features = None
         if ctx.needs_input_grad[0]:
-            # index_add_ along the flattened pixels: much faster than an accumulating index_put_
-            d_features = torch.zeros((n, c, h * w), dtype=d_y.dtype, device=d_y.device)
-            d_features.index_add_(2, pixels_flat, d_taken.reshape(n, c, num_unique * kk))
-            d_features = d_features.view(ctx.features_shape)
+            # index_add along the flattened pixels: much faster than an accumulating index_put_;
+            # out of place, so that torch.func.vmap batches it
+            d_features = torch.zeros((n, c, h * w), dtype=d_y.dtype, device=d_y.device).index_add(
+                2, pixels_flat, d_taken.reshape(n, c, num_unique * kk)
+            ).view(ctx.features_shape)
         return d_features, d_projection, None, None, None, None, None, None, None, None
 
 
