@@ -9,6 +9,7 @@ to values, and it opens only for host arrays outside a trace.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -103,7 +104,7 @@ def check_choice(value: Any, choices: Iterable[Any], name: str) -> Any:
 
 def _torch_traced(x: Any) -> bool:
     """Whether torch tensor `x` is being traced (torch.compile, torch.func) or is a fake one."""
-    import torch
+    torch = sys.modules["torch"]  # loaded: `x` is a torch tensor (torch is imported by kernels)
 
     if torch.compiler.is_compiling():
         return True

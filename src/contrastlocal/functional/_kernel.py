@@ -84,9 +84,9 @@ def _check_nonzero(x: Array, message: str, *, xp: Namespace) -> None:
     other traced values are not checked.
     """
     if _torch_value_unreadable(x):
-        import torch
+        from ._torch_kernel import assert_nonzero  # torch is only imported by its kernels
 
-        torch._assert_async(x != 0 if x.ndim == 0 else torch.any(x), message)
+        assert_nonzero(x, message)
     elif _has_nonzero(x, xp=xp) is False:
         raise ValueError(message)
 

@@ -22,7 +22,7 @@ from torch.nn import functional
 
 from .._typing import Array
 
-__all__ = ["fused_global_loss", "fused_masked_contrastive_sum"]
+__all__ = ["assert_nonzero", "fused_global_loss", "fused_masked_contrastive_sum"]
 
 # (n, device, dtype, shape) -> the (n, n) identity of that dtype, viewed as that shape
 _EYES: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -40,6 +40,14 @@ def _eye(
     if found is None:
         found = _EYES[key] = torch.eye(n, dtype=dtype, device=device).view(shape)
     return found
+
+
+def assert_nonzero(x: torch.Tensor, message: str) -> None:
+    """Assert on the device that `x` has a nonzero entry (a ``RuntimeError`` with `message`).
+
+    Asynchronous: no host synchronisation; traced by ``torch.compile``.
+    """
+    torch._assert_async(x != 0 if x.ndim == 0 else torch.any(x), message)
 
 
 def normalize(
