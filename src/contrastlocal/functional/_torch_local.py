@@ -56,12 +56,14 @@ def _build_tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple
     return tuple(
         torch.tensor(a, dtype=torch.int64, device=device)
         for a in ([flat[u * kk:(u + 1) * kk] for u in range(num_unique)], flat,
-                  [c[0] for c in candidates], candidates, slot)
+                  [c[0] for c in candidates], candidates, [i for c in candidates for i in c],
+                  slot)
     )
 
 
 def _tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Region pixels (U, K*K) and (U*K*K,) in H*W, positions (R,), candidates (R, 1 + J), slot.
+    """Region pixels (U, K*K) and (U*K*K,) in H*W, positions (R,), candidates (R, 1 + J) and
+    flattened (R*(1 + J),), slot.
 
     `slot` (1, 1, 2J + 1, 1) is 1 at the positive's logit of a term, 0 elsewhere. Built from
     the region plan only (shapes and settings, never tensor values), cached per device; under
@@ -106,7 +108,8 @@ class _LocalContrastiveSum(torch.autograd.Function):
     def forward(
         features: torch.Tensor, projection: torch.Tensor | None, ws: torch.Tensor,
         pixels: torch.Tensor, pixels_flat: torch.Tensor, positions: torch.Tensor,
-        candidates: torch.Tensor, slot: torch.Tensor, inv_tau: float, eps: float,
+        candidates: torch.Tensor, candidates_flat: torch.Tensor, slot: torch.Tensor,
+        inv_tau: float, eps: float,
     ) -> tuple[torch.Tensor, ...]:
         n, c, _, _ = features.shape
         num_unique, kk = pixels.shape
@@ -130,11 +133,11 @@ class _LocalContrastiveSum(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        (features, projection, ws, _, pixels_flat, positions, candidates, slot, inv_tau,
-         eps) = inputs
+        (features, projection, ws, _, pixels_flat, positions, candidates, candidates_flat, slot,
+         inv_tau, eps) = inputs
         _, taken, z, den, norm, u, t, logits = output
-        ctx.save_for_backward(projection, ws, pixels_flat, positions, candidates, slot, taken, z,
-                              den, norm, u, t, logits)
+        ctx.save_for_backward(projection, ws, pixels_flat, positions, candidates_flat, slot,
+                              taken, z, den, norm, u, t, logits)
         ctx.features_shape = features.shape
         ctx.inv_tau = inv_tau
         ctx.eps = eps
@@ -145,10 +148,10 @@ class _LocalContrastiveSum(torch.autograd.Function):
     @once_differentiable  # no double backward: an error, not a wrong second derivative
     def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:  # no gradient reached the loss
-            return (None,) * 10
-        (projection, ws, pixels_flat, positions, candidates, slot, taken, z, den, norm, u, t,
+            return (None,) * 11
+        (projection, ws, pixels_flat, positions, candidates_flat, slot, taken, z, den, norm, u, t,
          logits) = ctx.saved_tensors
-        j = candidates.shape[1] - 1
+        j = t.shape[1] - 1
         wg = ws * grad  # dL/dℓ(a, p, r), the same for every r; (N, 1, N)
         # d LSE / d logits = softmax; the positive's logit (slot J) also gets -1 from "- s_pos"
         d_logits = torch.softmax(logits, dim=2).sub_(slot).mul_(wg)
@@ -160,7 +163,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
         d_z = torch.zeros_like(z).index_add(
             0, positions, torch.einsum("rajp,rjpd->rad", d_s, t)
         ).index_add(
-            0, candidates.flatten(), torch.einsum("rajp,rad->rjpd", d_s, u).flatten(0, 1)
+            0, candidates_flat, torch.einsum("rajp,rad->rjpd", d_s, u).flatten(0, 1)
         )
         d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
         n, c, h, w = ctx.features_shape
@@ -182,7 +185,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
             d_features = torch.zeros((n, c, h * w), dtype=d_y.dtype, device=d_y.device).index_add(
                 2, pixels_flat, d_taken.reshape(n, c, num_unique * kk)
             ).view(ctx.features_shape)
-        return d_features, d_projection, None, None, None, None, None, None, None, None
+        return d_features, d_projection, None, None, None, None, None, None, None, None, None
 
 
 def _positive_pairs(
@@ -253,11 +256,11 @@ def fused_local_loss(
         ws = pairs / normalizer if pairs.dtype != torch.bool else pairs.to(dtype) / normalizer
     else:
         ws = pairs / (count * num_regions)
-    pixels, pixels_flat, positions, candidates, slot = _tables(plan, num_negatives,
-                                                               features.device)
+    pixels, pixels_flat, positions, candidates, candidates_flat, slot = _tables(
+        plan, num_negatives, features.device)
     with torch.autocast(device_type=features.device.type, enabled=False):
         out = _LocalContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            features, projection, ws, pixels, pixels_flat, positions, candidates, slot,
-            1.0 / temperature, eps,
+            features, projection, ws, pixels, pixels_flat, positions, candidates,
+            candidates_flat, slot, 1.0 / temperature, eps,
         )
     return out[0]
