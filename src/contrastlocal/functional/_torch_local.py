@@ -62,8 +62,9 @@ def _build_tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple
 
 
 def _tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """Region pixels (U, K*K) and (U*K*K,) in H*W, positions (R,), candidates (R, 1 + J) and
-    flattened (R*(1 + J),), slot.
+    """Region pixels (U, K*K) and (U*K*K,) in H*W, positions, candidates, flat candidates, slot.
+
+    Positions (R,), candidates (R, 1 + J) and flattened (R*(1 + J),).
 
     `slot` (1, 1, 2J + 1, 1) is 1 at the positive's logit of a term, 0 elsewhere. Built from
     the region plan only (shapes and settings, never tensor values), cached per device; under
@@ -133,7 +134,7 @@ class _LocalContrastiveSum(torch.autograd.Function):
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        (features, projection, ws, _, pixels_flat, positions, candidates, candidates_flat, slot,
+        (features, projection, ws, _, pixels_flat, positions, _, candidates_flat, slot,
          inv_tau, eps) = inputs
         _, taken, z, den, norm, u, t, logits = output
         ctx.save_for_backward(projection, ws, pixels_flat, positions, candidates_flat, slot,
