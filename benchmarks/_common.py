@@ -179,3 +179,30 @@ def write_json(path: Path | None, payload: dict[str, Any]) -> None:
     tmp.write_text(json.dumps(payload, indent=2, default=str))
     tmp.replace(path)
     print(f"\nwrote {path}")
+
+
+def count_aten_ops(fn: Callable[[], Any], leaves: Sequence[Any] = ()) -> int:
+    """Top-level aten operators of one call of ``fn()`` (e.g. a forward + backward), on the CPU.
+
+    Counted with :mod:`torch.profiler` after one warm-up call: every ``aten::`` event that is
+    not nested in another ``aten::`` event (ops a composite op dispatches to are not counted
+    again; the backward's ops are counted, they run under autograd-engine events). The
+    gradients of `leaves` are reset to None before the counted call, as a training step's
+    ``zero_grad(set_to_none=True)`` does, so gradient accumulation adds no op.
+    """
+    import torch
+
+    fn()
+    for leaf in leaves:
+        leaf.grad = None
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    count = 0
+    for event in prof.events():
+        if not event.name.startswith("aten::"):
+            continue
+        parent = event.cpu_parent
+        while parent is not None and not parent.name.startswith("aten::"):
+            parent = parent.cpu_parent
+        count += parent is None
+    return count

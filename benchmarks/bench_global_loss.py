@@ -4,9 +4,15 @@ Cases, all float32 torch on the chosen device, D = 128, two views per image, S =
 
 - ``ours/random``, ``ours/domain``: :class:`contrastlocal.GlobalContrastiveLoss` (public API);
 - ``floor``: normalise + one matmul + ``cross_entropy`` in plain torch (NT-Xent's minimum work);
+- ``array-api/domain``: the framework-agnostic kernel (the code NumPy, JAX, CuPy run) on the
+  same torch tensors, with autograd's backward: what the fused torch path saves;
 - ``loop``: the loop-based NumPy oracle of the tests (value and analytic gradient), small N only;
 - ``pml/random``, ``pml/domain``: pytorch-metric-learning's ``NTXentLoss`` with labels = image ids
   / partition ids, where its (pairs x pairs) intermediate fits in memory.
+
+Operator count: the top-level aten operators of one forward + backward at N = 80 on the CPU
+(``torch.profiler``, ops not nested in another aten op; ``ops`` in the table and the JSON), for
+the floor and ours: a proxy for the kernel launches and host work a GPU step pays.
 
 Peak memory (resident set, MiB) of one forward + backward is measured in a fresh subprocess;
 ``baseline`` is the same process doing nothing but the imports and the input tensors. With
@@ -100,14 +106,17 @@ def pml_bytes(case: str, n: int) -> float:
     return 4.0 * pos * neg
 
 
-def build(case: str, n: int, threads: int, device: str = "cpu") -> Any:
-    """A zero-argument callable doing one forward + backward of `case`."""
+def build(case: str, n: int, threads: int, device: str = "cpu",
+          leaves: list[Any] | None = None) -> Any:
+    """A zero-argument callable doing one forward + backward of `case` (its input in `leaves`)."""
     import torch
 
     torch.manual_seed(0)
     images = (torch.arange(n) % (n // 2)).to(device)
     partitions = images % 4
     z = torch.randn(n, D).to(device).requires_grad_(True)
+    if leaves is not None:
+        leaves.append(z)
 
     if case == "floor":
         from torch.nn import functional
@@ -126,6 +135,21 @@ def build(case: str, n: int, threads: int, device: str = "cpu") -> Any:
 
         loss = GlobalContrastiveLoss(case.split("/")[1], temperature=TEMPERATURE)
         return lambda: loss(z, images, partitions).backward()
+    if case.startswith("array-api/"):
+        from array_api_compat import array_namespace
+
+        from contrastlocal.functional import global_pairing
+        from contrastlocal.functional._kernel import _masked_contrastive_impl
+
+        positives, negatives = global_pairing(images, partitions, strategy=case.split("/")[1])
+        xp = array_namespace(z)
+
+        def agnostic() -> None:
+            _masked_contrastive_impl(z, positives, negatives, temperature=TEMPERATURE,
+                                     normalizer=None, reduction="mean", xp=xp,
+                                     use_fast_path=False).backward()
+
+        return agnostic
     if case.startswith("pml/"):
         from pytorch_metric_learning.losses import NTXentLoss
 
@@ -143,6 +167,18 @@ def build(case: str, n: int, threads: int, device: str = "cpu") -> Any:
     raise KeyError(case)
 
 
+def op_counts(threads: int) -> dict[str, int]:
+    """Top-level aten ops of one forward + backward at N = 80 on the CPU, per case."""
+    counts = {}
+    for case in ("floor", "ours/random", "ours/domain", "array-api/domain"):
+        leaves: list[Any] = []
+        fn = build(case, 80, threads, "cpu", leaves)
+        counts[case] = _common.count_aten_ops(fn, leaves)
+    print("top-level aten ops, forward + backward, N = 80: "
+          + ", ".join(f"{k} {v}" for k, v in counts.items()), flush=True)
+    return counts
+
+
 def main() -> None:
     args = _common.parser(__doc__.splitlines()[0]).parse_args()
     _common.set_threads(args.threads)
@@ -152,7 +188,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     mem_rows: list[dict[str, Any]] = []
     for n in sizes:
-        cases = ["floor", "ours/random", "ours/domain"]
+        cases = ["floor", "ours/random", "ours/domain", "array-api/domain"]
         if n <= 80:
             cases += ["loop/random", "loop/domain"]
         limit = 2e7 if args.quick else PML_LIMIT_BYTES
@@ -169,12 +205,15 @@ def main() -> None:
                 mem_rows.append({"N": n, "case": case, "peak_MiB": None,
                                  "above_baseline_MiB": _common.cuda_peak_mib(fn)})
         floor = results["floor"]["median_s"]
+        ops = op_counts(args.threads) if n == 80 and not cuda else {}
         for case, r in results.items():
             rows.append({
                 "N": n, "case": case, "median_ms": 1e3 * r["median_s"],
                 "iqr_ms": 1e3 * r["iqr_s"], "x_floor": r["median_s"] / floor,
                 "x_ours_same": (r["median_s"] / results[f"ours/{case.split('/')[1]}"]["median_s"]
                                 if "/" in case else None),
+                "ops": ops.get(case), "ops_x_floor": (ops[case] / ops["floor"]
+                                                      if case in ops else None),
             })
         print(f"N={n} done ({time.strftime('%H:%M:%S')})", flush=True)
 
@@ -194,9 +233,11 @@ def main() -> None:
             mem_rows.append({"N": n, "case": case, "peak_MiB": peak, "above_baseline_MiB":
                              peak - base})
 
-    _common.print_table(rows, ["N", "case", "median_ms", "iqr_ms", "x_floor", "x_ours_same"],
+    _common.print_table(rows, ["N", "case", "median_ms", "iqr_ms", "x_floor", "x_ours_same",
+                               "ops", "ops_x_floor"],
                         title=f"forward + backward, float32, D = 128, {args.device} "
-                              f"({args.threads} threads; x_ours_same = time / ours, same strategy)")
+                              f"({args.threads} threads; x_ours_same = time / ours, same strategy;"
+                              " ops = top-level aten ops of one forward + backward, CPU)")
     _common.print_table(mem_rows, ["N", "case", "peak_MiB", "above_baseline_MiB"],
                         title=("peak CUDA memory of one forward + backward above its inputs"
                                if cuda else

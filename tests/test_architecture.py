@@ -14,9 +14,8 @@ The layers, from the bottom: the framework-agnostic loss core (``functional`` wi
 
 The torch fast path of the core is the files ``functional/_torch_*.py``. The agnostic core must
 not import torch at all; it imports a ``_torch_*`` file only inside the function that dispatches
-to it (when the inputs are torch tensors). The ``_torch_*`` files may import torch at their top
-(their autograd Functions are module-level classes, as torch.compile and torch.func need), since
-nothing imports them at import time: ``import contrastlocal.functional`` imports no framework.
+to it (when the inputs are torch tensors), and the ``_torch_*`` files themselves import torch only
+inside their functions, so ``import contrastlocal.functional`` imports no framework.
 """
 
 from __future__ import annotations
@@ -77,8 +76,8 @@ RULES: tuple[Rule, ...] = (
         importers=FUNCTIONAL,
         scope="import time",
         allowed=(STDLIB, "numpy", "array_api_compat", *FUNCTIONAL),
-        # the torch kernel files are loaded lazily, by the dispatching function; they alone may
-        # import torch at their top
+        # the torch kernel files are loaded lazily, by the dispatching function; they have
+        # their own rule (their autograd Functions are module-level classes: torch at import)
         forbidden=(TORCH_KERNELS,),
         exempt=(TORCH_KERNELS,),
     ),
@@ -113,6 +112,13 @@ RULES: tuple[Rule, ...] = (
         exempt=("contrastlocal.cli", "contrastlocal.__main__"),
         scope="anywhere",
         forbidden=("contrastlocal.cli",),
+    ),
+    Rule(
+        name="the torch kernel files import only the stdlib, numpy, torch and functional at "
+        "import time",
+        importers=(TORCH_KERNELS,),
+        scope="import time",
+        allowed=(STDLIB, "numpy", "array_api_compat", "torch", *FUNCTIONAL),
     ),
 )
 
@@ -456,7 +462,8 @@ def test_the_reader_sees_the_package() -> None:
     assert ("contrastlocal.data.fixtures", "contrastlocal.data.synthetic") in targets
     # the torch kernels are found, and the agnostic dispatcher imports them lazily
     assert any(matches(m, TORCH_KERNELS) for m in MODULES)
-    lazy = [i for i in IMPORTS if matches(i.target, TORCH_KERNELS) and _any(i.importer, FUNCTIONAL)]
+    lazy = [i for i in IMPORTS if matches(i.target, TORCH_KERNELS) and _any(i.importer, FUNCTIONAL)
+            and not matches(i.importer, TORCH_KERNELS)]  # one kernel file using another is not it
     assert lazy
     assert not any(i.import_time for i in lazy)
     # a `_LAZY` table entry counts as a lazy import of its module
@@ -495,6 +502,7 @@ PLANTED = [
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import torch\n",
         RULES[1].name,
     ),
+    ("contrastlocal.functional._torch_planted", False, "import jax\n", RULES[-1].name),
     ("contrastlocal.functional", True, "def f():\n    from ..nn import X\n", RULES[2].name),
     (
         "contrastlocal.functional._planted",
@@ -577,10 +585,14 @@ def test_planted_violation_is_reported(
 
 
 ALLOWED = [
-    # a torch kernel file imports torch (at its top or inside functions); the dispatcher imports
-    # it lazily
+    # the torch kernel file imports torch inside its functions; the dispatcher imports it lazily
     ("contrastlocal.functional._torch_planted", False, "def f():\n    import torch\n"),
-    ("contrastlocal.functional._torch_planted", False, "import torch\nfrom torch import nn\n"),
+    # a kernel file's module-level autograd Function needs torch at import time
+    (
+        "contrastlocal.functional._torch_planted",
+        False,
+        "import torch\nfrom ._torch_kernel import normalize\n",
+    ),
     (
         "contrastlocal.functional._planted",
         False,

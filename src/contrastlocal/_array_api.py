@@ -21,11 +21,9 @@ __all__ = [
     "device",
     "eps_for",
     "is_floating",
-    "is_integer",
     "is_torch_namespace",
     "l2_normalize",
     "logsumexp",
-    "masked_logsumexp",
     "size",
 ]
 
@@ -62,11 +60,6 @@ def is_floating(x: Array, *, xp: Namespace) -> bool:
     return bool(xp.isdtype(x.dtype, "real floating"))
 
 
-def is_integer(x: Array, *, xp: Namespace) -> bool:
-    """Whether `x` has an integer dtype (signed or unsigned)."""
-    return bool(xp.isdtype(x.dtype, "integral"))
-
-
 def compute_dtype(x: Array, *, xp: Namespace) -> Any:
     """Dtype in which a loss on `x` is computed: float32 at least (half precisions are upcast)."""
     if x.dtype == xp.float64:
@@ -97,29 +90,6 @@ def logsumexp(x: Array, *, axis: int = -1, keepdims: bool = False, xp: Namespace
     if is_torch_namespace(xp):
         m = m.detach()
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
-    if not keepdims:
-        out = xp.squeeze(out, axis=axis)
-    return out
-
-
-def masked_logsumexp(
-    x: Array, mask: Array, *, axis: int = -1, keepdims: bool = False, xp: Namespace
-) -> Array:
-    """Log-sum-exp of the entries of `x` where `mask` is True, along `axis`.
-
-    Masked-out entries are replaced by the dtype's most negative finite value (not ``-inf``), so a
-    row with no True entry gives a very negative but finite result and no NaN appears anywhere,
-    neither in the value nor in the gradient.
-    """
-    low = xp.asarray(xp.finfo(x.dtype).min, dtype=x.dtype)
-    filled = xp.where(mask, x, low)
-    m = xp.max(filled, axis=axis, keepdims=True)
-    if is_torch_namespace(xp):
-        m = m.detach()
-    e = xp.where(mask, xp.exp(filled - m), xp.zeros_like(filled))
-    s = xp.sum(e, axis=axis, keepdims=True)
-    tiny = xp.asarray(xp.finfo(x.dtype).tiny, dtype=x.dtype)
-    out = xp.log(xp.maximum(s, tiny)) + m
     if not keepdims:
         out = xp.squeeze(out, axis=axis)
     return out

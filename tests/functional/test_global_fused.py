@@ -74,22 +74,22 @@ def test_global_fused_single_partition_has_no_negatives(strategy: str) -> None:
 def _fused_pair(n: int = 12):
     """Both fused Functions on one G^R layout (image id = row mod n/2), with the same value."""
     from contrastlocal.functional._torch_kernel import (
-        fused_global_contrastive_sum,
+        fused_global_loss,
         fused_masked_contrastive_sum,
     )
 
     ids = torch.arange(n) % (n // 2)
     same = ids[:, None] == ids[None, :]
     positives = same & ~torch.eye(n, dtype=torch.bool)
-    scale = torch.tensor(1.0 / n, dtype=torch.float64)
+    divisor = torch.tensor(float(n), dtype=torch.float64)
 
     def global_sum(z):
-        return fused_global_contrastive_sum(z, same, None, inv_temperature=5.0, scale=scale,
-                                            eps=1e-30)
+        return fused_global_loss(z, ids, None, temperature=0.2, reduction="mean",
+                                 no_pair_message="no pair")
 
     def masked_sum(z):
         return fused_masked_contrastive_sum(z, positives, ~same, inv_temperature=5.0,
-                                            scale=scale, eps=1e-30)
+                                            divisor=divisor, eps=1e-30)
 
     return global_sum, masked_sum
 
@@ -123,3 +123,48 @@ def test_fused_functions_compile_fullgraph_without_graph_breaks(which: int) -> N
     expected.backward()
     torch.testing.assert_close(out, expected, rtol=1e-12, atol=0)
     torch.testing.assert_close(zc.grad, ze.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_fused_paths_refuse_double_backward() -> None:
+    # the analytic backwards are first order: a second derivative is an error, never wrong
+    from contrastlocal.functional import local_contrastive_loss
+
+    z = torch.randn(8, 3, dtype=torch.float64, requires_grad=True)
+    ids = torch.arange(8) % 4
+    (g,) = torch.autograd.grad(global_contrastive_loss(z, image_ids=ids, strategy="random"), z,
+                               create_graph=True)
+    with pytest.raises(RuntimeError, match=r"does not require grad|once"):
+        g.sum().backward()
+    f = torch.randn(4, 2, 6, 6, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(local_contrastive_loss(f, image_ids=torch.arange(4) % 2,
+                                                      region_size=1), f, create_graph=True)
+    with pytest.raises(RuntimeError, match=r"does not require grad|once"):
+        g.sum().backward()
+
+
+@pytest.mark.parametrize("strategy", ["random", "domain"])
+def test_fused_no_positive_pair_without_check_pairs(strategy: str) -> None:
+    # check_pairs=False switches every check off, the fused kernel's own included: a batch
+    # without a positive pair gives 0/0 = NaN for "mean" and an empty sum, 0 with a zero
+    # gradient, for "sum" -- the values of the array-API path (NumPy) on the same batch
+    gen = torch.Generator().manual_seed(21)
+    z = torch.randn(4, 3, dtype=torch.float64, generator=gen, requires_grad=True)
+    ids = {"image_ids": torch.arange(4), "partition_ids": torch.arange(4)}
+    host = {k: v.numpy() for k, v in ids.items()}
+    with pytest.raises(ValueError, match="no positive pair"):
+        global_contrastive_loss(z, **ids, strategy=strategy)
+    mean = global_contrastive_loss(z, **ids, strategy=strategy, check_pairs=False)
+    (d_mean,) = torch.autograd.grad(mean, z)
+    assert torch.isnan(mean)
+    assert torch.isnan(d_mean).all()
+    total = global_contrastive_loss(z, **ids, strategy=strategy, reduction="sum",
+                                    check_pairs=False)
+    (d_total,) = torch.autograd.grad(total, z)
+    assert float(total.detach()) == 0.0
+    assert not d_total.any()
+    with np.errstate(invalid="ignore"):
+        reference = global_contrastive_loss(z.detach().numpy(), **host, strategy=strategy,
+                                            check_pairs=False)
+    assert np.isnan(reference)
+    assert float(global_contrastive_loss(z.detach().numpy(), **host, strategy=strategy,
+                                         reduction="sum", check_pairs=False)) == 0.0

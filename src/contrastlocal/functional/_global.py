@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from .._array_api import compute_dtype, device, eps_for, is_torch_namespace
+from .._array_api import compute_dtype, device, is_torch_namespace
 from .._typing import Array, LossReduction, Namespace
 from .._validation import (
     check_choice,
@@ -85,16 +85,19 @@ def _global_pairing_impl(
     return positives, partition_ids[:, None] != partition_ids[None, :]
 
 
+def _no_pair_message(strategy: str, n: int) -> str:
+    return (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
+            f"got N = {n} rows.")
+
+
 def _raise_no_pair(strategy: str, n: int) -> None:
-    msg = (f"The batch has no positive pair for strategy={strategy!r}: {_NO_PAIR[strategy]}; "
-           f"got N = {n} rows.")
-    raise ValueError(msg)
+    raise ValueError(_no_pair_message(strategy, n))
 
 
 def _global_loss_fused(
     embeddings: Array, image_ids: Array | None, partition_ids: Array | None, *, n: int,
     strategy: str,
-    temperature: float, reduction: str, xp: Namespace,
+    temperature: float, reduction: str, check_pairs: bool, xp: Namespace,
 ) -> Array:
     """Torch path of the scalar reductions: one id comparison, masks derived inside the kernel.
 
@@ -102,26 +105,14 @@ def _global_loss_fused(
     the anchor; the kernel gets only that comparison (and, for ``"domain_negatives"``, the
     partition mask), and the number of positive pairs is counted from it.
     """
-    from ._torch_kernel import fused_global_contrastive_sum
+    from ._torch_kernel import fused_global_loss
 
     group = partition_ids if strategy == "domain" else image_ids
     assert group is not None  # validated by the caller
-    same = group[:, None] == group[None, :]
-    negatives = None
-    if strategy == "domain_negatives":
-        assert partition_ids is not None
-        negatives = partition_ids[:, None] != partition_ids[None, :]
-    # ordered positive pairs (the diagonal is not one); the check that there is one is done on
-    # the host ids by the caller, never here (reading a device count would synchronise)
-    count = xp.count_nonzero(same) - n
-    dtype = compute_dtype(embeddings, xp=xp)
-    if reduction == "sum":
-        scale = xp.ones((), dtype=dtype, device=device(embeddings))
-    else:
-        scale = 1.0 / xp.astype(count, dtype)
-    result: Array = fused_global_contrastive_sum(
-        xp.astype(embeddings, dtype), same, negatives, inv_temperature=1.0 / temperature,
-        scale=scale, eps=eps_for(dtype, xp=xp),
+    result: Array = fused_global_loss(
+        embeddings, group, partition_ids if strategy == "domain_negatives" else None,
+        temperature=temperature, reduction=reduction,
+        no_pair_message=_no_pair_message(strategy, n) if check_pairs else None,
     )
     return result
 
@@ -363,8 +354,11 @@ def global_contrastive_loss(
         ``torch.compile``/``torch.func``): raise if there is no positive pair, no negative for
         any anchor (e.g. a single partition under G^D), or views of one image with different
         partition ids, and warn if all embeddings are identical (CPU only). Ids on a device are
-        never read (no synchronisation): the checks are skipped there. Set False when the
-        sampler guarantees pairs (a batch without pairs then gives NaN).
+        never read (no synchronisation): the checks are skipped there, except that the
+        ``"mean"``/``"sum"`` of torch tensors asserts on the device that a positive pair
+        exists. Set False when the sampler guarantees pairs: no check at all, and a batch
+        without a positive pair then gives NaN for ``"mean"`` (0/0, NaN gradients) and 0 for
+        ``"sum"`` (zero gradients).
 
     Returns
     -------
@@ -462,7 +456,7 @@ def global_contrastive_loss(
     if reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp):
         return _global_loss_fused(
             embeddings, image_ids, partition_ids, n=n, strategy=strategy,
-            temperature=temperature, reduction=reduction, xp=xp,
+            temperature=temperature, reduction=reduction, check_pairs=check_pairs, xp=xp,
         )
     positives, negatives = _global_pairing_impl(image_ids, partition_ids, strategy=strategy, xp=xp)
     scalar = reduction in ("mean", "sum")

@@ -6,11 +6,19 @@ JAX (``jax.grad``), CuPy and array-api-strict, on the input's device.
 
 from __future__ import annotations
 
+import sys
 from typing import Protocol
 
 from array_api_compat import is_torch_namespace
 
-from .._array_api import array_namespace, compute_dtype, device, eps_for, l2_normalize
+from .._array_api import (
+    array_namespace,
+    compute_dtype,
+    device,
+    eps_for,
+    l2_normalize,
+    logsumexp,
+)
 from .._typing import Array, Namespace, Reduction
 from .._validation import check_choice, check_floating, check_ndim, check_positive, shape_of
 
@@ -58,13 +66,10 @@ def _has_nonzero(x: Array, *, xp: Namespace) -> bool | None:
     tensors on an accelerator, where reading a value would be a host synchronisation on every
     call; :func:`_check_nonzero` checks those on the device instead.
     """
-    if is_torch_namespace(xp):
-        import torch
-
-        if torch.compiler.is_compiling() or x.device.type != "cpu":
-            return None
+    if _torch_value_unreadable(x):
+        return None
     try:
-        return bool(xp.any(x != 0))
+        return bool(x if x.ndim == 0 else xp.any(x))
     except (TypeError, RuntimeError):  # traced values (jax.jit, torch.func.vmap)
         return None
 
@@ -78,14 +83,20 @@ def _check_nonzero(x: Array, message: str, *, xp: Namespace) -> None:
     (``torch._assert_async``, a ``RuntimeError`` with `message` when the device reaches it);
     other traced values are not checked.
     """
-    found = _has_nonzero(x, xp=xp)
-    if found is False:
-        raise ValueError(message)
-    if found is None and is_torch_namespace(xp):
-        import torch
+    if _torch_value_unreadable(x):
+        from ._torch_kernel import assert_nonzero  # torch is only imported by its kernels
 
-        if torch.compiler.is_compiling() or x.device.type != "cpu":
-            torch._assert_async(torch.any(x != 0), message)
+        assert_nonzero(x, message)
+    elif _has_nonzero(x, xp=xp) is False:
+        raise ValueError(message)
+
+
+def _torch_value_unreadable(x: Array) -> bool:
+    """Whether `x` is a torch tensor whose value would need a host sync or break a trace."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor):
+        return False
+    return bool(torch.compiler.is_compiling() or x.device.type != "cpu")
 
 
 def _softplus(x: Array, *, xp: Namespace) -> Array:
@@ -112,14 +123,9 @@ def negative_logsumexp(logits: Array, negative_mask: Array, *, xp: Namespace) ->
     yields a very negative finite number and neither the value nor the gradient has a NaN.
     """
     low = xp.asarray(xp.finfo(logits.dtype).min, dtype=logits.dtype, device=device(logits))
-    filled = xp.where(negative_mask, logits, low)
-    m = xp.max(filled, axis=-1, keepdims=True)
-    if hasattr(m, "detach"):
-        m = m.detach()
     # masked entries give exp(low - m) == 0 unless the whole row is masked (then m == low and the
     # row's sum is its length: log(K) + low is still very negative, and finite)
-    total = xp.sum(xp.exp(filled - m), axis=-1, keepdims=True)
-    return xp.log(total) + m
+    return logsumexp(xp.where(negative_mask, logits, low), axis=-1, keepdims=True, xp=xp)
 
 
 class RowGather(Protocol):
@@ -183,15 +189,16 @@ def _masked_contrastive_impl(
         if w.dtype != xp.bool and w.dtype != dtype:
             w = xp.astype(w, dtype)
         if reduction == "sum":
-            scale = xp.ones((), dtype=dtype, device=device(embeddings))
+            divisor = xp.ones((), dtype=dtype, device=device(embeddings))
         elif normalizer is not None:
-            scale = xp.full((), 1.0 / normalizer, dtype=dtype, device=device(embeddings))
+            divisor = xp.full((), normalizer, dtype=dtype, device=device(embeddings))
         else:
-            count = xp.count_nonzero(w) if w.dtype == xp.bool else xp.sum(w)
-            scale = 1.0 / xp.astype(count, dtype)
+            divisor = xp.astype(xp.count_nonzero(w) if w.dtype == xp.bool else xp.sum(w), dtype)
+        if embeddings.dtype != dtype:
+            embeddings = xp.astype(embeddings, dtype)
         return fused_masked_contrastive_sum(
-            xp.astype(embeddings, dtype), w, negative_mask, inv_temperature=1.0 / temperature,
-            scale=scale, eps=eps_for(dtype, xp=xp),
+            embeddings, w, negative_mask, inv_temperature=1.0 / temperature, divisor=divisor,
+            eps=eps_for(dtype, xp=xp),
         )
     return _masked_contrastive_block_impl(
         embeddings, positive_weights, negative_mask, anchor_start=0, temperature=temperature,
@@ -330,7 +337,7 @@ def masked_contrastive_loss(
     embedding row gives a finite loss and gradient. Memory is O(N²).
 
     With torch tensors and ``reduction="mean"`` or ``"sum"``, a fused implementation with an
-    analytic backward runs instead (same values to rounding; it keeps one (N, N) array for the
+    analytic backward runs instead (same values to rounding; it keeps two (N, N) arrays for the
     backward pass, runs with autocast disabled, and supports first-order gradients only: no
     double backward). ``reduction="none"`` and every other library use the array-API code.
 

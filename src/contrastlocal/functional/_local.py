@@ -13,7 +13,15 @@ from typing import Any, NamedTuple
 import array_api_compat.numpy as np_xp
 import numpy as np
 
-from .._array_api import compute_dtype, device, is_floating, l2_normalize, logsumexp
+from .._array_api import (
+    compute_dtype,
+    device,
+    eps_for,
+    is_floating,
+    is_torch_namespace,
+    l2_normalize,
+    logsumexp,
+)
 from .._typing import Array, LossReduction, Namespace
 from .._validation import (
     check_choice,
@@ -390,8 +398,10 @@ def local_contrastive_loss(
         tensors, outside ``torch.compile``/``torch.func``): raise if there is no positive pair
         or the views of one image have different partition or volume ids, and warn if all
         feature maps are identical (CPU only). Values on a device are never read (no
-        synchronisation): the checks are skipped there. False skips them (a batch without
-        pairs then gives NaN for ``"mean"``).
+        synchronisation): the checks are skipped there, except that the ``"mean"``/``"sum"``
+        of torch tensors asserts on the device that a positive pair exists. False: no check at
+        all, and a batch without a positive pair then gives NaN for ``"mean"`` (0/0, NaN
+        gradients; a given `normalizer` gives 0) and 0 for ``"sum"`` (zero gradients).
 
     Returns
     -------
@@ -505,12 +515,31 @@ def local_contrastive_loss(
         image_ids, partition_ids, volume_ids = _strategy_ids(
             features, image_ids, partition_ids, volume_ids, strategy, xp=xp
         )
+    if check_pairs:
+        _warn_if_collapsed(features, "features")
+    if positive_weights is not None:
+        msg = (
+            "`positive_weights` has no nonzero entry: the batch has no positive pair, so "
+            "the loss is undefined."
+        )
+    else:
+        msg = _no_pair_message(strategy)
+    fixed_tau = isinstance(setup.temperature, float)
+    if reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp):
+        from ._torch_local import fused_local_loss
+
+        return fused_local_loss(
+            features, setup.projection, weights=weights if positive_weights is not None else None,
+            image_ids=image_ids, partition_ids=partition_ids, volume_ids=volume_ids,
+            strategy=strategy, plan=setup.plan, num_regions=setup.num_regions,
+            num_negatives=setup.num_negatives, temperature=setup.temperature,
+            normalizer=setup.normalizer, reduction=reduction, eps=eps_for(dtype, xp=xp),
+            no_pair_message=msg if check_pairs else None,
+        )
+    if positive_weights is None:
         weights = _pair_mask_weights(
             image_ids, partition_ids, volume_ids, strategy=strategy, dtype=dtype, xp=xp
         )
-    if check_pairs:
-        _warn_if_collapsed(features, "features")
-
     terms = _local_impl(
         features,
         weights,

@@ -1,180 +1,181 @@
 """A fused PyTorch path of the masked contrastive kernel (private).
 
 Same mathematics as the array-API implementation in ``_kernel.py`` (which the tests compare it
-with), but with an analytic backward that keeps one (N, N) array alive between forward and
-backward and makes about half as many passes over (N, N) data. This module imports ``torch``;
+with), in a few large operations with an analytic backward. This module imports ``torch``;
 ``_kernel`` imports it only when the caller already passed torch tensors.
 
 The autograd Functions are defined at module level in the new style (``forward`` without
 ``ctx``, ``setup_context``, ``backward``) with ``generate_vmap_rule=True``, so that
 ``torch.compile(fullgraph=True)``, ``torch.func.grad`` and ``torch.func.vmap`` trace through
-them. Nothing here reads a tensor's value on the host: no per-call synchronisation.
+them. Nothing here reads a tensor's value on the host: no per-call synchronisation. The
+normalisation (and its backward) written here is also the local loss's (``_torch_local``).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 from torch.nn import functional
 
 from .._typing import Array
 
-__all__ = ["fused_global_contrastive_sum", "fused_masked_contrastive_sum"]
+__all__ = ["assert_nonzero", "fused_global_loss", "fused_masked_contrastive_sum"]
+
+# (n, device, dtype, shape) -> the (n, n) identity of that dtype, viewed as that shape
+_EYES: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
-def _normalize(z: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Rows of `z` divided by their norm, the squared norm clamped below by `eps`.
-
-    Returns ``(ẑ, 1/‖z‖, ‖z‖²)``; the last two are what :func:`_normalize_backward` needs.
-    """
-    sq = (z * z).sum(dim=1, keepdim=True)
-    inv_norm = torch.rsqrt(sq.clamp_min(eps))
-    return z * inv_norm, inv_norm, sq
-
-
-def _normalize_backward(
-    g_zn: torch.Tensor, zn: torch.Tensor, inv_norm: torch.Tensor, sq: torch.Tensor, eps: float
+def _eye(
+    n: int, device: torch.device, dtype: torch.dtype = torch.bool, shape: tuple[int, ...] = ()
 ) -> torch.Tensor:
-    """Gradient through :func:`_normalize`: ``(g - ẑ (ẑ·g)) / ‖z‖`` (no projection if clamped)."""
-    inside = sq > eps  # rows whose norm is not clamped
-    proj = torch.where(inside, (zn * g_zn).sum(dim=1, keepdim=True), 0.0)
-    return (g_zn - zn * proj) * inv_norm
+    """Return the (n, n) identity (viewed as `shape`), cached per device outside tracing."""
+    shape = shape or (n, n)
+    if torch.compiler.is_compiling():  # a graph constant; never cache a traced tensor
+        return torch.eye(n, dtype=dtype, device=device).view(shape)
+    key = (n, str(device), dtype, shape)
+    found = _EYES.get(key)
+    if found is None:
+        found = _EYES[key] = torch.eye(n, dtype=dtype, device=device).view(shape)
+    return found
 
 
-def _similarity_backward(g: torch.Tensor, zn: torch.Tensor, factor: Any) -> torch.Tensor:
-    """``dL/dẑ`` for ``s = ẑẑᵀ/τ`` given ``G = dL/ds``: ``(G + Gᵀ) ẑ · factor``.
+def assert_nonzero(x: torch.Tensor, message: str) -> None:
+    """Assert on the device that `x` has a nonzero entry (a ``RuntimeError`` with `message`).
 
-    Two products rather than a transposed add (faster); `factor` carries 1/τ and the scales.
+    Asynchronous: no host synchronisation; traced by ``torch.compile``.
     """
-    return torch.addmm(g @ zn, g.mT, zn).mul_(factor)
+    torch._assert_async(x != 0 if x.ndim == 0 else torch.any(x), message)
 
 
-def _masked_lse(
-    s: torch.Tensor, keep: torch.Tensor, *, invert: bool
+def normalize(
+    y: torch.Tensor, eps: float, inv_tau: float
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Row-wise log-sum-exp of `s` over the entries where `keep` (or ``~keep`` if `invert`) holds.
+    """Rows of `y` scaled to norm ``1/√τ``: ``z = y / (max(‖y‖, √eps) √τ)``, so ``z·z' = cos/τ``.
 
-    Returns ``(e, total, lse)``: ``e = exp(s - m)`` on the kept entries and 0 elsewhere (m = the
-    row's largest kept value), its row sums, and ``log(total) + m``. Masked entries are filled
-    with the dtype's most negative finite value, never ``-inf``: a row with nothing kept gets
-    ``m = low``, ``e = 1`` everywhere and a very negative, finite log-sum-exp.
+    The norm is clamped below (as the array-API ``l2_normalize`` clamps the squared norm by
+    `eps`), so an all-zero row gives a zero row. Returns ``(z, den, ‖y‖)`` for
+    :func:`normalize_backward`.
     """
-    low = torch.finfo(s.dtype).min
-    e = torch.where(keep, low, s) if invert else torch.where(keep, s, low)
-    m = e.amax(dim=1, keepdim=True)
-    e = torch.exp(e - m)
-    total = e.sum(dim=1, keepdim=True)
-    return e, total, total.log() + m
+    norm = torch.linalg.vector_norm(y, dim=-1, keepdim=True)
+    den = norm.clamp_min(math.sqrt(eps)).mul_(1.0 / math.sqrt(inv_tau))
+    return y / den, den, norm
 
 
-class _MaskedContrastiveSum(torch.autograd.Function):
-    """``scale * Σ_ap W_ap softplus(LSE_{k: M_ak} s_ak - s_ap)`` with ``s = ẑẑᵀ/τ``."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(
-        z: torch.Tensor, w: torch.Tensor, m: torch.Tensor, inv_tau: float, scale: torch.Tensor,
-        eps: float,
-    ) -> tuple[torch.Tensor, ...]:
-        zn, inv_norm, sq = _normalize(z, eps)
-        s = (zn * inv_tau) @ zn.mT  # (N, N) logits
-        e, total, lse = _masked_lse(s, m, invert=False)
-        # x = LSE - s at every entry; W selects the terms
-        x = lse - s
-        sp = functional.softplus(x)
-        sp = torch.where(w, sp, 0.0) if w.dtype == torch.bool else sp * w
-        return sp.sum() * scale, zn, inv_norm, sq, x, e, total
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        _, w, _, inv_tau, scale, eps = inputs
-        _, zn, inv_norm, sq, x, e, total = output
-        ctx.save_for_backward(zn, inv_norm, sq, x, e, total, w, scale)
-        ctx.inv_tau = inv_tau
-        ctx.eps = eps
-        ctx.mark_non_differentiable(*output[1:])
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
-        zn, inv_norm, sq, x, e, total, w, scale = ctx.saved_tensors
-        # d/ds_ap of softplus(LSE - s_ap) = -σ(x_ap); d/ds_ak through LSE = c_a softmax_k
-        sig = torch.sigmoid(x)
-        pos = torch.where(w, sig, 0.0) if w.dtype == torch.bool else sig * w
-        c = pos.sum(dim=1, keepdim=True)
-        g = e * (c / total) - pos  # dL/ds (unscaled)
-        g_zn = _similarity_backward(g, zn, ctx.inv_tau * grad * scale)
-        return _normalize_backward(g_zn, zn, inv_norm, sq, ctx.eps), None, None, None, None, None
+def normalize_backward(
+    d_z: torch.Tensor, z: torch.Tensor, den: torch.Tensor, norm: torch.Tensor, eps: float,
+    inv_tau: float,
+) -> torch.Tensor:
+    """Gradient through :func:`normalize`: ``(dz - τ z (z·dz)) / den``, ``dz / den`` if clamped."""
+    dot = torch.where(norm > math.sqrt(eps), (z * d_z).sum(dim=-1, keepdim=True), 0.0)
+    return torch.addcmul(d_z, z, dot, value=-1.0 / inv_tau).div_(den)
 
 
-class _GlobalContrastiveSum(torch.autograd.Function):
-    """Same sum for a group pairing: ``W = same ∧ ¬I``, ``M = ¬same`` or a given mask.
+class _ContrastiveSum(torch.autograd.Function):
+    """``Σ_ap W_ap softplus(LSE_{k ∈ Neg(a)} s_ak - s_ap) / divisor`` with ``s = ẑẑᵀ/τ``.
 
-    ``same[a, k]`` (bool) says that rows a and k share the group (image or partition) id, so
-    the positives are `same` off the diagonal and, unless `neg` is given, the negatives are
-    its complement; the masks are never materialised.
+    `w` (N, N) holds the real weights (0 = no pair) and `excluded` (N, N) is 1 where an entry
+    is NOT a negative, 0 where it is, both in the compute dtype: products with float masks are
+    several times faster on the CPU than selections with bool ones. Excluded logits are moved
+    to the dtype's most negative finite value (``s + low`` rounds to ``low``), never ``-inf``:
+    a row without negatives has a very negative log-sum-exp and contributes 0 with a zero
+    gradient. Forward: one product and eight passes over (N, N) data; backward: two products
+    and five passes.
     """
 
     generate_vmap_rule = True
 
     @staticmethod
     def forward(
-        z: torch.Tensor, same: torch.Tensor, neg: torch.Tensor | None, inv_tau: float,
-        scale: torch.Tensor, eps: float,
+        y: torch.Tensor, w: torch.Tensor, excluded: torch.Tensor, inv_tau: float,
+        divisor: torch.Tensor, eps: float,
     ) -> tuple[torch.Tensor, ...]:
-        zn, inv_norm, sq = _normalize(z, eps)
-        s = (zn * inv_tau) @ zn.mT  # (N, N) logits
-        if neg is None:
-            e, total, lse = _masked_lse(s, same, invert=True)
-        else:
-            e, total, lse = _masked_lse(s, neg, invert=False)
-        # x = LSE - s at the positives, `low` elsewhere (softplus(low) = σ(low) = 0)
-        low = torch.finfo(s.dtype).min
-        x = torch.where(same, lse - s, low)
-        # not x.diagonal().fill_: the compiler's lowering of `diagonal` warns (torch 2.13)
-        x = x.masked_fill_(torch.eye(x.shape[-1], dtype=torch.bool, device=x.device), low)
-        return functional.softplus(x).sum() * scale, zn, inv_norm, sq, x, e, total
+        z, den, norm = normalize(y, eps, inv_tau)
+        s = torch.einsum("ad,kd->ak", z, z)  # (N, N) logits
+        # the one masked log-sum-exp; e = exp(s - m) at the negatives (m = the row's largest
+        # negative logit), 0 elsewhere, kept for the backward (its softmax is e / total)
+        e = torch.add(s, excluded, alpha=torch.finfo(s.dtype).min)
+        m = e.amax(dim=1, keepdim=True)
+        e = e.sub_(m).exp_()
+        total = e.sum(dim=1, keepdim=True)
+        x = total.log().add_(m).sub(s)  # LSE - s
+        return torch.einsum("ap,ap->", functional.softplus(x), w) / divisor, z, den, norm, e, \
+            total, x
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        _, _, _, inv_tau, scale, eps = inputs
-        _, zn, inv_norm, sq, x, e, total = output
-        ctx.save_for_backward(zn, inv_norm, sq, x, e, total, scale)
+        _, w, _, inv_tau, divisor, eps = inputs
+        _, z, den, norm, e, total, x = output
+        ctx.save_for_backward(z, den, norm, e, total, x, w, divisor)
         ctx.inv_tau = inv_tau
         ctx.eps = eps
         ctx.mark_non_differentiable(*output[1:])
+        ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
-        zn, inv_norm, sq, x, e, total, scale = ctx.saved_tensors
-        pos = torch.sigmoid(x)  # σ(x_ap): 0 off the positives
+    @once_differentiable  # no double backward: an error, not a wrong second derivative
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:  # no gradient reached the loss
+            return (None,) * 6
+        z, den, norm, e, total, x, w, divisor = ctx.saved_tensors
+        # d/ds_ap of softplus(LSE - s_ap) = -σ(x_ap); d/ds_ak through the LSE = c_a softmax_k
+        pos = torch.sigmoid(x).mul_(w)
         c = pos.sum(dim=1, keepdim=True)
-        # dL/ds_ak = c_a e_ak / Σ_k e_ak at negatives (softmax), minus σ(x_ap) at positives
-        g = e * (c / total) - pos
-        g_zn = _similarity_backward(g, zn, ctx.inv_tau * grad * scale)
-        return _normalize_backward(g_zn, zn, inv_norm, sq, ctx.eps), None, None, None, None, None
+        g = torch.mul(e, c / total).sub_(pos)  # dL/ds, unscaled
+        # s = z zᵀ: dL/dz = (G + Gᵀ) z, as two products (a transposed add is slower)
+        d_z = torch.addmm(g @ z, g.mT, z).mul_(grad / divisor)
+        d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
+        return d_y, None, None, None, None, None
 
 
 def fused_masked_contrastive_sum(
     z: Array, positive_weights: Array, negative_mask: Array, *, inv_temperature: float,
-    scale: Array, eps: float,
+    divisor: Array, eps: float,
 ) -> Array:
-    """``scale · Σ W ⊙ ℓ`` for torch tensors `z` (N, D), W (N, N), M bool (N, N); 0-D tensor."""
+    """``Σ W ⊙ ℓ / divisor`` for torch tensors `z` (N, D), W (N, N), M bool (N, N); 0-D."""
+    w = positive_weights if positive_weights.dtype == z.dtype else positive_weights.to(z.dtype)
+    excluded = torch.where(negative_mask, 0.0, 1.0).to(z.dtype)
     with torch.autocast(device_type=z.device.type, enabled=False):
-        out = _MaskedContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            z, positive_weights, negative_mask, inv_temperature, scale, eps
+        out = _ContrastiveSum.apply(  # type: ignore[no-untyped-call]
+            z, w, excluded, inv_temperature, divisor, eps
         )
     return out[0]
 
 
-def fused_global_contrastive_sum(
-    z: Array, same: Array, negative_mask: Array | None, *, inv_temperature: float, scale: Array,
-    eps: float,
+def fused_global_loss(
+    embeddings: Array, group_ids: Array, partition_ids: Array | None, *, temperature: float,
+    reduction: str, no_pair_message: str | None,
 ) -> Array:
-    """``scale · Σ ℓ`` over the pairs ``same ∧ ¬I``, negatives ``¬same`` or `negative_mask`."""
-    with torch.autocast(device_type=z.device.type, enabled=False):
-        out = _GlobalContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            z, same, negative_mask, inv_temperature, scale, eps
+    """Compute the ``"mean"``/``"sum"`` global loss of torch `embeddings` (N, D), inputs validated.
+
+    Positives: rows sharing `group_ids` (image or partition ids) but the anchor; negatives:
+    rows of another group or, if `partition_ids` is given (G^{D−}), of another partition. Only
+    the comparison of the ids is built; the kernel derives both masks from it.
+    `no_pair_message` None skips the positive-pair check (``check_pairs=False``): a batch
+    without a positive pair then gives NaN for ``"mean"`` (0/0) and 0 for ``"sum"``.
+    """
+    from ._kernel import _check_nonzero
+
+    n = embeddings.shape[0]
+    dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
+    if embeddings.dtype != dtype:
+        embeddings = embeddings.to(dtype)
+    # as floats (products with float masks are much faster than bool selections on the CPU)
+    same = (group_ids.unsqueeze(1) == group_ids).to(dtype)
+    positives = same - _eye(n, embeddings.device, dtype)  # same group, not the anchor itself
+    excluded = same  # not a negative: the same group, or (G^{D-}) the same partition
+    if partition_ids is not None:
+        excluded = (partition_ids.unsqueeze(1) == partition_ids).to(dtype)
+    count = positives.sum()  # ordered positive pairs
+    if no_pair_message is not None:
+        _check_nonzero(count, no_pair_message, xp=torch)
+    divisor = count if reduction == "mean" else torch.ones((), dtype=dtype,
+                                                             device=embeddings.device)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        out = _ContrastiveSum.apply(  # type: ignore[no-untyped-call]
+            embeddings, positives, excluded, 1.0 / temperature, divisor,
+            float(torch.finfo(dtype).eps) ** 2,
         )
     return out[0]

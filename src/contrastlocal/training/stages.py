@@ -417,6 +417,7 @@ def _global_criterion(section: GlobalStageConfig) -> GlobalContrastiveLoss:
         strategy=section.strategy,
         temperature=section.temperature,
         gather_distributed=_distributed.active(),
+        check_pairs=False,  # two views of each slice per batch: pairs guaranteed, no per-step check
     )
 
 
@@ -577,6 +578,7 @@ def _local_criterion(
         projection_dim=section.projection_dim,
         temperature=section.temperature,
         gather_distributed=_distributed.active(),
+        check_pairs=False,  # the stage's batches hold two views of each image: pairs guaranteed
     )
 
 
