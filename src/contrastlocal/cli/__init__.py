@@ -72,9 +72,12 @@ def _terminate_like_interrupt() -> Iterator[None]:
 
 def _os_error_line(err: OSError) -> str:
     """One line for a file-system failure: what, where, and for a full disk the free space."""
-    text = _one_line(err)
-    if err.errno == errno.ENOSPC and "free" not in text and err.filename is not None:
-        where = Path(os.fsdecode(err.filename))
+    text = _one_line(err) if err.strerror is None else " ".join(err.strerror.split())
+    filename = None if err.filename is None else os.fsdecode(err.filename)
+    if filename is not None and filename not in text:
+        text += f": {filename!r}"
+    if err.errno == errno.ENOSPC and "free" not in text and filename is not None:
+        where = Path(filename)
         while not where.exists() and where != where.parent:
             where = where.parent
         with contextlib.suppress(OSError):
