@@ -501,3 +501,67 @@ def test_9_one_slice_volume_is_named_by_case_id_before_any_training(tmp_path):
                    out=tmp_path / "run")
     assert not (tmp_path / "run" / "global").exists()
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+# ---- case 2: --fresh is all or nothing, wherever it is killed ----------------------------------
+
+
+def _old_run(root: Path) -> list[str]:
+    """The files a previous run left: stages, cells, reports (and the cache, not the run's)."""
+    files = ["global/checkpoints/iter_0000002.pt", "local/final.pt",
+             "finetune/GD_n1_c1/final.pt", "results.json", "plots/results.png", "cache/keep.npy"]
+    for name in files:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(name)
+    return files
+
+
+def _plan(root: Path):  # noqa: ANN202
+    from contrastlocal.training import plan_recipe, preset
+
+    return plan_recipe(preset("acdc"), {1: [1]}, out=root)
+
+
+def test_2_fresh_interrupted_after_publishing_is_completed_by_the_next_run(tmp_path):
+    from contrastlocal.training import open_run_directory, preset
+    from contrastlocal.training.recipe import FRESH_TRASH
+
+    root = tmp_path / "run"
+    _old_run(root)
+    # killed after the list was published and one item moved: the rest is still in place
+    trash = root / FRESH_TRASH
+    trash.mkdir()
+    (trash / "items.json").write_text(json.dumps(["results.json", "global", "local", "finetune"]))
+    os.replace(root / "results.json", trash / "00000")
+    # the next run, even without --fresh, completes the invalidation before reading anything
+    open_run_directory(root, preset("acdc"), resume=True, plan=_plan(root))
+    assert not trash.exists()
+    for gone in ("global", "local", "finetune", "results.json"):
+        assert not (root / gone).exists(), gone
+    assert (root / "cache" / "keep.npy").is_file()  # not the run's to remove
+    assert (root / "config.json").is_file()
+
+
+def test_2_fresh_interrupted_before_publishing_leaves_the_old_run_whole(tmp_path):
+    from contrastlocal.training import open_run_directory, preset
+    from contrastlocal.training.recipe import FRESH_TRASH
+
+    root = tmp_path / "run"
+    files = _old_run(root)
+    staging = root / f"{FRESH_TRASH}.12345"  # killed while writing the list
+    staging.mkdir()
+    (staging / "items.json").write_text('["glo')
+    open_run_directory(root, preset("acdc"), resume=True)
+    assert not staging.exists()
+    assert all((root / name).read_text() == name for name in files)
+
+
+def test_2_fresh_removes_every_stage_cell_and_report_but_not_the_cache(tmp_path):
+    from contrastlocal.training import open_run_directory, preset
+    from contrastlocal.training.recipe import FRESH_TRASH
+
+    root = tmp_path / "run"
+    _old_run(root)
+    open_run_directory(root, preset("acdc"), resume=False, plan=_plan(root))
+    assert sorted(p.name for p in root.iterdir()) == ["cache", "config.json"]
+    assert not (root / FRESH_TRASH).exists()

@@ -124,6 +124,11 @@ def _finish_fresh(root: Path) -> None:
         if item.exists() or item.is_symlink():
             os.replace(item, trash / f"{i:05d}")
     shutil.rmtree(trash)
+    for name in items:  # folders left empty (``finetune/``)
+        parent = (root / name).parent
+        while parent != root and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
 
 
 def _invalidate(root: Path, plan: RecipePlan | None) -> None:
@@ -260,13 +265,16 @@ def open_run_directory(
     if out is None:
         return None
     path = Path(out)
-    if _distributed.is_main():
+    main = _distributed.is_main()
+    if main:
         path.mkdir(parents=True, exist_ok=True)
         _recover(path)
         if not resume:
             _invalidate(path, plan)
-        elif plan is not None:
-            _check_present(plan, runtime)
+    _distributed.barrier()
+    if resume and plan is not None:  # every rank: a refusal stops them all alike
+        _check_present(plan, runtime)
+    if main:
         record = config_to_dict(config)
         record["runtime"]["amp"] = _amp_used(config.runtime.amp, runtime)
         record["runtime"]["device"] = runtime.device
