@@ -199,6 +199,7 @@ def cmd_pretrain_global(args: argparse.Namespace) -> int:
     from contrastlocal.training.report import pretrain_plots
 
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
     _checked(cfg)
     data = prepare(args, cfg, None)
     volumes = data.volumes(data.splits.pretrain, native=False)
@@ -208,7 +209,7 @@ def cmd_pretrain_global(args: argparse.Namespace) -> int:
         f"stage 1 done: {res.iterations} iterations, {res.seconds:.0f} s; weights in "
         f"{out / 'final.pt'}"
     )
-    if not args.no_plots:
+    if plots:
         _loss_plot("stage 1 (global)", out)
         pretrain_plots(cfg, volumes, out / "final.pt", out / "plots", "stage 1")
     return 0
@@ -226,6 +227,7 @@ def cmd_pretrain_local(args: argparse.Namespace) -> int:
 
     encoder = _existing_file(args.encoder, "--encoder")
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
     _checked(cfg)
     data = prepare(args, cfg, None)
     volumes = data.volumes(data.splits.pretrain, native=False)
@@ -235,7 +237,7 @@ def cmd_pretrain_local(args: argparse.Namespace) -> int:
         f"stage 2 done: {res.iterations} iterations, {res.seconds:.0f} s; weights in "
         f"{out / 'final.pt'}" + ("" if encoder else " (encoder: random, no --encoder given)")
     )
-    if not args.no_plots:
+    if plots:
         _loss_plot("stage 2 (local)", out)
     return 0
 
@@ -281,6 +283,7 @@ def cmd_finetune(args: argparse.Namespace, *, baseline: bool = False) -> int:
 
     init = None if baseline else _existing_file(args.init, "--init")
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
     _checked(cfg)
     data = prepare(args, cfg, [args.num_labelled])
     train_ids, val_ids = _single_set(args, data)
@@ -298,13 +301,13 @@ def cmd_finetune(args: argparse.Namespace, *, baseline: bool = False) -> int:
         f"{res.best_score if res.best_score is not None else float('nan'):.3f} at iteration "
         f"{res.best_iteration}; weights in {out / 'best.pt'}"
     )
-    if not args.no_plots:
+    if plots:
         from contrastlocal.training.plots import plot_loss_curves
 
         plot_loss_curves(
             {"fine-tuning": {"loss": out / "metrics.jsonl"}}, out / "plots" / "loss_curves.png"
         )
-    _evaluate_and_report(res.network, cfg, data, data.splits.test, out, "test", not args.no_plots)
+    _evaluate_and_report(res.network, cfg, data, data.splits.test, out, "test", plots)
     return 0
 
 
@@ -320,6 +323,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = _existing_file(args.checkpoint, "--checkpoint")
     assert ckpt is not None
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
     data = prepare(args, cfg, None)
     if args.split == "test":
         ids: Sequence[str] = data.splits.test
@@ -336,5 +340,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError(msg)
     net = build_unet(cfg)
     load_weights(net, ckpt)
-    _evaluate_and_report(net, cfg, data, ids, Path(args.out), args.split, not args.no_plots)
+    _evaluate_and_report(net, cfg, data, ids, Path(args.out), args.split, plots)
     return 0
