@@ -516,7 +516,7 @@ def _old_run(root: Path) -> list[str]:
     return files
 
 
-def _plan(root: Path):  # noqa: ANN202
+def _plan(root: Path):
     from contrastlocal.training import plan_recipe, preset
 
     return plan_recipe(preset("acdc"), {1: [1]}, out=root)
@@ -565,3 +565,30 @@ def test_2_fresh_removes_every_stage_cell_and_report_but_not_the_cache(tmp_path)
     open_run_directory(root, preset("acdc"), resume=False, plan=_plan(root))
     assert sorted(p.name for p in root.iterdir()) == ["cache", "config.json"]
     assert not (root / FRESH_TRASH).exists()
+
+
+@pytest.mark.slow
+def test_8_sigterm_during_runs_prepare_is_its_one_line_and_143(tmp_path):
+    data = write_acdc_fixture(tmp_path / "many", num_patients=16, num_testing=0, seed=3)
+    out = tmp_path / "run"
+    args = _run_args(data, out)
+    args[args.index("--n4") + 1] = "default"  # slow enough to be caught in the middle
+    args[args.index("--workers") + 1] = "2"
+    with _reaped(_start(args)) as proc:
+        deadline = time.monotonic() + 240
+        while not list(out.glob("cache/acdc/*/parts/*.npz")):
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        sent = time.monotonic()
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - sent
+    assert elapsed < 5.0, f"run took {elapsed:.1f} s to stop"
+    assert proc.returncode == 143, err[-3000:]
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("contrastlocal run: prepare stopped by SIGTERM: ")
+    assert "cases are kept" in line
+    assert not (out / ".lock").exists()
+    assert not (out / "global").exists()

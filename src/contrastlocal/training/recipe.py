@@ -60,7 +60,6 @@ __all__ = [
     "RecipeResult",
     "open_run_directory",
     "run_cell",
-    "run_lock",
     "run_recipe",
     "run_stage",
 ]
