@@ -532,7 +532,7 @@ def check_resume(
     >>> check_resume(old, new, done=10, iterations=20, stage="finetune", source="ckpt.pt")
     Traceback (most recent call last):
     ...
-    contrastlocal.training.checkpoint.ResumeRefusedError: cannot resume stage 'finetune' from 'ckpt.pt': it was made with other settings (precision 'bf16' -> 'fp32'; upstream_weights 'aa' -> 'bb'); start it afresh (--fresh, or resume=False in Python) or use another output folder.
+    contrastlocal.training.checkpoint.ResumeRefusedError: cannot resume stage 'finetune' from 'ckpt.pt': it was made with different settings (precision 'bf16' -> 'fp32'; upstream_weights 'aa' -> 'bb'); start it afresh (--fresh, or resume=False in Python) or use another output folder.
     """  # noqa: E501
     skip = NON_TRAJECTORY_SETTINGS
     theirs = {k: v for k, v in _flat(_canonical(dict(saved))).items() if k not in skip}
@@ -545,7 +545,7 @@ def check_resume(
             for k in changed
         )
         msg = (
-            f"cannot resume stage {stage!r} from {where}: it was made with other settings "
+            f"cannot resume stage {stage!r} from {where}: it was made with different settings "
             f"({shown}); start it afresh (--fresh, or resume=False in Python) or use another "
             "output folder."
         )
