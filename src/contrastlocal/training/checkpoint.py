@@ -179,7 +179,7 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
             free = shutil.disk_usage(target.parent).free
             msg = (
                 f"no space left on device writing checkpoint {os.fspath(target)!r}: it needs "
-                f"{len(data) / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free"
+                f"{_size(len(data))}, {_size(free)} free"
             )
             raise OSError(errno.ENOSPC, msg) from None
         raise
@@ -187,6 +187,10 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:.1f} MiB" if num_bytes >= 2**20 else f"{num_bytes / 2**10:.0f} KiB"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
