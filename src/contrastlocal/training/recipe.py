@@ -217,7 +217,7 @@ def open_run_directory(
     """Check a run's settings, open its output directory and record them, before any work.
 
     The one place where a recipe run's directory is opened (rank 0 writes). In order:
-    :func:`~contrastlocal.training.validate_for_run` (device, precision, learning rates,
+    :func:`~contrastlocal.training.config.validate_for_run` (device, precision, learning rates,
     region counts); an interrupted ``--fresh`` is completed; with ``resume=False`` the previous
     run's files are invalidated atomically (all or nothing, see ``FRESH_TRASH``); with
     ``resume=True`` the cells of `plan` already on disk are checked against these settings
@@ -246,7 +246,7 @@ def open_run_directory(
     Raises
     ------
     ValueError
-        From :func:`~contrastlocal.training.validate_for_run`, or
+        From :func:`~contrastlocal.training.config.validate_for_run`, or
         :class:`~contrastlocal.training.checkpoint.ResumeRefusedError` when a cell on disk was
         made with other settings or more iterations.
 
