@@ -34,6 +34,11 @@ else:
 """
 
 
+def _child_env():
+    # this tree's package first (not another checkout an editable install may point at)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+
+
 def _run(stage, out, **overrides):
     data = volumes()
     cfg = tiny_config()
@@ -55,7 +60,7 @@ def test_killed_stage_resumes_to_identical_weights(tmp_path, stage):
     )
     proc = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True,
-        text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+        text=True, timeout=300, env=_child_env(), check=False,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir() if p.suffix == ".pt")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,40 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def _plots_wanted(args: argparse.Namespace) -> bool:
+    """Whether to draw: not ``--no-plots`` and matplotlib installed (else warn now, skip them)."""
+    if args.no_plots:
+        return False
+    import warnings
+
+    from contrastlocal._deps import optional
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = optional("matplotlib", extra="torch", purpose="the plots")
+    for w in caught:
+        print(f"contrastlocal {args.command}: warning: {w.message}", file=sys.stderr, flush=True)
+    return found is not None
+
+
+def _out_folder(path: str | os.PathLike[str] | None) -> Path | None:
+    """``--out`` as a folder: refuse a path that names an existing file (one line)."""
+    if path is None:
+        return None
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        msg = f"`--out` {os.fspath(out)!r} exists and is not a folder."
+        raise UsageError(msg)
+    return out
+
+
+def _checked(cfg: ExperimentConfig) -> None:
+    """Refuse settings that could only fail (or be ignored) later, before any work."""
+    from contrastlocal.training.config import validate_for_run
+
+    _usage(validate_for_run, cfg)
+
+
 # ------------------------------------------------------------------------------------ demo
 def cmd_demo(args: argparse.Namespace) -> int:
     """``contrastlocal demo``: the recipe on synthetic phantoms, table and plots."""
@@ -43,15 +78,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if len(set(seeds)) != len(seeds) or any(s < 0 for s in seeds):
         msg = f"`--seeds` must be distinct non-negative integers; got {seeds}."
         raise UsageError(msg)
-    out = None if args.out is None else Path(args.out)
-    if out is not None and out.exists() and not out.is_dir():
-        msg = f"`--out` {os.fspath(out)!r} exists and is not a folder."
-        raise UsageError(msg)
+    out = _out_folder(args.out)
+    plots = _plots_wanted(args)  # a missing matplotlib is said now, not after the training
     t0 = time.perf_counter()
     results = run_demo(
         out, seeds=tuple(seeds), quick=args.quick, progress=not args.no_progress, log=say
     )
-    if out is not None and not args.no_plots:
+    if out is not None and plots:
         for p in demo_plots(out, results, seeds=seeds, quick=args.quick):
             say(f"wrote {p}")
     say(f"demo finished in {time.perf_counter() - t0:.0f} s")
@@ -69,8 +102,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         run_recipe,
         select_labelled,
     )
+    from contrastlocal.training.recipe import run_lock
 
     cfg = experiment(args, args.dataset)
+    _out_folder(args.out)
+    _checked(cfg)  # device, precision, learning rates, region counts: before any work
+    plots = _plots_wanted(args)
     names = ("--num-labelled", "--combinations")
     if args.splits == "paper":  # fail before preparing anything
         _usage(
@@ -85,33 +122,34 @@ def cmd_run(args: argparse.Namespace) -> int:
     # under torchrun: the process group first; rank 0 prepares the cache, the others reuse it
     init_distributed(cfg.runtime.device)
     main = is_main_process()
-    with main_process_first():
-        data = prepare(args, cfg, args.num_labelled)
-    _usage(
-        select_labelled,
-        data.labelled(),
-        args.num_labelled,
-        args.combinations,
-        where=f"{cfg.dataset!r} ({args.splits} splits of {os.fspath(data.root)!r})",
-        names=names,
-    )
-    log = say if main else _quiet  # one report per run: rank 0 prints, as it alone writes
-    log(f"cache ready: {data.cache} ({time.perf_counter() - t0:.0f} s)")
-    paper = args.splits == "paper" and cfg.dataset != "cityscapes"
-    result = run_recipe(
-        data.pretrain_volumes(),
-        data.finetune_volumes(),
-        data.test_volumes(),
-        cfg,
-        out=args.out,
-        num_labelled=args.num_labelled,
-        combinations=args.combinations,
-        resume=not args.fresh,
-        plots=not args.no_plots,
-        tag_config=paper,
-        data_tag=f"{args.splits}:{data.cache.name}",
-        log=log,
-    )
+    with run_lock(args.out):  # one run per output folder (rank 0 holds it), the cache too
+        with main_process_first():
+            data = prepare(args, cfg, args.num_labelled)
+        _usage(
+            select_labelled,
+            data.labelled(),
+            args.num_labelled,
+            args.combinations,
+            where=f"{cfg.dataset!r} ({args.splits} splits of {os.fspath(data.root)!r})",
+            names=names,
+        )
+        log = say if main else _quiet  # one report per run: rank 0 prints, as it alone writes
+        log(f"cache ready: {data.cache} ({time.perf_counter() - t0:.0f} s)")
+        paper = args.splits == "paper" and cfg.dataset != "cityscapes"
+        result = run_recipe(
+            data.pretrain_volumes(),
+            data.finetune_volumes(),
+            data.test_volumes(),
+            cfg,
+            out=args.out,
+            num_labelled=args.num_labelled,
+            combinations=args.combinations,
+            resume=not args.fresh,
+            plots=plots,
+            tag_config=paper,
+            data_tag=f"{args.splits}:{data.cache.name}",
+            log=log,
+        )
     return 0 if result.finite else 1
 
 
@@ -161,6 +199,8 @@ def cmd_pretrain_global(args: argparse.Namespace) -> int:
     from contrastlocal.training.report import pretrain_plots
 
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
+    _checked(cfg)
     data = prepare(args, cfg, None)
     volumes = data.volumes(data.splits.pretrain, native=False)
     out = Path(args.out)
@@ -169,7 +209,7 @@ def cmd_pretrain_global(args: argparse.Namespace) -> int:
         f"stage 1 done: {res.iterations} iterations, {res.seconds:.0f} s; weights in "
         f"{out / 'final.pt'}"
     )
-    if not args.no_plots:
+    if plots:
         _loss_plot("stage 1 (global)", out)
         pretrain_plots(cfg, volumes, out / "final.pt", out / "plots", "stage 1")
     return 0
@@ -187,6 +227,8 @@ def cmd_pretrain_local(args: argparse.Namespace) -> int:
 
     encoder = _existing_file(args.encoder, "--encoder")
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
+    _checked(cfg)
     data = prepare(args, cfg, None)
     volumes = data.volumes(data.splits.pretrain, native=False)
     out = Path(args.out)
@@ -195,7 +237,7 @@ def cmd_pretrain_local(args: argparse.Namespace) -> int:
         f"stage 2 done: {res.iterations} iterations, {res.seconds:.0f} s; weights in "
         f"{out / 'final.pt'}" + ("" if encoder else " (encoder: random, no --encoder given)")
     )
-    if not args.no_plots:
+    if plots:
         _loss_plot("stage 2 (local)", out)
     return 0
 
@@ -241,6 +283,8 @@ def cmd_finetune(args: argparse.Namespace, *, baseline: bool = False) -> int:
 
     init = None if baseline else _existing_file(args.init, "--init")
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
+    _checked(cfg)
     data = prepare(args, cfg, [args.num_labelled])
     train_ids, val_ids = _single_set(args, data)
     if args.splits == "paper" and cfg.dataset != "cityscapes":
@@ -257,13 +301,13 @@ def cmd_finetune(args: argparse.Namespace, *, baseline: bool = False) -> int:
         f"{res.best_score if res.best_score is not None else float('nan'):.3f} at iteration "
         f"{res.best_iteration}; weights in {out / 'best.pt'}"
     )
-    if not args.no_plots:
+    if plots:
         from contrastlocal.training.plots import plot_loss_curves
 
         plot_loss_curves(
             {"fine-tuning": {"loss": out / "metrics.jsonl"}}, out / "plots" / "loss_curves.png"
         )
-    _evaluate_and_report(res.network, cfg, data, data.splits.test, out, "test", not args.no_plots)
+    _evaluate_and_report(res.network, cfg, data, data.splits.test, out, "test", plots)
     return 0
 
 
@@ -279,6 +323,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ckpt = _existing_file(args.checkpoint, "--checkpoint")
     assert ckpt is not None
     cfg = experiment(args, args.dataset)
+    plots = _plots_wanted(args)
     data = prepare(args, cfg, None)
     if args.split == "test":
         ids: Sequence[str] = data.splits.test
@@ -295,5 +340,5 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise UsageError(msg)
     net = build_unet(cfg)
     load_weights(net, ckpt)
-    _evaluate_and_report(net, cfg, data, ids, Path(args.out), args.split, not args.no_plots)
+    _evaluate_and_report(net, cfg, data, ids, Path(args.out), args.split, plots)
     return 0

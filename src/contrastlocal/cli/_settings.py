@@ -84,6 +84,13 @@ def _check_device(device: str) -> None:
         if not torch.cuda.is_available():
             msg = f"`--device {device}` was asked for but CUDA is not available on this machine."
             raise UsageError(msg)
+    elif device.startswith("mps"):
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            msg = f"`--device {device}` was asked for but MPS is not available on this machine."
+            raise UsageError(msg)
 
 
 def experiment(args: argparse.Namespace, dataset: str) -> ExperimentConfig:

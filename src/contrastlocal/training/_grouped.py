@@ -37,13 +37,14 @@ from ..models import GroupedUNet, UNet
 from ._graphs import StepMode, TrainStep
 from ._logging import MetricsLog
 from ._loop import autocast_context, derive_seed
-from .checkpoint import architecture_signature, save_checkpoint
+from .checkpoint import architecture_signature, save_checkpoint, stage_key
 from .config import ExperimentConfig
 from .evaluation import Volume, evaluate
 from .stages import (
     _FINETUNE,
     StageResult,
     _check_volumes,
+    _fingerprint,
     _generator,
     _images,
     _initialise,
@@ -367,6 +368,8 @@ class _Cell:
     best_iteration: int | None = None
     best_score: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
+    #: the resume key's device type, precision and upstream weights, as ``finetune`` stores them
+    numerics: tuple[str, str, str | None] = ("cpu", "fp32", None)
 
 
 def _write_outputs(stage_dir: Path, last: UNet, c: _Cell) -> None:
@@ -383,8 +386,13 @@ def _write_outputs(stage_dir: Path, last: UNet, c: _Cell) -> None:
             {"stage": "finetune", "iteration": c.best_iteration, "architecture": signature,
              "model": c.best_state, "score": c.best_score, "metric": "val_dice"},
         )
-    settings = _settings(
-        c.cfg, "finetune", c.train, val=[v.case_id for v in c.val], init=sorted(c.copied)
+    settings = stage_key(
+        _settings(
+            c.cfg, "finetune", c.train, val=[v.case_id for v in c.val], init=sorted(c.copied)
+        ),
+        device_type=c.numerics[0],
+        precision=c.numerics[1],
+        upstream=c.numerics[2],
     )
     save_checkpoint(
         stage_dir / "final.pt",
@@ -474,7 +482,8 @@ def finetune_grouped(
         unets.append(unet)
         states.append(
             _Cell(cell_cfg, cell.train, cell.val, _SliceBank(cell.train, 1, rt.device), copied,
-                  [], [])
+                  [], [], numerics=(rt.device.type, rt.precision,
+                                    _fingerprint(None if cell.baseline else cell.init)))
         )
     grouped = GroupedUNet.from_unets([u.to(dtype) for u in unets]).to(rt.device)
     if rt.channels_last:

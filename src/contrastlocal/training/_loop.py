@@ -25,10 +25,12 @@ from ._logging import MetricsLog, Progress
 from .checkpoint import (
     architecture_signature,
     check_architecture,
+    check_resume,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
+    stage_key,
 )
 
 __all__ = ["LoopResult", "LoopSpec", "derive_seed", "run_loop"]
@@ -87,6 +89,10 @@ class LoopSpec:
     export: nn.Module | None = None
     #: ids of the parameters whose gradients a DDP wrapper averages (the loop averages the rest)
     ddp_managed: frozenset[int] = frozenset()
+    #: :func:`~.checkpoint.weights_fingerprint` of the weights the stage starts from (None: random)
+    upstream: str | None = None
+    #: the autocast precision in effect ("fp32", "bf16", "fp16"); part of the resume key
+    precision: str = "fp32"
 
 
 @dataclass
@@ -103,12 +109,6 @@ class LoopResult:
     final_checkpoint: Path | None
     best_checkpoint: Path | None
     best_state: dict[str, torch.Tensor] | None = None
-
-
-def _fingerprint(settings: Mapping[str, Any]) -> dict[str, Any]:
-    # settings that do not change the trajectory may differ between a run and its resume
-    skip = {"iterations", "log_every", "checkpoint_every", "progress"}
-    return {k: v for k, v in settings.items() if k not in skip}
 
 
 def _non_finite_error(name: str, iteration: int, last_good: Path | None) -> FloatingPointError:
@@ -165,6 +165,13 @@ class _Loop:
         self.ckpt_dir = None if spec.stage_dir is None else spec.stage_dir / "checkpoints"
         self.best_path = None if spec.stage_dir is None else spec.stage_dir / "best.pt"
         self.signature = architecture_signature(spec.model)
+        # everything that determines the trajectory: settings, upstream weights, numerics
+        self.key = stage_key(
+            spec.settings,
+            upstream=spec.upstream,
+            device_type=spec.device.type,
+            precision=spec.precision,
+        )
         self.export = spec.model if spec.export is None else spec.export
         self.export_signature = architecture_signature(self.export)
         self.start = 0
@@ -185,16 +192,14 @@ class _Loop:
             return
         data = load_checkpoint(latest, map_location=spec.device)
         check_architecture(data["architecture"], spec.model, repr(str(latest)))
-        theirs = _fingerprint(data.get("settings", {}))
-        ours = _fingerprint(spec.settings)
-        if theirs != ours:
-            changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
-            msg = (
-                f"cannot resume stage {spec.name!r} from {latest}: it was written with "
-                f"different settings ({', '.join(changed)}); pass resume=False or use "
-                "another output folder."
-            )
-            raise ValueError(msg)
+        check_resume(
+            data.get("settings", {}),
+            self.key,
+            done=int(data["iteration"]),
+            iterations=spec.iterations,
+            stage=spec.name,
+            source=latest,
+        )
         spec.model.load_state_dict(data["model"])
         spec.optimizer.load_state_dict(data["optimizer"])
         if spec.scaler is not None and data.get("scaler"):
@@ -244,7 +249,7 @@ class _Loop:
             "scaler": None if spec.scaler is None else spec.scaler.state_dict(),
             "rng": rng,
             "sampler": None if spec.sampler_position is None else spec.sampler_position(iteration),
-            "settings": spec.settings,
+            "settings": self.key,
             "best_score": self.best.score,
             "best_iteration": self.best.iteration,
         }
@@ -372,7 +377,7 @@ class _Loop:
                     "iteration": spec.iterations,
                     "architecture": self.export_signature,
                     "model": self.export.state_dict(),
-                    "settings": spec.settings,
+                    "settings": self.key,
                 },
             )
             _distributed.barrier()

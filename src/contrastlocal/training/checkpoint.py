@@ -9,10 +9,13 @@ them with ``weights_only=True``: they hold tensors, numbers, strings and nested 
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import io
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -158,17 +161,36 @@ def save_checkpoint(path: str | Path, payload: Mapping[str, Any]) -> Path:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # serialised in memory, then written with ordinary file I/O: a full disk is an OSError
+    # (ENOSPC, with the space needed and free), not an error deep inside the zip writer
+    buffer = io.BytesIO()
+    torch.save(dict(payload), buffer)
+    data = buffer.getbuffer()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(dict(payload), fh)
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp_name, target)
+    except OSError as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        if err.errno == errno.ENOSPC:
+            free = shutil.disk_usage(target.parent).free
+            msg = (
+                f"no space left on device writing checkpoint {os.fspath(target)!r}: it needs "
+                f"{_size(len(data))}, {_size(free)} free"
+            )
+            raise OSError(errno.ENOSPC, msg) from None
+        raise
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target
+
+
+def _size(num_bytes: int) -> str:
+    return f"{num_bytes / 2**20:.1f} MiB" if num_bytes >= 2**20 else f"{num_bytes / 2**10:.0f} KiB"
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -457,6 +479,18 @@ def _canonical(value: Any) -> Any:
     return json.loads(json.dumps(value, sort_keys=True, default=str))
 
 
+def _flat(value: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted keys (``model.image_size``), so a message names the leaf."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(item, Mapping) and item:
+            out.update(_flat(item, name + "."))
+        else:
+            out[name] = item
+    return out
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
@@ -502,10 +536,11 @@ def check_resume(
     >>> check_resume(old, new, done=10, iterations=20, stage="finetune", source="ckpt.pt")
     Traceback (most recent call last):
     ...
-    contrastlocal.training.checkpoint.ResumeRefusedError: cannot resume stage 'finetune' from 'ckpt.pt': it was made with other settings (precision 'bf16' -> 'fp32'; upstream_weights 'aa' -> 'bb'); start it afresh (--fresh, or resume=False in Python) or use another output folder.
+    contrastlocal.training.checkpoint.ResumeRefusedError: cannot resume stage 'finetune' from 'ckpt.pt': it was made with different settings (precision 'bf16' -> 'fp32'; upstream_weights 'aa' -> 'bb'); start it afresh (--fresh, or resume=False in Python) or use another output folder.
     """  # noqa: E501
-    theirs = {k: v for k, v in _canonical(dict(saved)).items() if k not in NON_TRAJECTORY_SETTINGS}
-    ours = {k: v for k, v in _canonical(dict(current)).items() if k not in NON_TRAJECTORY_SETTINGS}
+    skip = NON_TRAJECTORY_SETTINGS
+    theirs = {k: v for k, v in _flat(_canonical(dict(saved))).items() if k not in skip}
+    ours = {k: v for k, v in _flat(_canonical(dict(current))).items() if k not in skip}
     where = repr(os.fspath(source))
     if theirs != ours:
         changed = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
@@ -514,7 +549,7 @@ def check_resume(
             for k in changed
         )
         msg = (
-            f"cannot resume stage {stage!r} from {where}: it was made with other settings "
+            f"cannot resume stage {stage!r} from {where}: it was made with different settings "
             f"({shown}); start it afresh (--fresh, or resume=False in Python) or use another "
             "output folder."
         )

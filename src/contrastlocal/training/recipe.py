@@ -31,7 +31,8 @@ from torch import nn
 
 from ..data.volumes import Volume
 from . import _distributed
-from .config import ExperimentConfig, config_to_dict
+from .checkpoint import check_resume, latest_checkpoint, load_checkpoint
+from .config import ExperimentConfig, ResolvedRuntime, config_to_dict, validate_for_run
 from .evaluation import EvaluationResult, evaluate
 from .plan import (
     RUN_LAYOUT,
@@ -44,7 +45,14 @@ from .plan import (
     select_labelled,
 )
 from .results import INIT_LABELS
-from .stages import StageResult, finetune, pretrain_global, pretrain_local, train_baseline
+from .stages import (
+    StageResult,
+    _check_volumes,
+    finetune,
+    pretrain_global,
+    pretrain_local,
+    train_baseline,
+)
 
 __all__ = [
     "CellOutcome",
@@ -67,25 +75,180 @@ def _silent(_text: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ running
-def open_run_directory(
-    out: str | os.PathLike[str] | None, config: ExperimentConfig
-) -> Path | None:
-    """Create a run's output directory and record its settings, before any work starts.
+#: Where ``--fresh`` moves the previous run's files (with the list of what it moves) before
+#: deleting them: its presence means an invalidation is under way and must be completed.
+FRESH_TRASH = ".fresh-trash"
+_REPORT_FILES = ("config.json", "results.json", "results.md", "results.csv", "evaluation.json",
+                 "plots")
+# run directories this process holds the lock of (nested run_lock calls are no-ops)
+_HELD: set[Path] = set()
 
-    The one place where a recipe run's directory is opened (rank 0 writes): ``config.json``
-    holds :func:`~contrastlocal.training.config_to_dict` of `config`.
+
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike[str] | None) -> Iterator[None]:
+    """Hold the lock of a run's output directory (rank 0; ``contrastlocal._lock``).
+
+    A second run into the same directory is refused with one line naming the holder
+    (:class:`~contrastlocal._lock.LockHeldError`); a lock left by a killed process is taken
+    over with a warning. Re-entrant within one process (``contrastlocal run`` takes it before
+    preparing the cache, :func:`run_recipe` again).
+    """
+    if out is None or not _distributed.is_main():
+        yield
+        return
+    from .._lock import DirectoryLock
+
+    path = Path(out)
+    path.mkdir(parents=True, exist_ok=True)
+    key = path.resolve()
+    if key in _HELD:
+        yield
+        return
+    with DirectoryLock(path, purpose=f"contrastlocal run into {os.fspath(path)!r}"):
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+
+
+def _finish_fresh(root: Path) -> None:
+    """Complete an invalidation: move every listed item into the trash, then delete it."""
+    import shutil
+
+    trash = root / FRESH_TRASH
+    items = json.loads((trash / "items.json").read_text())
+    for i, name in enumerate(items):
+        item = root / name
+        if item.exists() or item.is_symlink():
+            os.replace(item, trash / f"{i:05d}")
+    shutil.rmtree(trash)
+    for name in items:  # folders left empty (``finetune/``)
+        parent = (root / name).parent
+        while parent != root and parent.is_dir() and not any(parent.iterdir()):
+            parent.rmdir()
+            parent = parent.parent
+
+
+def _invalidate(root: Path, plan: RecipePlan | None) -> None:
+    """``--fresh``: remove everything a previous run left that this one would read, atomically.
+
+    The list of items is written first and published by renaming its folder to
+    :data:`FRESH_TRASH`; then each item is moved into it (a rename) and the folder deleted. A
+    process killed before the publication leaves the old state whole; after it, the next run
+    (fresh or not) completes the invalidation before reading anything, so nothing half-removed
+    is ever resumed.
+    """
+    names = [n for n in _REPORT_FILES if (root / n).exists()]
+    dirs: list[Path | None] = []
+    if plan is not None:
+        dirs = [c.directory for c in plan.stages] + [c.directory for c in plan.cells]
+    for d in dirs:
+        if d is not None and (d.exists() or d.is_symlink()):
+            names.append(os.path.relpath(d, root))
+    if not names:
+        return
+    staging = root / f"{FRESH_TRASH}.{os.getpid()}"
+    staging.mkdir()
+    (staging / "items.json").write_text(json.dumps(names))
+    os.replace(staging, root / FRESH_TRASH)  # published: from here on it is completed
+    _finish_fresh(root)
+
+
+def _recover(root: Path) -> None:
+    """Complete an interrupted ``--fresh`` and drop unpublished ones (before any reading)."""
+    import shutil
+
+    for staging in root.glob(f"{FRESH_TRASH}.*"):
+        shutil.rmtree(staging, ignore_errors=True)
+    if (root / FRESH_TRASH / "items.json").is_file():
+        _finish_fresh(root)
+    elif (root / FRESH_TRASH).exists():
+        shutil.rmtree(root / FRESH_TRASH)
+
+
+def _check_present(plan: RecipePlan, runtime: ResolvedRuntime) -> None:
+    """Make the resume checks possible before any work, for each cell with a checkpoint.
+
+    Compares what is known up front (seed, model, the stage's settings, device type and
+    precision, the iterations done); the loop checks the rest (volumes, upstream weights).
+    """
+    cells: list[tuple[str, ExperimentConfig, Path | None, dict[str, Any]]] = []
+    for st in plan.stages:
+        section = "global_stage" if st.kind == "global" else "local_stage"
+        cells.append((st.kind, st.config, st.directory, config_to_dict(getattr(st.config,
+                                                                               section))))
+    for cell in plan.cells:
+        settings = config_to_dict(cell.config.finetune)
+        if cell.source is None:
+            settings["augment"] = True  # the baseline always augments
+        cells.append(("finetune", cell.config, cell.directory, settings))
+    for name, cfg, directory, settings in cells:
+        latest = None if directory is None else latest_checkpoint(directory / "checkpoints")
+        if latest is None:
+            continue
+        data = load_checkpoint(latest)
+        saved = data.get("settings", {})
+        current = {
+            "seed": cfg.seed,
+            "model": config_to_dict(cfg.model),
+            **settings,
+            "device_type": runtime.device_type,
+            "precision": runtime.precision,
+        }
+        known = {k: v for k, v in current.items() if k in saved}
+        check_resume(
+            {k: saved[k] for k in known},
+            known,
+            done=int(data.get("iteration", 0)),
+            iterations=int(settings["iterations"]),
+            stage=name,
+            source=latest,
+        )
+
+
+def open_run_directory(
+    out: str | os.PathLike[str] | None,
+    config: ExperimentConfig,
+    *,
+    resume: bool = True,
+    plan: RecipePlan | None = None,
+) -> Path | None:
+    """Check a run's settings, open its output directory and record them, before any work.
+
+    The one place where a recipe run's directory is opened (rank 0 writes). In order:
+    :func:`~contrastlocal.training.config.validate_for_run` (device, precision, learning rates,
+    region counts); an interrupted ``--fresh`` is completed; with ``resume=False`` the previous
+    run's files are invalidated atomically (all or nothing, see ``FRESH_TRASH``); with
+    ``resume=True`` the cells of `plan` already on disk are checked against these settings
+    (a mismatch is refused, one line naming what changed); only then is ``config.json``
+    written: :func:`~contrastlocal.training.config_to_dict` of `config`, with ``runtime.device``
+    and ``runtime.amp`` replaced by the device and precision actually used (``"auto"``
+    resolved).
 
     Parameters
     ----------
     out : path or None
-        The directory (None: nothing is written).
+        The directory (None: nothing is written; the settings are still checked).
     config : ExperimentConfig
         The run's settings.
+    resume : bool, default True
+        False: start afresh (``--fresh``), removing the previous run's stages, cells and
+        reports first.
+    plan : RecipePlan, optional
+        The cells of the run (what is invalidated or checked).
 
     Returns
     -------
     Path or None
         `out` as a path.
+
+    Raises
+    ------
+    ValueError
+        From :func:`~contrastlocal.training.config.validate_for_run`, or
+        :class:`~contrastlocal.training.checkpoint.ResumeRefusedError` when a cell on disk was
+        made with other settings or more iterations.
 
     Examples
     --------
@@ -97,13 +260,42 @@ def open_run_directory(
     ...     json.loads((path / "config.json").read_text())["dataset"]
     'acdc'
     """
+    runtime = validate_for_run(config)
     if out is None:
         return None
     path = Path(out)
-    if _distributed.is_main():
+    main = _distributed.is_main()
+    if main:
         path.mkdir(parents=True, exist_ok=True)
-        (path / "config.json").write_text(json.dumps(config_to_dict(config), indent=2) + "\n")
+        _recover(path)
+        if not resume:
+            _invalidate(path, plan)
+    _distributed.barrier()
+    if resume and plan is not None:  # every rank: a refusal stops them all alike
+        _check_present(plan, runtime)
+    if main:
+        record = config_to_dict(config)
+        record["runtime"]["amp"] = _amp_used(config.runtime.amp, runtime)
+        record["runtime"]["device"] = runtime.device
+        _atomic_write(path / "config.json", json.dumps(record, indent=2) + "\n")
+    _distributed.barrier()
     return path
+
+
+def _amp_used(asked: str, runtime: ResolvedRuntime) -> str:
+    """``runtime.amp`` as run: the precision in effect ("none" for fp32)."""
+    if runtime.precision == "fp32":
+        return "none" if asked in ("auto", "none") else asked
+    return runtime.precision
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def run_stage(
@@ -384,37 +576,41 @@ def run_recipe(
     t0 = time.perf_counter()
     with threads_of(config):
         _distributed.init_distributed(config.runtime.device)
-        main = _distributed.is_main()
-        say = log if (log is not None and main) else _silent
-        available = {n: sorted(v) for n, v in splits.items()}
-        labelled = select_labelled(available, num_labelled, combinations)
-        plan = plan_recipe(
-            config,
-            labelled,
-            out=out,
-            layout=layout,
-            rows=rows,
-            tag_config=tag_config,
-            data_tag=data_tag,
-        )
-        root = open_run_directory(out, config)
-        stages = _pretrain(plan, pretrain, resume, say)
-        outcomes = _finetune_all(plan, splits, test, stages, resume, say, on_cell)
-        result = RecipeResult(plan, {r: {} for r in plan.rows}, outcomes, stages, root)
-        for o in outcomes:
-            result.results[o.cell.init].setdefault(str(o.cell.num_labelled), []).append(
-                o.evaluation.mean_dice
+        with run_lock(out):
+            main = _distributed.is_main()
+            say = log if (log is not None and main) else _silent
+            available = {n: sorted(v) for n, v in splits.items()}
+            labelled = select_labelled(available, num_labelled, combinations)
+            plan = plan_recipe(
+                config,
+                labelled,
+                out=out,
+                layout=layout,
+                rows=rows,
+                tag_config=tag_config,
+                data_tag=data_tag,
             )
-        if main and root is not None:
-            from .report import write_recipe_report
+            # every volume usable by both pre-training stages, before any training
+            _check_volumes(pretrain, "pretrain", config, partitions=max(
+                config.global_stage.num_partitions, config.local_stage.num_partitions))
+            root = open_run_directory(out, config, resume=resume, plan=plan)
+            stages = _pretrain(plan, pretrain, resume, say)
+            outcomes = _finetune_all(plan, splits, test, stages, resume, say, on_cell)
+            result = RecipeResult(plan, {r: {} for r in plan.rows}, outcomes, stages, root)
+            for o in outcomes:
+                result.results[o.cell.init].setdefault(str(o.cell.num_labelled), []).append(
+                    o.evaluation.mean_dice
+                )
+            if main and root is not None:
+                from .report import write_recipe_report
 
-            result.files = write_recipe_report(result, pretrain, plots=plots, log=say)
-        elif main:
-            from .results import format_results_table
+                result.files = write_recipe_report(result, pretrain, plots=plots, log=say)
+            elif main:
+                from .results import format_results_table
 
-            say(format_results_table(result.results, title=_title(config)))
-        result.seconds = time.perf_counter() - t0
-        say(f"total {result.seconds:.0f} s")
+                say(format_results_table(result.results, title=_title(config)))
+            result.seconds = time.perf_counter() - t0
+            say(f"total {result.seconds:.0f} s")
     return result
 
 

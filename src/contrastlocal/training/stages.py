@@ -41,7 +41,7 @@ from ..nn import GlobalContrastiveLoss
 from ..samplers import PartitionBatchSampler
 from . import _distributed
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import load_checkpoint, load_weights, weights_fingerprint
 from .config import (
     ExperimentConfig,
     FinetuneConfig,
@@ -134,20 +134,32 @@ class _Runtime:
     progress: bool
     scaler: Any
     sync_batchnorm: bool = False
+    #: the autocast precision in effect ("fp32", "bf16", "fp16"), part of the resume key
+    precision: str = "fp32"
 
 
 def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
     rt = config.runtime
     device = _distributed.local_device(_resolve_device(rt.device))  # torchrun: rank's GPU
+    if rt.amp in ("fp16", "bf16") and device.type != "cuda":
+        # never drop a precision silently: the run would record one it does not use
+        msg = (
+            f"`runtime.amp` is {rt.amp!r} but the device {str(device)!r} cannot run {rt.amp} "
+            "autocast (only CUDA can); use runtime.amp='none' (fp32) or 'auto'."
+        )
+        raise ValueError(msg)
     if rt.num_threads is not None:
         torch.set_num_threads(rt.num_threads)  # restored by @_isolated when the stage returns
     amp = rt.amp if device.type == "cuda" else "none"
     channels_last = rt.channels_last if rt.channels_last is not None else device.type == "cuda"
     scaler = None
+    precision = "fp32"
     if device.type == "cuda" and amp != "none":
         from ._loop import resolve_amp_dtype
 
-        if resolve_amp_dtype(device, amp) == torch.float16:
+        dtype = resolve_amp_dtype(device, amp)
+        precision = "fp16" if dtype == torch.float16 else "bf16"
+        if dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
     return _Runtime(
         device=device,
@@ -157,6 +169,7 @@ def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
         progress=(rt.progress if progress is None else progress) and _distributed.is_main(),
         scaler=scaler,
         sync_batchnorm=rt.sync_batchnorm,
+        precision=precision,
     )
 
 
@@ -183,11 +196,22 @@ def build_unet(config: ExperimentConfig) -> UNet:
     return UNet(in_channels=m.in_channels, out_channels=m.num_classes, channels=m.channels)
 
 
+def _fingerprint(init: nn.Module | str | os.PathLike[str] | None) -> str | None:
+    """Resume-key digest of the weights a stage starts from (module or checkpoint path)."""
+    return weights_fingerprint(init if isinstance(init, (nn.Module, type(None))) else Path(init))
+
+
 def _stage_dir(out: str | os.PathLike[str] | None) -> Path | None:
     return None if out is None else Path(out)
 
 
-def _check_volumes(volumes: Sequence[Volume], name: str, config: ExperimentConfig) -> None:
+def _check_volumes(
+    volumes: Sequence[Volume], name: str, config: ExperimentConfig, *, partitions: int = 1
+) -> None:
+    """Refuse volumes a stage cannot use, naming the case (not its position).
+
+    `partitions`: the slices per volume a pre-training stage needs (its ``num_partitions``).
+    """
     if len(volumes) == 0:
         msg = f"`{name}` must hold at least one volume; got none."
         raise ValueError(msg)
@@ -211,6 +235,14 @@ def _check_volumes(volumes: Sequence[Volume], name: str, config: ExperimentConfi
                 f"`model.in_channels` is {config.model.in_channels}."
             )
             raise ValueError(msg)
+    short = [v.case_id for v in volumes if v.num_slices < partitions]
+    if short:
+        msg = (
+            f"`{name}`: case(s) {short} have fewer slices than the {partitions} partitions of "
+            "pre-training (every partition needs a slice of each volume); drop these cases or "
+            "lower num_partitions."
+        )
+        raise ValueError(msg)
 
 
 def _with_overrides(
@@ -373,6 +405,7 @@ def _loop_options(
     out: str | os.PathLike[str] | None,
     resume: bool,
     callback: Callable[[int, dict[str, Any]], None] | None,
+    upstream: str | None = None,
 ) -> dict[str, Any]:
     """Return the ``LoopSpec`` fields every stage fills alike: schedule, runtime and output."""
     return {
@@ -385,6 +418,8 @@ def _loop_options(
         "progress": rt.progress,
         "scaler": rt.scaler,
         "callback": callback,
+        "upstream": upstream,
+        "precision": rt.precision,
     }
 
 
@@ -519,7 +554,7 @@ def pretrain_global(
     """
     cfg = _with_overrides(config, "global_stage", overrides)
     st = cfg.global_stage
-    _check_volumes(volumes, "volumes", cfg)
+    _check_volumes(volumes, "volumes", cfg, partitions=st.num_partitions)
     rt = _runtime(cfg, progress)
     bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _GLOBAL)
     net = _global_network(build_unet(cfg), cfg.model)
@@ -662,7 +697,7 @@ def pretrain_local(
     """
     cfg = _with_overrides(config, "local_stage", overrides)
     st = cfg.local_stage
-    _check_volumes(volumes, "volumes", cfg)
+    _check_volumes(volumes, "volumes", cfg, partitions=st.num_partitions)
     rt = _runtime(cfg, progress)
     source = _encoder_source(encoder, cfg)
     bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _LOCAL)
@@ -697,7 +732,7 @@ def pretrain_local(
             sampler_position=stream.position,
             export=net,
             ddp_managed=managed,
-            **_loop_options(st, rt, out, resume, callback),
+            **_loop_options(st, rt, out, resume, callback, weights_fingerprint(source)),
         )
     )
     return _result(net, loop, out, copied)
@@ -783,7 +818,7 @@ def pretrain_joint(
     """
     cfg = _with_overrides(config, "local_stage", overrides)
     gs, ls = cfg.global_stage, cfg.local_stage
-    _check_volumes(volumes, "volumes", cfg)
+    _check_volumes(volumes, "volumes", cfg, partitions=gs.num_partitions)
     rt = _runtime(cfg, progress)
     bank, stream = _partition_stream(volumes, gs, rt.device, cfg.seed, _JOINT)
     unet = build_unet(cfg)
@@ -1016,7 +1051,7 @@ def finetune(
             validate=validate if len(val) else None,
             validate_every=st.validate_every,
             ddp_managed=managed,
-            **_loop_options(st, rt, out, resume, callback),
+            **_loop_options(st, rt, out, resume, callback, _fingerprint(init)),
         )
     )
     if loop.best_checkpoint is not None:
