@@ -543,7 +543,7 @@ def _fidelity_value(current: FidelityConfig, value: Any) -> FidelityConfig:
 
 
 def _fidelity_sections(fid: FidelityConfig, num_partitions: int) -> dict[str, dict[str, Any]]:
-    """The section settings a fidelity gives on the paper's datasets (text or code values).
+    """Return the section settings a fidelity gives on the paper's datasets (text or code values).
 
     B (``fidelity.global_batch``) is a number of slices: ``volumes_per_batch × S``.
     """

@@ -32,7 +32,7 @@ from torch import nn
 from ..data.volumes import Volume
 from . import _distributed
 from .config import ExperimentConfig, config_to_dict
-from .evaluation import EvaluationResult, evaluate
+from .evaluation import DATASET_DICE_DEFINITIONS, EvaluationResult, evaluate
 from .plan import (
     RUN_LAYOUT,
     FinetuneCell,
@@ -471,6 +471,7 @@ def _finetune_all(
             test,
             num_classes=cell.config.model.num_classes,
             device=next(res.network.parameters()).device,
+            dice_definition=DATASET_DICE_DEFINITIONS.get(cell.config.dataset),
         )
         outcome = CellOutcome(cell, res, ev, time.perf_counter() - t)
         outcomes.append(outcome)

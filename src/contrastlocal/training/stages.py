@@ -27,9 +27,9 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from ..data import augment
-from ..functional import local_contrastive_loss, original_global_loss
 from ..data.slices import SliceDataset
 from ..data.volumes import Volume
+from ..functional import local_contrastive_loss, original_global_loss
 from ..models import (
     GlobalPretrainNetwork,
     LocalPretrainNetwork,
@@ -41,6 +41,13 @@ from ..models import (
 from ..nn import GlobalContrastiveLoss
 from ..samplers import PartitionBatchSampler
 from . import _distributed
+from ._authors_batches import (
+    authors_batch_indices,
+    authors_batch_views,
+    authors_global_batch,
+    authors_local_batch,
+    authors_local_loss_arguments,
+)
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
 from .checkpoint import load_checkpoint, load_weights
 from .config import (
@@ -52,14 +59,7 @@ from .config import (
     config_to_dict,
     preset,
 )
-from ._authors_batches import (
-    authors_batch_indices,
-    authors_batch_views,
-    authors_global_batch,
-    authors_local_batch,
-    authors_local_loss_arguments,
-)
-from .evaluation import evaluate
+from .evaluation import DATASET_DICE_DEFINITIONS, evaluate
 from .fidelity import FidelityConfig
 
 __all__ = [
@@ -321,7 +321,7 @@ def _check_pretraining_batch(
 
 
 def _fidelity_settings(fid: FidelityConfig) -> dict[str, Any]:
-    """The switched-on fidelity items, for a stage's resume key (nothing under "paper")."""
+    """Return the switched-on fidelity items, for a stage's resume key (none: "paper")."""
     on = [k for k, v in fid.to_dict().items() if v is True]
     return {"fidelity": on} if on else {}
 
@@ -1155,6 +1155,7 @@ def finetune(
             amp=rt.amp,
             channels_last=rt.channels_last,
             compute_hd95=False,
+            dice_definition=DATASET_DICE_DEFINITIONS.get(cfg.dataset),
         )
         return {
             "val_dice": res.mean_dice,
