@@ -888,7 +888,9 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
         that cannot honour it (autocast is CUDA-only here: on the CPU or MPS use ``"none"`` or
         ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if a learning rate is
         above 1 (``MAX_LEARNING_RATE``); if the local stage's feature maps are too small for its
-        region pattern at ``model.image_size``.
+        region pattern at ``model.image_size``; if ``fidelity.fixed_crop`` does not fit the
+        image; if a pre-training batch needs more distinct volumes than the dataset's
+        pre-training split holds (Table 2's batch 450 on ACDC's 52 volumes).
 
     Notes
     -----
@@ -937,6 +939,8 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
                 "(the paper uses 1e-3)."
             )
     _check_local_maps(config)
+    _check_fidelity(config)
+    _check_pretraining_volumes(config)
     return ResolvedRuntime(device=name, device_type=device_type, precision=precision)
 
 
@@ -960,4 +964,38 @@ def _check_local_maps(config: ExperimentConfig) -> None:
             f"{h // scale}x{w // scale} after {local.num_decoder_blocks} decoder block(s), too "
             f"small for local_stage.num_regions={local.num_regions} with region_size="
             f"{local.region_size} ({err}); use a larger image or fewer regions."
+        )
+
+
+def _check_fidelity(config: ExperimentConfig) -> None:
+    """Refuse fidelity items that cannot run at these settings."""
+    side = min(config.model.image_size)
+    if config.fidelity.fixed_crop and side < 70:
+        _fail(
+            f"`fidelity.fixed_crop` crops 100 x 100 pixels with a corner in [10, 69], which needs "
+            f"images of at least 70 pixels a side; `model.image_size` is "
+            f"{config.model.image_size}. Use fidelity.fixed_crop=false."
+        )
+
+
+def _check_pretraining_volumes(config: ExperimentConfig) -> None:
+    """Refuse a pre-training batch of more distinct volumes than the paper's split holds."""
+    from ..data.splits import SPLITS
+
+    if config.dataset not in SPLITS:
+        return
+    available = len(SPLITS[config.dataset].pretrain)
+    for name in ("global_stage", "local_stage"):
+        section = getattr(config, name)
+        if section.iterations == 0 or section.volumes_per_batch <= available:
+            continue
+        slices = section.volumes_per_batch * section.num_partitions
+        _fail(
+            f"`{name}.volumes_per_batch` = {section.volumes_per_batch} (a batch of {slices} "
+            f"slices = volumes x {section.num_partitions} partitions) needs that many distinct "
+            f"volumes per step, but {config.dataset!r} has {available} pre-training volumes: "
+            f"each slice of a batch comes from its own (volume, partition), so the paper's "
+            f"batch cannot be built here (Table 2's 450 slices would need "
+            f"{-(-450 // section.num_partitions)}); use volumes_per_batch <= {available} "
+            f"(at most {available * section.num_partitions} slices)."
         )
