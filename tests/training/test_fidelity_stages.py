@@ -320,3 +320,141 @@ def test_table2_batch_450_fails_before_training_with_why_and_what_to_do() -> Non
     cfg = _config("paper", **{"global_stage.volumes_per_batch": 7})
     with pytest.raises(ValueError, match=r"needs 7 distinct pre-training volumes.*there are 6"):
         pretrain_global(_volumes(), cfg)
+
+
+# ------------------------------------------------------------------ the `fidelity` setting
+def test_fidelity_setting_from_set_items_toml_and_presets(tmp_path: Any) -> None:
+    from contrastlocal.cli._settings import parse_set_option
+    from contrastlocal.training import load_config
+
+    items = parse_set_option(["fidelity=authors", "fidelity.n4=false"])
+    cfg = preset("acdc").replace(**items)
+    assert cfg.fidelity == FidelityConfig.preset("authors", n4=False)
+    assert cfg.fidelity.name == "custom"
+    # the text-vs-code values follow the fidelity on the paper's datasets
+    assert (cfg.finetune.batch_size, cfg.model.global_hidden_features) == (20, 1024)
+    assert cfg.global_stage.volumes_per_batch * cfg.global_stage.num_partitions == 12
+    paper = preset("acdc")
+    assert (paper.finetune.batch_size, paper.model.global_hidden_features) == (40, 3200)
+    assert paper.global_stage.volumes_per_batch * paper.global_stage.num_partitions == 40
+    # an explicit section setting wins over the fidelity's value
+    cfg = preset("acdc", **{"fidelity": "authors", "finetune.batch_size": 8})
+    assert cfg.finetune.batch_size == 8
+    # the CPU preset keeps its sizes
+    assert preset("synthetic", fidelity="authors").finetune.batch_size == 10
+    path = tmp_path / "f.toml"
+    path.write_text('preset = "acdc"\n[fidelity]\nfidelity = "authors"\nblank_rows = false\n')
+    assert load_config(path).fidelity == FidelityConfig.preset("authors", blank_rows=False)
+
+
+def test_fidelity_setting_errors_are_one_line() -> None:
+    with pytest.raises(ValueError, match=r"unknown fidelity item 'blank_row' \(did you mean "
+                                         r"'blank_rows'\?\); accepted: blank_rows, global_loss"):
+        preset("acdc", **{"fidelity.blank_row": True})
+    with pytest.raises(ValueError, match=r"`fidelity` must be one of 'paper', 'authors'"):
+        preset("acdc", fidelity="author")
+    with pytest.raises(TypeError, match=r"`fidelity.n4` must be a bool"):
+        preset("acdc", **{"fidelity.n4": "yes"})
+
+
+def test_paper_fidelity_adds_nothing_to_stage_keys_authors_does() -> None:
+    from contrastlocal.training.stages import _settings
+
+    volumes = _volumes()[:1]
+    assert "fidelity" not in _settings(_config("paper"), "global_stage", volumes)
+    key = _settings(_config({"elastic_tail": True}), "finetune", volumes)
+    assert key["fidelity"] == ["elastic_tail"]
+
+
+# ------------------------------------------------------------------ Cityscapes
+def _cityscapes(n: int = 4, size: tuple[int, int] = (32, 64)) -> list[Volume]:
+    rng = np.random.default_rng(1)
+    return [Volume(rng.random((1, 3, *size), dtype=np.float32),
+                   rng.integers(0, 3, (1, *size)).astype(np.uint8), case_id=f"c{i}")
+            for i in range(n)]
+
+
+def _cityscapes_config(**overrides: Any) -> ExperimentConfig:
+    return preset("cityscapes", **{
+        "model.image_size": (32, 64), "model.channels": (4, 8, 8), "model.num_classes": 3,
+        "model.global_hidden_features": 16, "global_stage.volumes_per_batch": 2,
+        "global_stage.iterations": 1, "global_stage.log_every": 1,
+        "local_stage.volumes_per_batch": 2, "local_stage.iterations": 1,
+        "local_stage.log_every": 1, "local_stage.num_decoder_blocks": 1,
+        "finetune.iterations": 1, "finetune.batch_size": 3, "finetune.log_every": 1,
+        "runtime.progress": False, **overrides,
+    })
+
+
+def test_cityscapes_pretraining_uses_colour_views() -> None:
+    from contrastlocal.models import GlobalPretrainNetwork
+    from contrastlocal.training._loop import derive_seed
+
+    volumes = _cityscapes()
+    cfg = _cityscapes_config()
+    assert (cfg.global_stage.strategy, cfg.local_stage.strategy) == ("random", "random")
+    x, _, _ = _run_capturing(pretrain_global, GlobalPretrainNetwork, volumes, cfg)
+    # the same batch through colour_global views gives the step's input
+    from contrastlocal.training.stages import _SliceBank
+
+    bank = _SliceBank(volumes, 1, torch.device("cpu"))
+    from contrastlocal.samplers import PartitionBatchSampler
+
+    sampler = PartitionBatchSampler(bank.dataset.slices_per_volume, num_partitions=1,
+                                    volumes_per_batch=2, seed=derive_seed(0, 1) % (2**31))
+    sampler.set_epoch(0)
+    batch = bank.batch(next(iter(sampler)))
+    gen = torch.Generator().manual_seed(derive_seed(0, 1, 0))
+    want = augment.two_views(batch, gen, kind="colour_global")["images"]
+    torch.testing.assert_close(x, want)
+
+
+def test_cityscapes_finetune_crops_then_jitters_and_mixup_row_runs() -> None:
+    from contrastlocal.models import UNet
+    from contrastlocal.training._loop import derive_seed
+
+    volumes = _cityscapes()
+    for mixup in (False, True):
+        cfg = _cityscapes_config(**{"finetune.mixup": mixup})
+        x, _, loss = _run_capturing(finetune, UNet, volumes[:2], volumes[2:], cfg)
+        index = np.random.default_rng([0, 3, 0]).integers(0, 2, size=3)
+        images = torch.as_tensor(np.concatenate([v.image for v in volumes[:2]])[index])
+        labels = torch.as_tensor(np.concatenate([v.label for v in volumes[:2]])[index])
+        gen = torch.Generator().manual_seed(derive_seed(0, 3, 0))
+        # a crop of 3/4 of each side (192 x 384 of 256 x 512), then colour jitter
+        want, lab = augment.cityscapes_finetune_augment(images, labels, gen, size=(24, 48))
+        assert lab is not None
+        if mixup:  # the Mixup row of Table 8, α = MIXUP_ALPHA
+            target = torch.nn.functional.one_hot(lab.long(), 3).permute(0, 3, 1, 2).float()
+            want, _ = augment.mixup(want, target, gen, alpha=augment.MIXUP_ALPHA)
+        torch.testing.assert_close(x, want)
+        assert np.isfinite(loss)
+
+
+def test_cityscapes_scores_per_image_and_records_the_definition() -> None:
+    from contrastlocal.training import evaluate
+
+    class Fixed(torch.nn.Module):
+        """Predicts class 1 on the left half, 0 elsewhere (3 classes)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+            out[:, 0] = 1.0
+            out[..., : x.shape[-1] // 2] = torch.tensor([0.0, 2.0, 0.0])[:, None, None]
+            return out
+
+    img = np.zeros((1, 3, 4, 4), np.float32)
+    a = np.zeros((1, 4, 4), np.uint8)
+    a[0, :, :1] = 1  # image 1: class 1 on 4 px, predicted on 8 (2/3); class 2 absent from both
+    b = np.zeros((1, 4, 4), np.uint8)
+    b[0, :, 3] = 2  # image 2: class 1 predicted (8 px), absent in truth; class 2 missed (4 px)
+    res = evaluate(Fixed(), [Volume(img, a, case_id="a"), Volume(img, b, case_id="b")],
+                   num_classes=3, compute_hd95=False, dice_definition="per_image")
+    # by hand: image 1 scores class 1 only: 2·4 / (8 + 4) = 2/3; image 2 classes 1 and 2: 0
+    assert res.mean_dice == pytest.approx(1 / 3)
+    summary = res.summary()
+    assert summary["dice_definition"] == "per_image"
+    assert "absent from both is skipped" in summary["dice_definition_description"]
+    assert summary["dice_mean"] == pytest.approx(1 / 3)
+    # the per-volume mean would count image 1's absent class 2 as a perfect 1: (5/6 + 0) / 2
+    assert float(res.volume_dice.mean()) == pytest.approx(5 / 12)

@@ -343,6 +343,17 @@ def _view_kind(config: ExperimentConfig, kind: str) -> Any:
     return f"colour_{kind}" if config.dataset == "cityscapes" else kind
 
 
+def _cityscapes_crop(model: ModelConfig) -> tuple[int, int]:
+    """Return the Cityscapes fine-tuning crop: 3/4 of each side, a multiple of the UNet's factor.
+
+    192 x 384 of 256 x 512 (the paper states no size).
+    """
+    factor = 2 ** (len(model.channels) - 1)
+    h, w = model.image_size
+    return (max(factor, (3 * h // 4) // factor * factor),
+            max(factor, (3 * w // 4) // factor * factor))
+
+
 def _generator(device: torch.device, *parts: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(*parts, *_distributed.seed_suffix()))
@@ -1116,6 +1127,7 @@ def finetune(
 
     fid = cfg.fidelity
     cityscapes = cfg.dataset == "cityscapes"
+    crop = _cityscapes_crop(cfg.model)
 
     def step(it: int) -> torch.Tensor:
         rng = np.random.default_rng([cfg.seed, _FINETUNE, it, *_distributed.seed_suffix()])
@@ -1124,7 +1136,9 @@ def finetune(
         images, labels = batch["images"], batch["labels"]
         target: torch.Tensor | None = None
         if st.augment and cityscapes:  # the paper's Cityscapes recipe: random crop, colour jitter
-            images, aug_labels = augment.cityscapes_finetune_augment(images, labels, gen)
+            images, aug_labels = augment.cityscapes_finetune_augment(
+                images, labels, gen, size=crop
+            )
             assert aug_labels is not None
             labels = aug_labels
         elif st.augment and fid.soft_label_warp:  # soft one-hot targets, as the authors'
