@@ -120,6 +120,9 @@ class EvaluationResult:
         3D Dice of class k of volume v (background at k = 0).
     hd95 : ndarray of shape (V, K) or None
         HD95 in mm (background NaN); None when not computed.
+    image_set : ImageSetDice or None
+        The Dice over the test set as 2D images (``dice_definition`` of :func:`evaluate`,
+        Cityscapes); when set, :attr:`mean_dice` and :meth:`summary` report it.
 
     Examples
     --------
