@@ -923,7 +923,7 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
             "(only CUDA can); use runtime.amp='none' (fp32) or 'auto'."
         )
     precision = "fp32"
-    if device_type == "cuda" and amp != "none":
+    if device_type == "cuda" and amp != "none" and not config.fidelity.float32:
         bf16 = bool(torch.cuda.is_bf16_supported())
         if amp == "bf16" and not bf16:
             _fail(
