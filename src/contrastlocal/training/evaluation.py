@@ -40,7 +40,7 @@ __all__ = [
 ]
 
 #: Datasets scored over a test set of 2D images, with the definition of their Dice
-#: (:data:`~contrastlocal.training.metrics.DICE_DEFINITIONS`): Cityscapes per image, a class
+#: (:data:`~contrastlocal.training.DICE_DEFINITIONS`): Cityscapes per image, a class
 #: absent from both the prediction and the truth of an image not counted. Datasets not listed are
 #: scored per volume (3D Dice, mean over volumes), as the paper's medical tables.
 DATASET_DICE_DEFINITIONS: dict[str, str] = {"cityscapes": "per_image"}
@@ -250,7 +250,8 @@ def evaluate(
         Also score the test set as a set of 2D images (every slice of every volume one image)
         with :func:`~contrastlocal.training.dice_over_images` of this definition: the result's
         ``image_set``, ``mean_dice`` and ``summary()`` (which then records the definition) use
-        it. :data:`DATASET_DICE_DEFINITIONS` gives the dataset's (Cityscapes: ``"per_image"``).
+        it. :data:`~contrastlocal.training.evaluation.DATASET_DICE_DEFINITIONS` gives the
+        dataset's (Cityscapes: ``"per_image"``).
 
     Returns
     -------
