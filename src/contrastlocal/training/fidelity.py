@@ -159,6 +159,14 @@ class FidelityConfig:
         If a setting is below 1, `blank_rows` is on without `global_loss` or `local_loss`
         without `local_batch`.
 
+    Notes
+    -----
+    The stages read the switches from ``ExperimentConfig.fidelity``. The three integer settings
+    are not read by the stages: on the paper's datasets, setting the fidelity of an
+    :class:`~contrastlocal.training.ExperimentConfig` writes them into the sections the stages
+    read (``finetune.batch_size``, ``global_stage.volumes_per_batch`` = B / S,
+    ``model.global_hidden_features``), so each setting has one home.
+
     Examples
     --------
     >>> from contrastlocal.training.fidelity import FidelityConfig
