@@ -59,6 +59,7 @@ from .config import (
     config_to_dict,
     preset,
 )
+from .config import _check_fidelity as check_fidelity
 from .evaluation import DATASET_DICE_DEFINITIONS, evaluate
 from .fidelity import FidelityConfig
 
@@ -584,6 +585,7 @@ def pretrain_global(
     cfg = _with_overrides(config, "global_stage", overrides)
     st = cfg.global_stage
     _check_volumes(volumes, "volumes", cfg)
+    check_fidelity(cfg)
     rt = _runtime(cfg, progress)
     bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _GLOBAL)
     net = _global_network(build_unet(cfg), cfg.model)
@@ -932,6 +934,7 @@ def pretrain_joint(
     cfg = _with_overrides(config, "local_stage", overrides)
     gs, ls = cfg.global_stage, cfg.local_stage
     _check_volumes(volumes, "volumes", cfg)
+    check_fidelity(cfg)
     rt = _runtime(cfg, progress)
     bank, stream = _partition_stream(volumes, gs, rt.device, cfg.seed, _JOINT)
     unet = build_unet(cfg)
