@@ -132,7 +132,8 @@ def main(dataset: str, description: str, argv: Sequence[str] | None = None) -> i
         print(f"{dataset}_full.py: error: --data is required (or use --smoke)", file=sys.stderr)
         return 2
     cache = Path(args.cache) if args.cache else Path(args.out) / "cache"
-    data = open_dataset(dataset, args.data, cache, image_size=cfg.model.image_size)
+    data = open_dataset(dataset, args.data, cache, image_size=cfg.model.image_size,
+                        n4="legacy" if cfg.fidelity.n4 else None)
     result = run_recipe(
         data.pretrain_volumes(),
         data.finetune_volumes(),

@@ -2,7 +2,11 @@
 
 Each grid changes one group of settings of the recipe and keeps the rest:
 
-- ``batch``: stage-1 batch of 40 / 250 / 450 rows (volumes per batch x S partitions x 2 views);
+- ``batch``: stage-1 batch B = 40 / 250 / 450 slices, the paper's "batch size" (and the authors'
+  ``--bt_size``): B = volumes per batch x S partitions, so 10 / 62 / 112 volumes x 4 (40 / 248 /
+  448 slices; the loss sees two views of each). On ACDC's 52 pre-training volumes the last two
+  cannot be built (each slice of a batch comes from its own volume and partition): the run
+  stops before training and says so;
 - ``partitions``: S = 3 / 4 / 6 partitions per volume (both pre-training stages);
 - ``decoder``: l = 1...L decoder blocks pre-trained by the local loss x region size K = 1 / 3;
 - ``joint``: one stage optimising L_g + lambda_l * L_l, lambda_l = 1 / 10 / 100 / 1000.
@@ -29,6 +33,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from contrastlocal.data.splits import SPLITS
 from contrastlocal.data.volumes import Volume
 from contrastlocal.training import (
     evaluate,
@@ -44,16 +49,14 @@ from contrastlocal.training import (
 GRIDS = ("batch", "partitions", "decoder", "joint")
 
 
-def grid_points(
-    grid: str, *, views: int = 2, max_blocks: int = 4
-) -> list[tuple[str, dict[str, Any]]]:
+def grid_points(grid: str, *, max_blocks: int = 4) -> list[tuple[str, dict[str, Any]]]:
     """(label, overrides) of every point of a grid; overrides are dotted setting keys."""
     if grid == "batch":
-        s = 4
+        s = 4  # B slices = volumes per batch x S (the config's one meaning of "batch size")
         return [
             (
-                f"batch {b} ({round(b / (s * views))} vol x {s} x {views})",
-                {"global_stage.volumes_per_batch": round(b / (s * views))},
+                f"batch {b} ({b // s} vol x {s} = {b // s * s} slices)",
+                {"global_stage.volumes_per_batch": b // s},
             )
             for b in (40, 250, 450)
         ]
@@ -158,8 +161,16 @@ def main() -> int:
             for label, overrides in grid_points(grid):
                 sets = " ".join(f"--set {k}={v}" for k, v in overrides.items())
                 name = "".join(c if c.isalnum() else "_" for c in label).strip("_")
+                print(f"# {grid}: {label}")
+                volumes = int(overrides.get("global_stage.volumes_per_batch", 0))
+                if args.dataset in SPLITS and volumes > len(SPLITS[args.dataset].pretrain):
+                    print(
+                        f"# needs {volumes} distinct pre-training volumes per batch; "
+                        f"{args.dataset} has {len(SPLITS[args.dataset].pretrain)}: this run "
+                        "stops before training with that message"
+                    )
                 print(
-                    f"# {grid}: {label}\ncontrastlocal run --dataset {args.dataset} --data "
+                    f"contrastlocal run --dataset {args.dataset} --data "
                     f"{shlex.quote(args.data)} --out runs/ablation_{grid}/{name} {sets}"
                 )
         return 0
@@ -194,7 +205,7 @@ def main() -> int:
     for grid in grids:
         points = grid_points(grid, max_blocks=max_blocks)
         if args.smoke:
-            # the smallest point of each grid (the batch grid's 40 rows need 5 volumes)
+            # the smallest point of each grid (the batch grid's 40 slices need 10 volumes)
             points = points[:1]
         results: dict[str, dict[int | str, list[float]]] = {}
         for label, overrides in points:

@@ -265,9 +265,9 @@ def test_cli_demo_quick_table_and_results_json(
     assert "|X_tr| = 1 (Dice)" in printed
     assert "|X_tr| = 2 (Dice)" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results) == {"random", "GD", "GD+LD"}
-    for row in results.values():
-        assert set(row) == {"1", "2"}
+    assert set(results) == {"random", "GD", "GD+LD", "benchmark"}
+    for key, row in results.items():
+        assert set(row) == ({"all"} if key == "benchmark" else {"1", "2"})
         for values in row.values():
             assert len(values) == 2
             assert all(isinstance(v, float) and math.isfinite(v) and 0 <= v <= 1 for v in values)

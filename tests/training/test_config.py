@@ -16,7 +16,11 @@ def test_preset_paper_settings():
     assert cfg.global_stage.temperature == 0.1
     assert (cfg.local_stage.num_decoder_blocks, cfg.local_stage.region_size) == (3, 3)
     assert cfg.local_stage.num_regions == 13
-    assert (cfg.finetune.batch_size, cfg.finetune.validate_every) == (20, 50)
+    # where text and code disagree the default fidelity ("paper") takes the text's value:
+    # fine-tuning batch 40 (supplement §1.2; the authors' code: 20), g_1 width 3200 (code: 1024)
+    assert (cfg.finetune.batch_size, cfg.finetune.validate_every) == (40, 50)
+    assert cfg.model.global_hidden_features == 3200
+    assert cfg.fidelity.name == "paper"
     assert cfg.finetune.augment
     assert preset("mmwhs").model.num_classes == 8
     assert preset("mmwhs").model.image_size == (160, 160)
@@ -30,7 +34,7 @@ def test_preset_paper_settings():
 def test_preset_overrides_nested_and_dotted():
     cfg = preset("acdc", seed=4, finetune={"iterations": 7}, **{"local_stage.region_size": 1})
     assert (cfg.seed, cfg.finetune.iterations, cfg.local_stage.region_size) == (4, 7, 1)
-    assert cfg.finetune.batch_size == 20  # untouched
+    assert cfg.finetune.batch_size == 40  # untouched
 
 
 def test_load_config_toml(tmp_path):

@@ -182,11 +182,23 @@ def test_demo_quick_writes_results(tmp_path):
         torch.set_num_threads(threads)
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == res
-    assert sorted(res) == ["GD", "GD+LD", "random"]
-    for row in res.values():
-        assert sorted(row) == ["1", "2"]
+    assert sorted(res) == ["GD", "GD+LD", "benchmark", "random"]
+    for key, row in res.items():
+        assert sorted(row) == (["all"] if key == "benchmark" else ["1", "2"])
         assert all(len(v) == 2 and all(0.0 <= x <= 1.0 for x in v) for v in row.values())
-    assert (tmp_path / "results.md").read_text().count("|X_tr| =") == 2
+    table = (tmp_path / "results.md").read_text()
+    assert table.count("|X_tr| =") == 4  # the scores' header and the paired differences'
+    assert "| fully supervised (all labelled) | – | – |" in table
+    paired = json.loads((tmp_path / "paired.json").read_text())
+    for key in ("GD", "GD+LD"):
+        for n in ("1", "2"):
+            d = [a - b for a, b in zip(res[key][n], res["random"][n], strict=True)]
+            cell = paired[key][n]
+            assert cell["n"] == 2
+            assert cell["wins"] == sum(x > 0 for x in d)
+            assert cell["mean"] == pytest.approx(sum(d) / 2)
+            assert cell["se"] == pytest.approx(abs(d[0] - d[1]) / 2)  # std(ddof=1)/sqrt(2)
+            assert f"(won {cell['wins']}/2)" in table
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["torch_threads"] == 1
     assert run["timings"]["total_cpu_s"] > 0.0

@@ -32,7 +32,7 @@ def prepare(
         root,
         Path(args.cache) if args.cache is not None else Path(args.out) / "cache",
         image_size=cfg.model.image_size,
-        n4=getattr(args, "n4", None),
+        n4=getattr(args, "n4", None) or ("legacy" if cfg.fidelity.n4 else None),
         splits=args.splits,
         num_labelled=wanted,
         workers=args.workers,

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from ..data.augment import MIXUP_ALPHA
 from ..data.registry import DATASETS as _REGISTRY
+from .fidelity import FidelityConfig
 
 __all__ = [
     "DATASETS",
     "ExperimentConfig",
+    "FidelityConfig",
     "FinetuneConfig",
     "GlobalStageConfig",
     "LocalStageConfig",
@@ -36,6 +39,10 @@ __all__ = [
 
 #: Names accepted by :func:`preset` (the datasets of :mod:`contrastlocal.data.registry`).
 DATASETS: tuple[str, ...] = tuple(_REGISTRY)
+#: Datasets whose presets hold the paper's settings: there the fidelity's text-vs-code values
+#: (:data:`~contrastlocal.training.fidelity.TEXT_AND_CODE`) give the fine-tuning batch, the
+#: global batch and the g_1 width. ``"synthetic"`` keeps its CPU-sized values.
+PAPER_DATASETS: tuple[str, ...] = ("acdc", "prostate", "mmwhs", "cityscapes")
 #: Region patterns of the local loss (:func:`contrastlocal.functional.local_region_positions`).
 SUPPORTED_NUM_REGIONS: tuple[int, ...] = (13, 9)
 #: Largest learning rate :func:`validate_for_run` accepts (Adam moves every weight by about the
@@ -96,7 +103,9 @@ class ModelConfig:
     image_size : tuple of (int, int)
         Processed slice size (H, W).
     global_hidden_features : int
-        Width of g_1's hidden layer (1024 as in the authors' code, 3200 as the supplement says).
+        Width of g_1's hidden layer (1024 as in the authors' code, 3200 as the supplement says;
+        the paper's dataset presets take it from ``fidelity``: 3200 for ``"paper"``, 1024 for
+        ``"authors"``).
     global_out_features : int
         Dimension of the global embeddings (128).
 
@@ -158,8 +167,10 @@ class GlobalStageConfig:
     temperature : float
         The temperature τ (0.1).
     volumes_per_batch : int
-        Distinct volumes per batch (10); one slice per partition each, two views per slice,
-        i.e. 10 × 4 × 2 = 80 rows.
+        Distinct volumes per batch (10); one slice per partition each. The batch size B of the
+        paper (its "batch size 40", the authors' ``--bt_size``) is the number of slices,
+        ``volumes_per_batch × num_partitions`` = 10 × 4 = 40; the loss sees two views of each,
+        80 rows (the authors' G^D layout under ``fidelity.global_loss``: 4B rows).
     num_partitions : int
         S (4).
     log_every : int
@@ -285,13 +296,16 @@ class FinetuneConfig:
     learning_rate : float
         Adam learning rate (1e-3).
     batch_size : int
-        Slices per batch, drawn uniformly with replacement from the labelled volumes (20).
+        Slices per batch, drawn uniformly with replacement from the labelled volumes (the
+        paper's dataset presets take it from ``fidelity``: 40 as the supplement says for
+        ``"paper"``, 20 as the authors' code for ``"authors"``).
     augment : bool
         Affine + elastic augmentation (the paper's; the baseline always uses it).
     mixup : bool
         Mixup of images and one-hot labels (the seed's best Cityscapes row).
     mixup_alpha : float
-        Beta(α, α) parameter of Mixup.
+        Beta(α, α) parameter of Mixup (default :data:`~contrastlocal.data.augment.MIXUP_ALPHA`
+        = 0.2; the paper does not state it).
     loss : {"dice", "dice_foreground", "cross_entropy"}
         Soft Dice over all classes including background (the original's default), over the
         foreground only, or pixel-wise cross-entropy.
@@ -306,8 +320,8 @@ class FinetuneConfig:
     --------
     >>> from contrastlocal.training import preset
     >>> stage = preset("acdc", **{"finetune.mixup": True}).finetune
-    >>> stage.batch_size, stage.loss, stage.mixup
-    (20, 'dice', True)
+    >>> stage.batch_size, stage.loss, stage.mixup, stage.mixup_alpha
+    (40, 'dice', True, 0.2)
     """
 
     iterations: int = 10_000
@@ -315,7 +329,7 @@ class FinetuneConfig:
     batch_size: int = 20
     augment: bool = True
     mixup: bool = False
-    mixup_alpha: float = 0.4
+    mixup_alpha: float = MIXUP_ALPHA
     loss: Literal["dice", "dice_foreground", "cross_entropy"] = "dice"
     validate_every: int = 50
     eval_batch_size: int = 20
@@ -409,13 +423,23 @@ class ExperimentConfig:
         Seeds every stage (weights, sampling, augmentation).
     model, global_stage, local_stage, finetune, runtime : sections
         See the section classes.
+    fidelity : FidelityConfig
+        Which behaviours of the authors' code training reproduces
+        (:class:`~contrastlocal.training.fidelity.FidelityConfig`). Give it as ``"paper"``
+        (default), ``"authors"`` or a mapping of items (``{"fidelity": "authors", "n4": False}``,
+        ``--set fidelity=authors --set fidelity.n4=false``). On the paper's datasets changing it
+        also sets the text-vs-code values of the sections (fine-tuning batch, global batch, g_1
+        width) unless the same overrides set those too.
 
     Examples
     --------
     >>> from contrastlocal.training import preset
     >>> cfg = preset("acdc", num_labelled=2, global_stage={"iterations": 100})
     >>> cfg.global_stage.iterations, cfg.finetune.batch_size, cfg.model.num_classes
-    (100, 20, 4)
+    (100, 40, 4)
+    >>> cfg = preset("acdc", fidelity="authors")
+    >>> cfg.fidelity.global_loss, cfg.finetune.batch_size, cfg.global_stage.volumes_per_batch
+    (True, 20, 3)
     """
 
     dataset: str = "synthetic"
@@ -430,9 +454,12 @@ class ExperimentConfig:
     local_stage: LocalStageConfig = field(default_factory=LocalStageConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    fidelity: FidelityConfig = field(default_factory=FidelityConfig)
 
     def __post_init__(self) -> None:
         _check_choice(self.dataset, DATASETS, "dataset")
+        if not isinstance(self.fidelity, FidelityConfig):
+            self.fidelity = _fidelity_value(FidelityConfig(), self.fidelity)
         _check_int(self.num_labelled, "num_labelled", 1)
         _check_int(self.seed, "seed", 0)
         _check_int(self.combination, "combination", 1)
@@ -481,8 +508,50 @@ class ExperimentConfig:
         ValueError
             If a key is unknown (the message lists the valid keys) or a value is invalid.
         """
-        out: ExperimentConfig = _apply(self, overrides, "")
+        overrides = dict(overrides)
+        if isinstance(overrides.get("fidelity"), str):  # `--set fidelity=authors` + items
+            overrides["fidelity"] = {"fidelity": overrides["fidelity"]}
+        nested = _nest(overrides)
+        if "fidelity" in nested and self.dataset in PAPER_DATASETS and (
+            nested.get("dataset", self.dataset) == self.dataset
+        ):
+            fid = _fidelity_value(self.fidelity, nested["fidelity"])
+            partitions = nested.get("global_stage", {}).get(
+                "num_partitions", self.global_stage.num_partitions
+            )
+            derived = _fidelity_sections(fid, partitions)
+            for section, values in derived.items():
+                given = nested.get(section, {})
+                if isinstance(given, Mapping):
+                    nested[section] = {**values, **given}
+        out: ExperimentConfig = _apply(self, nested, "")
         return out
+
+
+def _fidelity_value(current: FidelityConfig, value: Any) -> FidelityConfig:
+    """Read a ``fidelity`` setting: a preset name, a FidelityConfig, or items over `current`."""
+    if isinstance(value, FidelityConfig):
+        return value
+    if isinstance(value, str):
+        return FidelityConfig.preset(value)
+    if isinstance(value, Mapping):
+        if "fidelity" in value:
+            return FidelityConfig.from_dict(value)
+        return FidelityConfig.from_dict({**current.to_dict(), **value})
+    msg = f"`fidelity` must be 'paper', 'authors' or a mapping of items; got {value!r}."
+    raise TypeError(msg)
+
+
+def _fidelity_sections(fid: FidelityConfig, num_partitions: int) -> dict[str, dict[str, Any]]:
+    """Return the section settings a fidelity gives on the paper's datasets (text or code values).
+
+    B (``fidelity.global_batch``) is a number of slices: ``volumes_per_batch × S``.
+    """
+    return {
+        "finetune": {"batch_size": fid.finetune_batch},
+        "model": {"global_hidden_features": fid.global_hidden_features},
+        "global_stage": {"volumes_per_batch": max(1, fid.global_batch // num_partitions)},
+    }
 
 
 _SECTION_TYPES: dict[str, type] = {
@@ -491,6 +560,7 @@ _SECTION_TYPES: dict[str, type] = {
     "local_stage": LocalStageConfig,
     "finetune": FinetuneConfig,
     "runtime": RuntimeConfig,
+    "fidelity": FidelityConfig,
 }
 
 
@@ -531,7 +601,9 @@ def _apply(obj: Any, overrides: Mapping[str, Any], prefix: str) -> Any:
             where = f"in section `{prefix[:-1]}`" if prefix else "at the top level"
             _fail(f"unknown setting `{prefix}{key}` {where}; valid settings: {valid}.")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current) and not isinstance(current, type):
+        if isinstance(current, FidelityConfig):
+            changes[key] = _fidelity_value(current, value)
+        elif dataclasses.is_dataclass(current) and not isinstance(current, type):
             if isinstance(value, type(current)):
                 changes[key] = value
             elif isinstance(value, Mapping):
@@ -551,6 +623,12 @@ def _classes(dataset: str) -> int:
 
 
 def _preset_base(dataset: str) -> ExperimentConfig:
+    base = _dataset_base(dataset)
+    # the paper's datasets: the text's values where text and code disagree (fidelity "paper")
+    return base.replace(fidelity="paper") if dataset in PAPER_DATASETS else base
+
+
+def _dataset_base(dataset: str) -> ExperimentConfig:
     if dataset == "acdc":
         return ExperimentConfig(dataset="acdc", model=ModelConfig(num_classes=_classes("acdc")))
     if dataset == "prostate":
@@ -610,10 +688,13 @@ def preset(dataset: str, /, **overrides: Any) -> ExperimentConfig:
     dataset : {"acdc", "prostate", "mmwhs", "cityscapes", "synthetic"}
         Which preset. ``"synthetic"`` is sized for a laptop CPU (64×64 slices, a narrower UNet,
         300 iterations per stage); the others hold the paper's settings: Adam, lr 1e-3,
-        10 000 iterations per stage, stage-1 batch of 10 volumes × 4 partitions × 2 views,
-        τ = 0.1, l = 3, K = 3, 13 regions, fine-tuning batch 20 with affine + elastic
-        augmentation, validation every 50 iterations. Cityscapes uses G^R + L^R, RGB input,
-        13 classes, 256×512.
+        10 000 iterations per stage, stage-1 batch B = 40 slices (10 volumes × 4 partitions,
+        two views each), τ = 0.1, l = 3, K = 3, 13 regions, fine-tuning batch 40 (the
+        supplement; ``fidelity="authors"``: 20, the authors' code) with affine + elastic
+        augmentation, validation every 50 iterations. Cityscapes uses G^R + L^R on
+        colour-jittered views, RGB input, 13 classes, 256×512, fine-tuning with random crop +
+        colour jitter, and scores Dice per test image
+        (:func:`~contrastlocal.training.dice_over_images`).
     **overrides : Any
         Settings to change: top-level fields (``seed=1``), sections as mappings
         (``finetune={"iterations": 50}``) or dotted keys (``**{"finetune.iterations": 50}``).
@@ -807,7 +888,9 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
         that cannot honour it (autocast is CUDA-only here: on the CPU or MPS use ``"none"`` or
         ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if a learning rate is
         above 1 (``MAX_LEARNING_RATE``); if the local stage's feature maps are too small for its
-        region pattern at ``model.image_size``.
+        region pattern at ``model.image_size``; if ``fidelity.fixed_crop`` does not fit the
+        image; if a pre-training batch needs more distinct volumes than the dataset's
+        pre-training split holds (Table 2's batch 450 on ACDC's 52 volumes).
 
     Notes
     -----
@@ -840,7 +923,7 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
             "(only CUDA can); use runtime.amp='none' (fp32) or 'auto'."
         )
     precision = "fp32"
-    if device_type == "cuda" and amp != "none":
+    if device_type == "cuda" and amp != "none" and not config.fidelity.float32:
         bf16 = bool(torch.cuda.is_bf16_supported())
         if amp == "bf16" and not bf16:
             _fail(
@@ -856,6 +939,8 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
                 "(the paper uses 1e-3)."
             )
     _check_local_maps(config)
+    _check_fidelity(config)
+    _check_pretraining_volumes(config)
     return ResolvedRuntime(device=name, device_type=device_type, precision=precision)
 
 
@@ -879,4 +964,38 @@ def _check_local_maps(config: ExperimentConfig) -> None:
             f"{h // scale}x{w // scale} after {local.num_decoder_blocks} decoder block(s), too "
             f"small for local_stage.num_regions={local.num_regions} with region_size="
             f"{local.region_size} ({err}); use a larger image or fewer regions."
+        )
+
+
+def _check_fidelity(config: ExperimentConfig) -> None:
+    """Refuse fidelity items that cannot run at these settings."""
+    side = min(config.model.image_size)
+    if config.fidelity.fixed_crop and side < 70:
+        _fail(
+            f"`fidelity.fixed_crop` crops 100 x 100 pixels with a corner in [10, 69], which needs "
+            f"images of at least 70 pixels a side; `model.image_size` is "
+            f"{config.model.image_size}. Use fidelity.fixed_crop=false."
+        )
+
+
+def _check_pretraining_volumes(config: ExperimentConfig) -> None:
+    """Refuse a pre-training batch of more distinct volumes than the paper's split holds."""
+    from ..data.splits import SPLITS
+
+    if config.dataset not in SPLITS:
+        return
+    available = len(SPLITS[config.dataset].pretrain)
+    for name in ("global_stage", "local_stage"):
+        section = getattr(config, name)
+        if section.iterations == 0 or section.volumes_per_batch <= available:
+            continue
+        slices = section.volumes_per_batch * section.num_partitions
+        _fail(
+            f"`{name}.volumes_per_batch` = {section.volumes_per_batch} (a batch of {slices} "
+            f"slices = volumes x {section.num_partitions} partitions) needs that many distinct "
+            f"volumes per step, but {config.dataset!r} has {available} pre-training volumes: "
+            f"each slice of a batch comes from its own (volume, partition), so the paper's "
+            f"batch cannot be built here (Table 2's 450 slices would need "
+            f"{-(-450 // section.num_partitions)}); use volumes_per_batch <= {available} "
+            f"(at most {available * section.num_partitions} slices)."
         )

@@ -7,7 +7,11 @@ three initialisations — random (the baseline of ``contrastlocal run``:
 :func:`~contrastlocal.training.train_baseline`), G^D (encoder), G^D + L^D (encoder and l
 decoder blocks) — are fine-tuned with the *same* budget, batch, augmentation and validation-based
 checkpoint selection on |X_tr| = 1 and 2 labelled volumes and scored on held-out test volumes
-(mean foreground 3D Dice). No seed is selected or dropped. The stages and cells are those of
+(mean foreground 3D Dice). No seed is selected or dropped. A fully supervised benchmark row
+(random initialisation fine-tuned on all labelled phantom volumes: the pre-training pool with its
+labels) gives the ceiling to compare against, and per pre-trained initialisation the table of
+paired differences to random initialisation (same seed, same data) shows the mean difference, its
+standard error over seeds and how many seeds it won. The stages and cells are those of
 :mod:`contrastlocal.training.recipe` (:func:`~contrastlocal.training.plan_stages`,
 :func:`~contrastlocal.training.plan_cells`), so every row
 means what it means in ``contrastlocal run``.
@@ -22,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..data.volumes import Volume
 from .config import ExperimentConfig, preset
 from .evaluation import evaluate
@@ -30,17 +36,22 @@ from .recipe import run_cell, run_stage, threads_of
 from .results import format_results_table, write_results
 
 __all__ = [
+    "DEMO_BENCHMARK",
     "DEMO_INITIALISATIONS",
     "DEMO_LAYOUT",
     "DemoSettings",
     "demo_cell_dir",
     "demo_settings",
     "demo_volumes",
+    "format_paired_table",
+    "paired_differences",
     "run_demo",
 ]
 
 #: Row keys of the demo's results, in order.
 DEMO_INITIALISATIONS: tuple[str, ...] = ("random", "GD", "GD+LD")
+#: Row key of the fully supervised benchmark (column ``"all"``: every labelled phantom volume).
+DEMO_BENCHMARK = "benchmark"
 
 
 @dataclass(frozen=True)
@@ -216,6 +227,13 @@ DEMO_LAYOUT = Layout(
     cell=lambda c: demo_cell_dir(c.config.seed, c.init, c.num_labelled),
 )
 
+#: The benchmark's fine-tuning folder, ``seed<seed>/benchmark_n<volumes>``.
+_BENCHMARK_LAYOUT = Layout(
+    stage=DEMO_LAYOUT.stage,
+    cell=lambda c: f"seed{c.config.seed}/benchmark_n{c.num_labelled}",
+)
+
+
 
 def run_demo(
     out: str | os.PathLike[str] | None = None,
@@ -227,11 +245,17 @@ def run_demo(
 ) -> dict[str, dict[str, list[float]]]:
     """Run the demo and return ``{"random"|"GD"|"GD+LD": {"1"|"2": [test Dice per seed]}}``.
 
+    The returned mapping also holds ``"benchmark": {"all": [test Dice per seed]}``: random
+    initialisation fine-tuned on all labelled phantom volumes (the pre-training pool with its
+    labels), with the same settings.
+
     Parameters
     ----------
     out : path, optional
         Folder for ``results.json`` (exactly the returned mapping), ``results.md`` /
-        ``results.csv`` (the table), ``run.json`` (timings, settings) and per-stage logs.
+        ``results.csv`` (the table; ``results.md`` also the paired differences),
+        ``paired.json`` (:func:`paired_differences`), ``run.json`` (timings, settings) and
+        per-stage logs.
     seeds : sequence of int, default (0, 1, 2)
         One full run (data, pre-training, fine-tuning) per seed; all are reported.
     quick : bool, default False
@@ -302,6 +326,7 @@ def _run_demo(
     results: dict[str, dict[str, list[float]]] = {
         k: {str(n): [] for n in settings.num_labelled} for k in DEMO_INITIALISATIONS
     }
+    results[DEMO_BENCHMARK] = {"all": []}
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     c0 = time.process_time()  # CPU seconds (user + system) of this process
@@ -339,12 +364,25 @@ def _run_demo(
             timings[f"seed{seed}/{key}/n{n}_s"] = time.perf_counter() - t
             timings[f"seed{seed}/{key}/n{n}_cpu_s"] = time.process_time() - c
             say(f"seed {seed}: {key:6s} |X_tr| = {n}: test Dice {score:.3f}")
+        # the fully supervised benchmark: random init on every labelled phantom volume (the pool)
+        t, c = time.perf_counter(), time.process_time()
+        (bench,) = plan_cells(
+            cfg, [(len(pool), [1])], stages, out=root, layout=_BENCHMARK_LAYOUT, rows=["random"]
+        )
+        res = run_cell(bench, pool, data["val"], resume=False)
+        score = evaluate(
+            res.network, data["test"], num_classes=cfg.model.num_classes, compute_hd95=False
+        ).mean_dice
+        results[DEMO_BENCHMARK]["all"].append(score)
+        timings[f"seed{seed}/benchmark_s"] = time.perf_counter() - t
+        timings[f"seed{seed}/benchmark_cpu_s"] = time.process_time() - c
+        say(f"seed {seed}: benchmark, all {len(pool)} labelled volumes: test Dice {score:.3f}")
     timings["total_s"] = time.perf_counter() - t0
     timings["total_cpu_s"] = time.process_time() - c0
     load = {"start": load_start, "end": _load_average()}
     if root is not None:
         _write_demo_files(root, results, settings, seeds, quick, timings, load)
-    say(format_results_table(results))
+    say(format_results_table(results) + "\n\n" + format_paired_table(paired_differences(results)))
     say(
         f"total {timings['total_s']:.0f} s wall, {timings['total_cpu_s']:.0f} s CPU"
         + ("" if load["end"] is None else f" (1-min load average at the end {load['end']:.1f})")
@@ -368,6 +406,10 @@ def _write_demo_files(
         f"{'quick mode' if quick else 'CPU'}"
     )
     write_results(results, root, stem="results", title=title)
+    paired = paired_differences(results)
+    with (root / "results.md").open("a") as fh:
+        fh.write("\n" + format_paired_table(paired) + "\n")
+    (root / "paired.json").write_text(json.dumps(paired, indent=2) + "\n")
     (root / "run.json").write_text(
         json.dumps(
             {
@@ -385,3 +427,104 @@ def _write_demo_files(
         )
         + "\n"
     )
+
+
+def paired_differences(
+    results: dict[str, dict[str, list[float]]], *, baseline: str = "random"
+) -> dict[str, dict[str, dict[str, float | int | None]]]:
+    """Paired difference of every initialisation to `baseline`, seed by seed.
+
+    Parameters
+    ----------
+    results : dict
+        ``{initialisation: {|X_tr|: [score per seed]}}`` (as :func:`run_demo` returns); seeds
+        are paired by position. Rows without a `baseline` column (the benchmark) are skipped.
+    baseline : str, default "random"
+        The row every other is compared with.
+
+    Returns
+    -------
+    dict
+        ``{initialisation: {|X_tr|: {"mean", "se", "wins", "n"}}}``: mean of the differences
+        d_s = score_s - baseline_s, its standard error std(d, ddof=1) / sqrt(n) (None for one
+        seed), the number of seeds with d_s > 0, and n.
+
+    Raises
+    ------
+    ValueError
+        If `baseline` is not a row, or a row has a different number of seeds than it.
+
+    Examples
+    --------
+    >>> r = {"random": {"1": [0.5, 0.6, 0.7]}, "GD": {"1": [0.6, 0.6, 0.9]}}
+    >>> d = paired_differences(r)["GD"]["1"]
+    >>> round(d["mean"], 3), round(d["se"], 3), d["wins"], d["n"]
+    (0.1, 0.058, 2, 3)
+    """
+    if baseline not in results:
+        msg = f"`baseline` {baseline!r} is not a row of `results` (rows: {sorted(results)})."
+        raise ValueError(msg)
+    out: dict[str, dict[str, dict[str, float | int | None]]] = {}
+    base = results[baseline]
+    for key, row in results.items():
+        if key == baseline:
+            continue
+        cells: dict[str, dict[str, float | int | None]] = {}
+        for col, values in row.items():
+            if col not in base:
+                continue
+            if len(values) != len(base[col]):
+                msg = (f"row {key!r} has {len(values)} seed(s) at |X_tr| = {col}, "
+                       f"{baseline!r} has {len(base[col])}: they cannot be paired.")
+                raise ValueError(msg)
+            d = np.asarray(values, dtype=np.float64) - np.asarray(base[col], dtype=np.float64)
+            se = float(d.std(ddof=1) / np.sqrt(d.size)) if d.size > 1 else None
+            cells[col] = {"mean": float(d.mean()) if d.size else float("nan"), "se": se,
+                          "wins": int((d > 0).sum()), "n": int(d.size)}
+        if cells:
+            out[key] = cells
+    return out
+
+
+def format_paired_table(
+    paired: dict[str, dict[str, dict[str, float | int | None]]], *, digits: int = 3
+) -> str:
+    """Markdown table of :func:`paired_differences`: mean ± standard error, seeds won.
+
+    Parameters
+    ----------
+    paired : dict
+        The output of :func:`paired_differences`.
+    digits : int, default 3
+        Decimals shown.
+
+    Returns
+    -------
+    str
+        One row per initialisation, one column per |X_tr|; a cell reads
+        ``+0.012 ± 0.004 (won 3/3)``; the standard error is "–" for one seed.
+
+    Examples
+    --------
+    >>> print(format_paired_table({"GD": {"1": {"mean": 0.1, "se": 0.05, "wins": 2, "n": 3}}}))
+    | difference to random init (paired by seed) | |X_tr| = 1 |
+    |---|---|
+    | G^D | +0.100 ± 0.050 (won 2/3) |
+    """
+    from .results import INIT_LABELS
+
+    cols = sorted({c for row in paired.values() for c in row}, key=lambda c: (len(c), c))
+    lines = ["| difference to random init (paired by seed) | "
+             + " | ".join(f"|X_tr| = {c}" for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for key, row in paired.items():
+        cells = []
+        for c in cols:
+            cell = row.get(c)
+            if cell is None:
+                cells.append("–")
+                continue
+            se = "–" if cell["se"] is None else f"{cell['se']:.{digits}f}"
+            cells.append(f"{cell['mean']:+.{digits}f} ± {se} (won {cell['wins']}/{cell['n']})")
+        lines.append(f"| {INIT_LABELS.get(key, key)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -21,10 +21,29 @@ from torch import nn
 
 from ..data.volumes import Volume, load_volumes
 from ._loop import autocast_context
-from .metrics import dice_per_class, hd95_per_class
+from .metrics import (
+    DICE_DEFINITIONS,
+    ImageSetDice,
+    dice_over_images,
+    dice_per_class,
+    hd95_per_class,
+)
 
 # Volume and load_volumes live in contrastlocal.data.volumes; re-exported here for compatibility
-__all__ = ["EvaluationResult", "Volume", "evaluate", "load_volumes", "predict_volume"]
+__all__ = [
+    "DATASET_DICE_DEFINITIONS",
+    "EvaluationResult",
+    "Volume",
+    "evaluate",
+    "load_volumes",
+    "predict_volume",
+]
+
+#: Datasets scored over a test set of 2D images, with the definition of their Dice
+#: (:data:`~contrastlocal.training.DICE_DEFINITIONS`): Cityscapes per image, a class
+#: absent from both the prediction and the truth of an image not counted. Datasets not listed are
+#: scored per volume (3D Dice, mean over volumes), as the paper's medical tables.
+DATASET_DICE_DEFINITIONS: dict[str, str] = {"cityscapes": "per_image"}
 
 
 def predict_volume(
@@ -101,6 +120,9 @@ class EvaluationResult:
         3D Dice of class k of volume v (background at k = 0).
     hd95 : ndarray of shape (V, K) or None
         HD95 in mm (background NaN); None when not computed.
+    image_set : ImageSetDice or None
+        The Dice over the test set as 2D images (``dice_definition`` of :func:`evaluate`,
+        Cityscapes); when set, :attr:`mean_dice` and :meth:`summary` report it.
 
     Examples
     --------
@@ -114,6 +136,7 @@ class EvaluationResult:
     case_ids: list[str]
     dice: npt.NDArray[np.float64]
     hd95: npt.NDArray[np.float64] | None = None
+    image_set: ImageSetDice | None = None
 
     @property
     def volume_dice(self) -> npt.NDArray[np.float64]:
@@ -122,7 +145,9 @@ class EvaluationResult:
 
     @property
     def mean_dice(self) -> float:
-        """Mean over volumes of the mean foreground Dice (the paper's number)."""
+        """The paper's number: the test-set Dice of ``image_set``, else the volumes' mean."""
+        if self.image_set is not None:
+            return float(self.image_set.mean)
         return float(self.volume_dice.mean())
 
     def summary(self) -> dict[str, Any]:
@@ -148,6 +173,11 @@ class EvaluationResult:
             out["hd95_std"] = float(per_volume.std())
             out["hd95_per_class_mean"] = self.hd95[:, 1:].mean(axis=0).tolist()
             out["hd95_per_class_std"] = self.hd95[:, 1:].std(axis=0).tolist()
+        if self.image_set is not None:  # the test-set Dice replaces the per-volume mean
+            out.update(self.image_set.metadata())
+            out["dice_std"] = float(np.nanstd(self.image_set.per_image)) if (
+                self.image_set.per_image is not None
+            ) else None
         return out
 
     def per_volume(self) -> list[dict[str, Any]]:
@@ -194,6 +224,7 @@ def evaluate(
     amp: str = "none",
     channels_last: bool = False,
     compute_hd95: bool = True,
+    dice_definition: str | None = None,
 ) -> EvaluationResult:
     """Per-class 3D Dice (and HD95) of `model` on labelled volumes, at native resolution.
 
@@ -215,6 +246,12 @@ def evaluate(
         Channels-last batches.
     compute_hd95 : bool, default True
         Also compute HD95 (slower; validation during fine-tuning skips it).
+    dice_definition : {"per_image", "pooled"}, optional
+        Also score the test set as a set of 2D images (every slice of every volume one image)
+        with :func:`~contrastlocal.training.dice_over_images` of this definition: the result's
+        ``image_set``, ``mean_dice`` and ``summary()`` (which then records the definition) use
+        it. :data:`~contrastlocal.training.evaluation.DATASET_DICE_DEFINITIONS` gives the
+        dataset's (Cityscapes: ``"per_image"``).
 
     Returns
     -------
@@ -245,8 +282,13 @@ def evaluate(
     if len(volumes) == 0:
         msg = "`volumes` must hold at least one labelled volume; got none."
         raise ValueError(msg)
+    if dice_definition is not None and dice_definition not in DICE_DEFINITIONS:
+        msg = (f"`dice_definition` must be None or one of {sorted(DICE_DEFINITIONS)}; got "
+               f"{dice_definition!r}.")
+        raise ValueError(msg)
     dice_rows = []
     hd_rows = []
+    images: list[tuple[npt.NDArray[Any], npt.NDArray[Any]]] = []
     for volume in volumes:
         probs = predict_volume(
             model,
@@ -258,6 +300,11 @@ def evaluate(
         )
         pred, ref = _reference_and_prediction(volume, probs)
         dice_rows.append(dice_per_class(pred, ref, num_classes))
+        if dice_definition is not None:
+            flat = zip(
+                pred.reshape(-1, *pred.shape[-2:]), ref.reshape(-1, *ref.shape[-2:]), strict=True
+            )
+            images.extend(flat)
         if compute_hd95:
             spacing = volume.spacing if volume.geometry is not None else (1.0,) * pred.ndim
             hd_rows.append(hd95_per_class(pred, ref, num_classes, spacing))
@@ -265,4 +312,8 @@ def evaluate(
         case_ids=[v.case_id for v in volumes],
         dice=np.stack(dice_rows),
         hd95=np.stack(hd_rows) if compute_hd95 else None,
+        image_set=None if dice_definition is None else dice_over_images(
+            [p for p, _ in images], [r for _, r in images], num_classes,
+            definition=dice_definition,  # type: ignore[arg-type]
+        ),
     )

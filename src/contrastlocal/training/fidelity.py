@@ -79,7 +79,8 @@ FIDELITY_ITEMS: dict[str, str] = {
     "random_slices": "G^R batches draw B slices uniformly with replacement from all volumes "
     "(two interleaved views)",
     "local_loss": "stage 2 uses the authors' local pairing: L^D with view-1 anchors, 2 cyclic "
-    "partner volumes, J = 4 and the 24·R normaliser; L^R with J = 5, mean over anchors",
+    "partner volumes, J = 4 and the 24·R normaliser; L^R with J = 5, mean over anchors "
+    "(needs local_batch)",
     "local_batch": "stage-2 batches as the authors build them: L^R on 10 random slices "
     "(20 interleaved rows), L^D on 3 volumes x 4 partitions (24 concatenated rows)",
     "shared_intensity": "one random number per call gives the brightness δ and the contrast "
@@ -119,7 +120,7 @@ class FidelityConfig:
         (:func:`authors_global_batch` with ``strategy="random"``).
     local_loss : bool
         Differences 4, 7: the authors' local pairing, negatives and normaliser
-        (:func:`authors_local_loss_arguments`).
+        (:func:`authors_local_loss_arguments`). Needs `local_batch`.
     local_batch : bool
         Difference 7: the authors' stage-2 batches (:func:`authors_local_batch`).
     shared_intensity : bool
@@ -155,7 +156,16 @@ class FidelityConfig:
     TypeError
         If a switch is not a bool or a setting not an int.
     ValueError
-        If a setting is below 1 or `blank_rows` is on without `global_loss`.
+        If a setting is below 1, `blank_rows` is on without `global_loss` or `local_loss`
+        without `local_batch`.
+
+    Notes
+    -----
+    The stages read the switches from ``ExperimentConfig.fidelity``. The three integer settings
+    are not read by the stages: on the paper's datasets, setting the fidelity of an
+    :class:`~contrastlocal.training.ExperimentConfig` writes them into the sections the stages
+    read (``finetune.batch_size``, ``global_stage.volumes_per_batch`` = B / S,
+    ``model.global_hidden_features``), so each setting has one home.
 
     Examples
     --------
@@ -199,6 +209,10 @@ class FidelityConfig:
         if self.blank_rows and not self.global_loss:
             msg = ("`fidelity.blank_rows` needs `fidelity.global_loss`: the blank rows belong "
                    "to the authors' G^D batch layout; set both or neither.")
+            raise ValueError(msg)
+        if self.local_loss and not self.local_batch:
+            msg = ("`fidelity.local_loss` needs `fidelity.local_batch`: the authors' local "
+                   "pairing is defined on their stage-2 batch layout; set both or neither.")
             raise ValueError(msg)
 
     @classmethod

@@ -33,7 +33,7 @@ from ..data.volumes import Volume
 from . import _distributed
 from .checkpoint import check_resume, latest_checkpoint, load_checkpoint
 from .config import ExperimentConfig, ResolvedRuntime, config_to_dict, validate_for_run
-from .evaluation import EvaluationResult, evaluate
+from .evaluation import DATASET_DICE_DEFINITIONS, EvaluationResult, evaluate
 from .plan import (
     RUN_LAYOUT,
     FinetuneCell,
@@ -667,6 +667,7 @@ def _finetune_all(
             test,
             num_classes=cell.config.model.num_classes,
             device=next(res.network.parameters()).device,
+            dice_definition=DATASET_DICE_DEFINITIONS.get(cell.config.dataset),
         )
         outcome = CellOutcome(cell, res, ev, time.perf_counter() - t)
         outcomes.append(outcome)

@@ -420,14 +420,14 @@ def _demo_test_scores(
 
     cfg = settings.config
     n_max = max(settings.num_labelled)
-    scores: dict[str, list[Any]] = {k: [] for k in results}
+    scores: dict[str, list[Any]] = {k: [] for k in results if k != "benchmark"}  # per |X_tr|
     test_volumes: list[Volume] = []
     test_names: list[str] = []
     for s in seeds:
         test = demo_volumes(s, settings)["test"]
         test_volumes += test
         test_names += [f"seed {s}, test {i + 1}" for i in range(len(test))]
-        for key in results:
+        for key in scores:
             best = root / demo_cell_dir(s, key, n_max) / "best.pt"
             if not best.is_file():
                 continue

@@ -28,6 +28,7 @@ INIT_LABELS: dict[str, str] = {
     "GD+LR": "G^D + L^R",
     "GD+LD": "G^D + L^D",
     "joint": "L_g + λ_l·L_l",
+    "benchmark": "fully supervised (all labelled)",
 }
 
 Results = Mapping[str, Mapping[Any, Sequence[float]]]

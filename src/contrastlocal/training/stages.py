@@ -29,6 +29,7 @@ from torch.nn import functional as F  # noqa: N812
 from ..data import augment
 from ..data.slices import SliceDataset
 from ..data.volumes import Volume
+from ..functional import local_contrastive_loss, original_global_loss
 from ..models import (
     GlobalPretrainNetwork,
     LocalPretrainNetwork,
@@ -40,6 +41,13 @@ from ..models import (
 from ..nn import GlobalContrastiveLoss
 from ..samplers import PartitionBatchSampler
 from . import _distributed
+from ._authors_batches import (
+    authors_batch_indices,
+    authors_batch_views,
+    authors_global_batch,
+    authors_local_batch,
+    authors_local_loss_arguments,
+)
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
 from .checkpoint import load_checkpoint, load_weights, weights_fingerprint
 from .config import (
@@ -51,7 +59,9 @@ from .config import (
     config_to_dict,
     preset,
 )
-from .evaluation import evaluate
+from .config import _check_fidelity as check_fidelity
+from .evaluation import DATASET_DICE_DEFINITIONS, evaluate
+from .fidelity import FidelityConfig
 
 __all__ = [
     "StageResult",
@@ -150,7 +160,7 @@ def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
         raise ValueError(msg)
     if rt.num_threads is not None:
         torch.set_num_threads(rt.num_threads)  # restored by @_isolated when the stage returns
-    amp = rt.amp if device.type == "cuda" else "none"
+    amp = rt.amp if device.type == "cuda" and not config.fidelity.float32 else "none"
     channels_last = rt.channels_last if rt.channels_last is not None else device.type == "cuda"
     scaler = None
     precision = "fp32"
@@ -307,6 +317,7 @@ def _partition_stream(
     tag: int,
 ) -> tuple[_SliceBank, _SamplerStream]:
     """Build a pre-training stage's slice bank and sharded partition-batch stream; seed torch."""
+    _check_pretraining_batch(len(volumes), section)
     bank = _SliceBank(volumes, section.num_partitions, device)
     stream = _SamplerStream(
         PartitionBatchSampler(
@@ -320,6 +331,60 @@ def _partition_stream(
     )
     torch.manual_seed(derive_seed(seed, tag, 0))
     return bank, stream
+
+
+def _check_pretraining_batch(
+    num_volumes: int, section: GlobalStageConfig | LocalStageConfig
+) -> None:
+    """Refuse, before training, a batch of more distinct volumes than there are (Table 2's 450)."""
+    need = section.volumes_per_batch * _distributed.world_size()
+    if need <= num_volumes:
+        return
+    name = "global_stage" if isinstance(section, GlobalStageConfig) else "local_stage"
+    slices = section.volumes_per_batch * section.num_partitions
+    largest = num_volumes // _distributed.world_size()
+    msg = (
+        f"`{name}.volumes_per_batch` = {section.volumes_per_batch} (a batch of {slices} slices = "
+        f"volumes x {section.num_partitions} partitions) needs {need} distinct pre-training "
+        f"volumes per step, but there are {num_volumes}: every slice of a batch comes from its "
+        f"own (volume, partition), so the batch cannot be filled; use volumes_per_batch <= "
+        f"{largest} (at most {largest * section.num_partitions} slices) or more volumes."
+    )
+    raise ValueError(msg)
+
+
+def _fidelity_settings(fid: FidelityConfig) -> dict[str, Any]:
+    """Return the switched-on fidelity items, for a stage's resume key (none: "paper")."""
+    on = [k for k, v in fid.to_dict().items() if v is True]
+    return {"fidelity": on} if on else {}
+
+
+def _view_options(fid: FidelityConfig, kind: str) -> dict[str, Any]:
+    """Keywords of the view functions for the fidelity's shared intensity and fixed crop."""
+    options: dict[str, Any] = {}
+    if kind.startswith("colour_"):
+        return options  # the authors' code has no Cityscapes recipe: nothing to reproduce
+    if fid.shared_intensity:
+        options["shared"] = True
+    if fid.fixed_crop and kind == "global":
+        options["crop_pixels"] = 100
+    return options
+
+
+def _view_kind(config: ExperimentConfig, kind: str) -> Any:
+    """``"global"``/``"local"``, or their colour-jittered kinds for Cityscapes (the paper's)."""
+    return f"colour_{kind}" if config.dataset == "cityscapes" else kind
+
+
+def _cityscapes_crop(model: ModelConfig) -> tuple[int, int]:
+    """Return the Cityscapes fine-tuning crop: 3/4 of each side, a multiple of the UNet's factor.
+
+    192 x 384 of 256 x 512 (the paper states no size).
+    """
+    factor = 2 ** (len(model.channels) - 1)
+    h, w = model.image_size
+    return (max(factor, (3 * h // 4) // factor * factor),
+            max(factor, (3 * w // 4) // factor * factor))
 
 
 def _generator(device: torch.device, *parts: int) -> torch.Generator:
@@ -395,6 +460,7 @@ def _settings(
         "volumes": [v.case_id for v in volumes],
         "num_slices": [v.num_slices for v in volumes],
         **config_to_dict(getattr(config, section)),
+        **_fidelity_settings(config.fidelity),
         **extra,
     }
 
@@ -555,6 +621,7 @@ def pretrain_global(
     cfg = _with_overrides(config, "global_stage", overrides)
     st = cfg.global_stage
     _check_volumes(volumes, "volumes", cfg, partitions=st.num_partitions)
+    check_fidelity(cfg)
     rt = _runtime(cfg, progress)
     bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _GLOBAL)
     net = _global_network(build_unet(cfg), cfg.model)
@@ -563,24 +630,30 @@ def pretrain_global(
     criterion = _global_criterion(st)
     params = [p for p in net.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
+    fid = cfg.fidelity
+    kind = _view_kind(cfg, "global")
+    options = _view_options(fid, kind)
+    if fid.global_loss or (fid.random_slices and st.strategy == "random"):
+        loop_step = _authors_global_step(cfg, bank, forward, criterion, rt, options)
+    else:
 
-    def step(it: int) -> torch.Tensor:
-        batch = bank.batch(stream(it))
-        gen = _generator(rt.device, cfg.seed, _GLOBAL, it)
-        views = augment.two_views(batch, gen, kind="global")
-        with autocast_context(rt.device, rt.amp):
-            embeddings = forward(_images(views["images"], rt))
-        loss: torch.Tensor = criterion(
-            embeddings.float(), views["image_ids"], views["partition_ids"]
-        )
-        return loss
+        def loop_step(it: int) -> torch.Tensor:
+            batch = bank.batch(stream(it))
+            gen = _generator(rt.device, cfg.seed, _GLOBAL, it)
+            views = augment.two_views(batch, gen, kind=kind, **options)
+            with autocast_context(rt.device, rt.amp):
+                embeddings = forward(_images(views["images"], rt))
+            loss: torch.Tensor = criterion(
+                embeddings.float(), views["image_ids"], views["partition_ids"]
+            )
+            return loss
 
     loop = run_loop(
         LoopSpec(
             name="global",
             model=net,
             optimizer=optimizer,
-            step=step,
+            step=loop_step,
             settings=_settings(cfg, "global_stage", volumes),
             sampler_position=stream.position,
             ddp_managed=managed,
@@ -588,6 +661,55 @@ def pretrain_global(
         )
     )
     return _result(net, loop, out, [])
+
+
+def _authors_global_step(
+    cfg: ExperimentConfig,
+    bank: _SliceBank,
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    criterion: nn.Module,
+    rt: _Runtime,
+    options: dict[str, Any],
+) -> Callable[[int], torch.Tensor]:
+    """Stage-1 step on the authors' batch (``fidelity.global_loss`` / ``random_slices``).
+
+    B = ``volumes_per_batch × num_partitions`` slices; the rows, views and blank rows of
+    :func:`authors_global_batch`, drawn from a generator seeded by (seed, stage, iteration); the
+    loss is :func:`~contrastlocal.functional.original_global_loss` with ``global_loss``, else the
+    package's loss on the same rows (G^R on random slices).
+    """
+    st, fid = cfg.global_stage, cfg.fidelity
+    depths = bank.dataset.slices_per_volume
+    batch_size = st.volumes_per_batch * st.num_partitions
+
+    def rows_of(it: int) -> dict[str, npt.NDArray[Any]]:
+        rng = np.random.default_rng([cfg.seed, _GLOBAL, it, *_distributed.seed_suffix()])
+        return authors_global_batch(
+            st.strategy, batch_size, depths, rng,
+            num_partitions=st.num_partitions, blank_rows=fid.blank_rows,
+        )
+
+    rows_of(0)  # a batch that cannot be built fails here, before training
+
+    def step(it: int) -> torch.Tensor:
+        rows = rows_of(it)
+        gen = _generator(rt.device, cfg.seed, _GLOBAL, it)
+        x = bank.batch(np.maximum(authors_batch_indices(rows, depths), 0))["images"]
+        images = authors_batch_views(x, rows, gen, **options)
+        with autocast_context(rt.device, rt.amp):
+            embeddings = forward(_images(images, rt))
+        if fid.global_loss:
+            loss: torch.Tensor = original_global_loss(
+                embeddings.float(), strategy=st.strategy, batch_size=batch_size,
+                num_partitions=st.num_partitions, temperature=st.temperature,
+            )
+            return loss
+        ids = torch.as_tensor(rows["image"], device=rt.device)
+        parts = torch.as_tensor(rows["partition"], device=rt.device)
+        out: torch.Tensor = criterion(embeddings.float(), ids, parts)
+        return out
+
+    return step
 
 
 # ------------------------------------------------------------------------------------ stage 2
@@ -702,7 +824,9 @@ def pretrain_local(
     source = _encoder_source(encoder, cfg)
     bank, stream = _partition_stream(volumes, st, rt.device, cfg.seed, _LOCAL)
     net = LocalPretrainNetwork(build_unet(cfg), st.num_decoder_blocks)
-    copied = [] if source is None else transfer_encoder(source, net)
+    fid = cfg.fidelity
+    buffers = not fid.skip_running_stats
+    copied = [] if source is None else transfer_encoder(source, net, include_buffers=buffers)
     freeze_encoder(net, batchnorm=st.encoder_batchnorm)
     criterion = _local_criterion(st, net, cfg.model.image_size)
     holder = _LocalStage(net, criterion)
@@ -710,13 +834,41 @@ def pretrain_local(
     forward, managed = _forward_fn(net, rt, find_unused=True)  # later decoder blocks: unused
     params = [p for p in holder.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=st.learning_rate)
+    kind = _view_kind(cfg, "local")
+    options = _view_options(fid, kind)
+    depths = bank.dataset.slices_per_volume
+
+    def rows_of(it: int) -> dict[str, npt.NDArray[Any]]:
+        rng = np.random.default_rng([cfg.seed, _LOCAL, it, *_distributed.seed_suffix()])
+        return authors_local_batch(st.strategy, depths, rng)
+
+    if fid.local_batch:
+        rows_of(0)  # a batch that cannot be built fails here, before training
 
     def step(it: int) -> torch.Tensor:
-        batch = bank.batch(stream(it))
         gen = _generator(rt.device, cfg.seed, _LOCAL, it)
-        views = augment.two_views(batch, gen, kind="local")
+        if fid.local_batch:  # the authors' stage-2 batch (L^R: 10 slices, L^D: 3 x 4)
+            rows = rows_of(it)
+            x = bank.batch(authors_batch_indices(rows, depths))["images"]
+            images = authors_batch_views(x, rows, gen, kind="local", **options)
+            ids = {k: torch.as_tensor(rows[k], device=rt.device)
+                   for k in ("image", "partition", "volume")}
+            views = {"images": images, "image_ids": ids["image"],
+                     "partition_ids": ids["partition"], "volume_ids": ids["volume"]}
+        else:
+            views = augment.two_views(bank.batch(stream(it)), gen, kind=kind, **options)
         with autocast_context(rt.device, rt.amp):
             features = forward(_images(views["images"], rt))
+        if fid.local_loss:  # needs local_batch (FidelityConfig checks): their pairing, J, 24·R
+            arguments = authors_local_loss_arguments(
+                st.strategy, (int(features.shape[-2]), int(features.shape[-1])),
+                region_size=st.region_size, num_regions=st.num_regions,
+            )
+            authors: torch.Tensor = local_contrastive_loss(
+                features.float(), region_size=st.region_size, projection=criterion.projection,
+                temperature=st.temperature, **arguments,
+            )
+            return authors
         loss: torch.Tensor = criterion(
             features.float(), views["image_ids"], views["partition_ids"], views["volume_ids"]
         )
@@ -819,6 +971,7 @@ def pretrain_joint(
     cfg = _with_overrides(config, "local_stage", overrides)
     gs, ls = cfg.global_stage, cfg.local_stage
     _check_volumes(volumes, "volumes", cfg, partitions=gs.num_partitions)
+    check_fidelity(cfg)
     rt = _runtime(cfg, progress)
     bank, stream = _partition_stream(volumes, gs, rt.device, cfg.seed, _JOINT)
     unet = build_unet(cfg)
@@ -834,11 +987,15 @@ def pretrain_joint(
     optimizer = torch.optim.Adam(holder.parameters(), lr=gs.learning_rate)
     weight = ls.lambda_local
 
+    global_kind, local_kind = _view_kind(cfg, "global"), _view_kind(cfg, "local")
+    global_options = _view_options(cfg.fidelity, global_kind)
+    local_options = _view_options(cfg.fidelity, local_kind)
+
     def step(it: int) -> torch.Tensor:
         batch = bank.batch(stream(it))
         gen = _generator(rt.device, cfg.seed, _JOINT, it)
-        gv = augment.two_views(batch, gen, kind="global")
-        lv = augment.two_views(batch, gen, kind="local")
+        gv = augment.two_views(batch, gen, kind=global_kind, **global_options)
+        lv = augment.two_views(batch, gen, kind=local_kind, **local_options)
         with autocast_context(rt.device, rt.amp):
             emb = global_forward(_images(gv["images"], rt))
             feats = local_forward(_images(lv["images"], rt))
@@ -872,10 +1029,11 @@ def _initialise(
     if source is None:
         return []
     inner = getattr(source, "_orig_mod", source)
+    buffers = not config.fidelity.skip_running_stats  # the authors copy no running averages
     if isinstance(inner, LocalPretrainNetwork):
-        return transfer_decoder(inner, unet)
+        return transfer_decoder(inner, unet, include_buffers=buffers)
     if isinstance(inner, GlobalPretrainNetwork):
-        return transfer_encoder(inner, unet)
+        return transfer_encoder(inner, unet, include_buffers=buffers)
     if isinstance(inner, UNet):
         blocks = inner.num_decoder_blocks
         keys = transfer_decoder(inner, unet, blocks)
@@ -1007,16 +1165,34 @@ def finetune(
     forward, managed = _forward_fn(unet, rt)
     optimizer = torch.optim.Adam(unet.parameters(), lr=st.learning_rate)
 
+    fid = cfg.fidelity
+    cityscapes = cfg.dataset == "cityscapes"
+    crop = _cityscapes_crop(cfg.model)
+
     def step(it: int) -> torch.Tensor:
         rng = np.random.default_rng([cfg.seed, _FINETUNE, it, *_distributed.seed_suffix()])
         batch = bank.batch(rng.integers(0, total, size=st.batch_size))
         gen = _generator(rt.device, cfg.seed, _FINETUNE, it)
         images, labels = batch["images"], batch["labels"]
-        if st.augment:
-            images, aug_labels = augment.geometric_augment(images, labels, gen)
+        target: torch.Tensor | None = None
+        if st.augment and cityscapes:  # the paper's Cityscapes recipe: random crop, colour jitter
+            images, aug_labels = augment.cityscapes_finetune_augment(
+                images, labels, gen, size=crop
+            )
             assert aug_labels is not None
             labels = aug_labels
-        target = _one_hot(labels, num_classes)
+        elif st.augment and fid.soft_label_warp:  # soft one-hot targets, as the authors'
+            images, target = augment.authors_geometric_augment(
+                images, labels, gen, num_classes=num_classes, elastic_tail=fid.elastic_tail
+            )
+        elif st.augment:
+            images, aug_labels = augment.geometric_augment(
+                images, labels, gen, elastic_tail=fid.elastic_tail
+            )
+            assert aug_labels is not None
+            labels = aug_labels
+        if target is None:
+            target = _one_hot(labels, num_classes)
         if st.mixup:
             images, target = augment.mixup(images, target, gen, alpha=st.mixup_alpha)
         with autocast_context(rt.device, rt.amp):
@@ -1033,6 +1209,7 @@ def finetune(
             amp=rt.amp,
             channels_last=rt.channels_last,
             compute_hd95=False,
+            dice_definition=DATASET_DICE_DEFINITIONS.get(cfg.dataset),
         )
         return {
             "val_dice": res.mean_dice,

@@ -47,12 +47,13 @@ from ._geometric import (
     warp,
 )
 from ._intensity import adjust_intensity
-from ._mixup import mixup
+from ._mixup import MIXUP_ALPHA, mixup
 from ._views import global_views, intensity_views, two_views
 
 __all__ = [
     "CITYSCAPES_FINETUNE_JITTER",
     "CITYSCAPES_VIEW_JITTER",
+    "MIXUP_ALPHA",
     "adjust_intensity",
     "authors_geometric_augment",
     "authors_warp",

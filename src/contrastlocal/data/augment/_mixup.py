@@ -7,7 +7,12 @@ import torch
 
 from ._common import _check_generator, _check_images, _check_nonneg
 
-__all__ = ["mixup"]
+__all__ = ["MIXUP_ALPHA", "mixup"]
+
+#: The one default Mixup α of the package (:func:`mixup` and ``finetune.mixup_alpha``): neither
+#: the paper's supplement nor the authors' code states α; 0.2 is the value of the Mixup paper's
+#: ImageNet experiments (Zhang et al., ICLR 2018, α in [0.1, 0.4] working there).
+MIXUP_ALPHA = 0.2
 
 
 def mixup(
@@ -15,7 +20,7 @@ def mixup(
     labels: torch.Tensor,
     generator: torch.Generator,
     *,
-    alpha: float = 0.2,
+    alpha: float = MIXUP_ALPHA,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     r"""Mixup: blend each image and its soft label map with a random partner of the batch.
 
@@ -27,7 +32,7 @@ def mixup(
         One-hot (or soft) label maps, floating point.
     generator : torch.Generator
         Source of randomness.
-    alpha : float, default 0.2
+    alpha : float, default :data:`MIXUP_ALPHA` (0.2)
         :math:`\lambda_i \sim \mathrm{Beta}(\alpha, \alpha)` per image; 0 gives the identity.
         Neither the paper's supplement nor the authors' code (which has no Mixup) states α; the
         default is the value of the Mixup paper's ImageNet experiments (Zhang et al. 2018, who
