@@ -85,3 +85,19 @@ def test_bad_configurations_fail_clearly(tmp_path):
         ExperimentConfig(global_stage=preset("acdc").global_stage).replace(
             global_stage={"iterations": 1.5}
         )
+
+
+def test_restating_the_fidelity_keeps_explicit_settings():
+    # the table runner passes `fidelity=...` again over a config whose sizes were set by hand:
+    # re-stating the same fidelity must not reset them; switching it moves what differs
+    cfg = preset("acdc", **{"global_stage.volumes_per_batch": 2, "finetune.batch_size": 4})
+    same = cfg.replace(fidelity="paper")
+    assert same.global_stage.volumes_per_batch == 2
+    assert same.finetune.batch_size == 4
+    authors = cfg.replace(fidelity="authors")
+    assert authors.finetune.batch_size == 20
+    assert authors.model.global_hidden_features == 1024
+    assert authors.global_stage.volumes_per_batch == 12 // 4
+    item = cfg.replace(**{"fidelity.n4": True})  # an item that sets no size
+    assert item.global_stage.volumes_per_batch == 2
+    assert item.finetune.batch_size == 4

@@ -519,11 +519,14 @@ class ExperimentConfig:
             partitions = nested.get("global_stage", {}).get(
                 "num_partitions", self.global_stage.num_partitions
             )
-            derived = _fidelity_sections(fid, partitions)
-            for section, values in derived.items():
+            # only what the fidelity change moves: re-stating the same fidelity (or changing an
+            # item that sets no value) keeps settings given explicitly earlier
+            before = _fidelity_sections(self.fidelity, partitions)
+            for section, values in _fidelity_sections(fid, partitions).items():
+                moved = {k: v for k, v in values.items() if before[section].get(k) != v}
                 given = nested.get(section, {})
-                if isinstance(given, Mapping):
-                    nested[section] = {**values, **given}
+                if moved and isinstance(given, Mapping):
+                    nested[section] = {**moved, **given}
         out: ExperimentConfig = _apply(self, nested, "")
         return out
 
@@ -625,7 +628,12 @@ def _classes(dataset: str) -> int:
 def _preset_base(dataset: str) -> ExperimentConfig:
     base = _dataset_base(dataset)
     # the paper's datasets: the text's values where text and code disagree (fidelity "paper")
-    return base.replace(fidelity="paper") if dataset in PAPER_DATASETS else base
+    if dataset not in PAPER_DATASETS:
+        return base
+    text = _fidelity_sections(FidelityConfig.preset("paper"), base.global_stage.num_partitions)
+    return base.replace(
+        fidelity="paper", **{f"{sec}.{k}": v for sec, vals in text.items() for k, v in vals.items()}
+    )
 
 
 def _dataset_base(dataset: str) -> ExperimentConfig:
