@@ -17,9 +17,12 @@ import pytest
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-from contrastlocal.functional import global_contrastive_loss, local_contrastive_loss  # noqa: E402
-from contrastlocal.functional._global import _global_loss_sharded  # noqa: E402
-from contrastlocal.functional._local import _local_loss_sharded  # noqa: E402
+from contrastlocal.functional import (  # noqa: E402
+    global_contrastive_loss,
+    global_contrastive_loss_shard,
+    local_contrastive_loss,
+    local_contrastive_loss_shard,
+)
 from contrastlocal.nn import GlobalContrastiveLoss, LocalContrastiveLoss  # noqa: E402
 
 from . import _distributed_worker as w  # noqa: E402
@@ -203,14 +206,14 @@ def _shares(fn: Any, per_rank_kwargs: list[dict[str, Any]], **kwargs: Any) -> li
 
 @pytest.mark.parametrize("strategy", ["random", "domain_negatives", "domain"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
-def test_global_loss_sharded_shares_add_up_to_the_full_loss(strategy, reduction):
+def testglobal_contrastive_loss_shard_shares_add_up_to_the_full_loss(strategy, reduction):
     rng = np.random.default_rng(0)
     k, n = 3, 6
     z = rng.normal(size=(k * n, 4))
     image = np.tile(np.arange(3), 2 * k)  # per-process ids, equal on every process
     partition = rng.integers(0, 3, size=k * n)
     shares = _shares(
-        _global_loss_sharded,
+        global_contrastive_loss_shard,
         [{"embeddings": z[r * n : (r + 1) * n], "image_ids": image[r * n : (r + 1) * n],
           "partition_ids": partition[r * n : (r + 1) * n]} for r in range(k)],
         strategy=strategy, temperature=0.3, reduction=reduction, check_pairs=False,
@@ -225,7 +228,7 @@ def test_global_loss_sharded_shares_add_up_to_the_full_loss(strategy, reduction)
 
 
 @pytest.mark.parametrize("strategy", ["random", "domain"])
-def test_local_loss_sharded_shares_add_up_to_the_full_loss(strategy):
+def testlocal_contrastive_loss_shard_shares_add_up_to_the_full_loss(strategy):
     rng = np.random.default_rng(1)
     k, n = 3, 4
     f = rng.normal(size=(k * n, 2, 8, 8))
@@ -234,7 +237,7 @@ def test_local_loss_sharded_shares_add_up_to_the_full_loss(strategy):
     volume = np.repeat(np.arange(k), n)
     projection = rng.normal(size=(18, 5))
     shares = _shares(
-        _local_loss_sharded,
+        local_contrastive_loss_shard,
         [{"features": f[r * n : (r + 1) * n], "image_ids": image[r * n : (r + 1) * n],
           "partition_ids": partition[r * n : (r + 1) * n],
           "volume_ids": volume[r * n : (r + 1) * n]} for r in range(k)],
@@ -248,10 +251,10 @@ def test_local_loss_sharded_shares_add_up_to_the_full_loss(strategy):
     np.testing.assert_allclose(sum(shares), float(full), rtol=1e-12)
 
 
-def test_global_loss_sharded_without_pairs_raises_on_every_process():
+def testglobal_contrastive_loss_shard_without_pairs_raises_on_every_process():
     z = np.ones((2, 3))
     gather = _SimulatedGather(0, 2, [[z, np.array([0, 1])], [z, np.array([2, 3])]])
     with pytest.raises(ValueError, match="no positive pair"):
-        _global_loss_sharded(z, image_ids=np.array([0, 1]), partition_ids=None,
+        global_contrastive_loss_shard(z, image_ids=np.array([0, 1]), partition_ids=None,
                              strategy="random", temperature=0.1, reduction="mean",
                              gather=gather)
