@@ -11,19 +11,26 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._typing import Array, Namespace
 
+if TYPE_CHECKING:
+    import numpy as np
+
 __all__ = [
+    "as_positions",
     "check_choice",
+    "check_flag",
     "check_floating",
     "check_int_in_range",
     "check_integer_ids",
     "check_ndim",
     "check_positive",
+    "check_region_size",
     "check_temperature",
     "host_values",
+    "points_key",
     "shape_of",
 ]
 
@@ -88,6 +95,14 @@ def check_int_in_range(
     return value
 
 
+def check_flag(value: Any, name: str) -> bool:
+    """Require a bool (not an int standing for one); return it."""
+    if not isinstance(value, bool):
+        msg = f"`{name}` must be a bool; got {value!r}."
+        raise TypeError(msg)
+    return value
+
+
 def check_choice(value: Any, choices: Iterable[Any], name: str) -> Any:
     """Require `value` to be one of `choices`."""
     options = tuple(choices)
@@ -95,6 +110,58 @@ def check_choice(value: Any, choices: Iterable[Any], name: str) -> Any:
         msg = f"`{name}` must be one of {', '.join(repr(c) for c in options)}; got {value!r}."
         raise ValueError(msg)
     return value
+
+
+# --------------------------------------------------------------------------------------------
+# regions of the local loss: static settings (Python and NumPy, never arrays of a framework)
+# --------------------------------------------------------------------------------------------
+
+
+def check_region_size(region_size: Any) -> int:
+    """Require the side K of the local loss's square regions: 1 or 3; return it as int."""
+    import numpy as np
+
+    if isinstance(region_size, bool) or not isinstance(region_size, (int, np.integer)):
+        msg = f"`region_size` must be 1 or 3; got {region_size!r}."
+        raise TypeError(msg)
+    if int(region_size) not in (1, 3):
+        msg = f"`region_size` must be 1 or 3; got {region_size!r}."
+        raise ValueError(msg)
+    return int(region_size)
+
+
+def as_positions(positions: Any, name: str, ndim: int, layout: str) -> np.ndarray:
+    """Return static position metadata as an int64 NumPy array of `ndim` dims, last one 2.
+
+    `layout` is the expected shape in words, e.g. ``"(R, 2)"``.
+    """
+    import numpy as np
+
+    try:
+        arr = np.asarray(positions)
+    except Exception as err:  # e.g. an array on an accelerator
+        msg = (
+            f"`{name}` must be an int array-like of shape {layout} that NumPy can read "
+            f"(positions are static settings); got {type(positions).__name__}."
+        )
+        raise TypeError(msg) from err
+    if arr.ndim != ndim or arr.shape[-1] != 2:
+        msg = f"`{name}` must have shape {layout}; got shape {arr.shape}."
+        raise ValueError(msg)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        msg = f"`{name}` must hold integers; got dtype {arr.dtype}."
+        raise TypeError(msg)
+    return arr.astype(np.int64, copy=False)
+
+
+def points_key(points: Any) -> tuple[tuple[int, int], ...]:
+    """Return an (..., 2) integer array as a flat tuple of (x, y) pairs of Python ints.
+
+    Hashable and built without arrays, so a compiler (``torch.compile``) treats it as a constant.
+    """
+    import numpy as np
+
+    return tuple((int(x), int(y)) for x, y in np.asarray(points).reshape(-1, 2).tolist())
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,11 +17,16 @@ import pytest
 torch = pytest.importorskip("torch")
 dist = pytest.importorskip("torch.distributed")
 
-from contrastlocal.functional import global_contrastive_loss, local_contrastive_loss  # noqa: E402
-from contrastlocal.functional._global import _global_loss_sharded  # noqa: E402
-from contrastlocal.functional._local import _local_loss_sharded  # noqa: E402
+from contrastlocal.functional import (  # noqa: E402
+    global_contrastive_loss,
+    global_contrastive_loss_shard,
+    local_contrastive_loss,
+    local_contrastive_loss_shard,
+)
 from contrastlocal.nn import GlobalContrastiveLoss, LocalContrastiveLoss  # noqa: E402
 
+from ..functional._simulated_gather import SimulatedGather  # noqa: E402
+from ..functional._simulated_gather import shares as simulated_shares  # noqa: E402
 from . import _distributed_worker as w  # noqa: E402
 
 pytestmark = pytest.mark.skipif(
@@ -175,32 +180,6 @@ def test_modules_with_one_process_group_equal_the_plain_loss():
         dist.destroy_process_group()
 
 
-class _SimulatedGather:
-    """A RowGather for K simulated processes: the other processes' arrays come from a record."""
-
-    def __init__(self, rank: int, world_size: int, record: list[list[Any]] | None) -> None:
-        self.rank, self.world_size, self.record = rank, world_size, record
-        self.calls: list[Any] = []
-
-    def __call__(self, x: Any, *, differentiable: bool) -> Any:
-        self.calls.append(x)
-        if self.record is None:  # recording pass: shapes only
-            return np.concatenate([x] * self.world_size)
-        i = len(self.calls) - 1
-        parts = [x if r == self.rank else self.record[r][i] for r in range(self.world_size)]
-        return np.concatenate(parts)
-
-
-def _shares(fn: Any, per_rank_kwargs: list[dict[str, Any]], **kwargs: Any) -> list[float]:
-    k = len(per_rank_kwargs)
-    recorders = [_SimulatedGather(r, k, None) for r in range(k)]
-    for r, kw in enumerate(per_rank_kwargs):
-        fn(**kw, **kwargs, gather=recorders[r])
-    record = [g.calls for g in recorders]
-    return [float(fn(**kw, **kwargs, gather=_SimulatedGather(r, k, record)))
-            for r, kw in enumerate(per_rank_kwargs)]
-
-
 @pytest.mark.parametrize("strategy", ["random", "domain_negatives", "domain"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_global_loss_sharded_shares_add_up_to_the_full_loss(strategy, reduction):
@@ -209,8 +188,8 @@ def test_global_loss_sharded_shares_add_up_to_the_full_loss(strategy, reduction)
     z = rng.normal(size=(k * n, 4))
     image = np.tile(np.arange(3), 2 * k)  # per-process ids, equal on every process
     partition = rng.integers(0, 3, size=k * n)
-    shares = _shares(
-        _global_loss_sharded,
+    shares = simulated_shares(
+        global_contrastive_loss_shard,
         [{"embeddings": z[r * n : (r + 1) * n], "image_ids": image[r * n : (r + 1) * n],
           "partition_ids": partition[r * n : (r + 1) * n]} for r in range(k)],
         strategy=strategy, temperature=0.3, reduction=reduction, check_pairs=False,
@@ -233,8 +212,8 @@ def test_local_loss_sharded_shares_add_up_to_the_full_loss(strategy):
     partition = np.tile(np.array([0, 1]), 2 * k)
     volume = np.repeat(np.arange(k), n)
     projection = rng.normal(size=(18, 5))
-    shares = _shares(
-        _local_loss_sharded,
+    shares = simulated_shares(
+        local_contrastive_loss_shard,
         [{"features": f[r * n : (r + 1) * n], "image_ids": image[r * n : (r + 1) * n],
           "partition_ids": partition[r * n : (r + 1) * n],
           "volume_ids": volume[r * n : (r + 1) * n]} for r in range(k)],
@@ -250,8 +229,8 @@ def test_local_loss_sharded_shares_add_up_to_the_full_loss(strategy):
 
 def test_global_loss_sharded_without_pairs_raises_on_every_process():
     z = np.ones((2, 3))
-    gather = _SimulatedGather(0, 2, [[z, np.array([0, 1])], [z, np.array([2, 3])]])
+    gather = SimulatedGather(0, 2, [[z, np.array([0, 1])], [z, np.array([2, 3])]])
     with pytest.raises(ValueError, match="no positive pair"):
-        _global_loss_sharded(z, image_ids=np.array([0, 1]), partition_ids=None,
-                             strategy="random", temperature=0.1, reduction="mean",
-                             gather=gather)
+        global_contrastive_loss_shard(z, image_ids=np.array([0, 1]), partition_ids=None,
+                                      strategy="random", temperature=0.1, reduction="mean",
+                                      gather=gather)

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from .._array_api import compute_dtype, device, is_torch_namespace
-from .._typing import Array, LossReduction, Namespace
+from .._typing import (
+    GLOBAL_STRATEGIES,
+    LOSS_REDUCTIONS,
+    Array,
+    GlobalStrategy,
+    LossReduction,
+    Namespace,
+)
 from .._validation import (
     check_choice,
+    check_flag,
     check_integer_ids,
     check_ndim,
     check_temperature,
@@ -26,12 +34,7 @@ from ._kernel import (
     _on_device_of,
 )
 
-__all__ = ["global_contrastive_loss", "global_pairing"]
-
-GlobalStrategy = Literal["random", "domain_negatives", "domain"]
-_STRATEGIES: tuple[str, ...] = ("random", "domain_negatives", "domain")
-#: "none": one value per anchor row; "pairwise": the dense (N, N) terms.
-_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none", "pairwise")
+__all__ = ["global_contrastive_loss", "global_contrastive_loss_shard", "global_pairing"]
 
 _NO_PAIR = {
     "random": "no image has a second view (every value of `image_ids` appears once)",
@@ -44,7 +47,7 @@ def _check_ids(
     image_ids: Array | None, partition_ids: Array | None, n: int | None, strategy: str, *,
     xp: Namespace,
 ) -> None:
-    check_choice(strategy, _STRATEGIES, "strategy")
+    check_choice(strategy, GLOBAL_STRATEGIES, "strategy")
     if image_ids is None:
         if strategy != "domain":
             msg = (f"`image_ids` is required by strategy={strategy!r} (the positives are the "
@@ -433,10 +436,10 @@ def global_contrastive_loss(
     xp = _namespace(embeddings=embeddings, image_ids=image_ids, partition_ids=partition_ids,
                     temperature=temperature if hasattr(temperature, "shape") else None)
     n = _check_embeddings(embeddings, xp=xp)
-    check_choice(strategy, _STRATEGIES, "strategy")
+    check_choice(strategy, GLOBAL_STRATEGIES, "strategy")
     temperature = check_temperature(temperature, xp=xp)
-    check_choice(reduction, _REDUCTIONS, "reduction")
-    check_pairs = _check_flag(check_pairs, "check_pairs")
+    check_choice(reduction, LOSS_REDUCTIONS, "reduction")
+    check_pairs = check_flag(check_pairs, "check_pairs")
     if _is_second_view(image_ids, xp=xp):
         embeddings, image_ids, ids = _two_view_rows(
             embeddings, image_ids, {"partition_ids": partition_ids}, ndim=2, layout="(N, D)",
@@ -469,15 +472,8 @@ def global_contrastive_loss(
     return terms
 
 
-def _check_flag(value: Any, name: str) -> bool:
-    if not isinstance(value, bool):
-        msg = f"`{name}` must be a bool; got {value!r}."
-        raise TypeError(msg)
-    return value
-
-
 # --------------------------------------------------------------------------------------------
-# sharded (multi-process) form, private: used by GlobalContrastiveLoss(gather_distributed=True)
+# one process's share of a batch spread over several processes (data-parallel training)
 # --------------------------------------------------------------------------------------------
 
 
@@ -494,29 +490,104 @@ def _rank_tagged_ids(ids_all: Array, world_size: int, num_rows: int, *, xp: Name
     return ids_all * world_size + rows // num_rows
 
 
-def _global_loss_sharded(
+def global_contrastive_loss_shard(
     embeddings: Array,
+    image_ids: Array | None = None,
+    partition_ids: Array | None = None,
     *,
-    image_ids: Array | None,
-    partition_ids: Array | None,
-    strategy: str,
-    temperature: float | Array,
-    reduction: str,
     gather: RowGather,
+    strategy: GlobalStrategy = "domain",
+    temperature: float | Array = 0.1,
+    reduction: str = "mean",
     check_pairs: bool = True,
 ) -> Array:
-    """Compute this process's share of the global loss of the batch gathered from all processes.
+    r"""Compute one process's share of the global loss of a batch spread over processes.
 
-    The local rows are this process's anchors; the candidates (positives and negatives) are the
-    rows of every process, gathered with `gather` (the embeddings with gradient, the ids
-    without). Image ids are tagged with the process (views of one image never span processes);
-    partition ids are positions within a volume and compared as they are. The result is the
-    anchors' terms of the global pairing divided by the GLOBAL normaliser (``"mean"``: the
-    number of positive pairs of the whole batch), so the shares of the K processes add up to the
-    single-process loss of the concatenated batch, for ``"mean"`` and ``"sum"``.
+    For data-parallel training: each of K processes holds n rows of the batch. Process q's
+    rows are its anchors; the candidates (positives and negatives) are the rows of every
+    process, collected with `gather`. The result is the loss of the anchor rows against all
+    K·n rows divided by the WHOLE batch's normaliser, so summing the shares of the K processes
+    gives :func:`global_contrastive_loss` of the batch concatenated in process order.
+    :class:`contrastlocal.nn.GlobalContrastiveLoss` with ``gather_distributed=True`` is built
+    on it.
+
+    Parameters
+    ----------
+    embeddings : real floating array of shape (n, D)
+        This process's embeddings, or its first view (two-view form, as
+        :func:`global_contrastive_loss`).
+    image_ids : integer array of shape (n,), real floating array of shape (n, D), or None
+        Rows with equal id are views of one image; or the second view. Ids are local to each
+        process (views of one image are on one process): the function makes them unique across
+        processes (``id · K + q``), so ``arange(n)`` on every process is fine.
+    partition_ids : integer array of shape (n,) or None, default None
+        Partition of each row's slice (one per image with two views); compared across
+        processes as they are. Required unless ``strategy="random"``.
+    gather : RowGather
+        Concatenates an array's rows over the processes: ``gather(x, differentiable=...)``
+        returns the (K·n, ...) rows of every process in rank order (with
+        ``differentiable=True`` the gradient must flow back to each process's own rows, e.g.
+        :func:`contrastlocal.nn.all_gather_with_grad`); its integer attributes ``rank`` and
+        ``world_size`` are q and K. Every process must hold the same n.
+    strategy : {"random", "domain_negatives", "domain"}, default "domain"
+        G^R, G^{D−} or G^D, as in :func:`global_contrastive_loss`.
+    temperature : float or 0-D real floating array, default 0.1
+        Temperature τ > 0.
+    reduction : {"mean", "sum"}, default "mean"
+        ``"mean"`` divides this process's terms by the number of (anchor, positive) pairs of
+        the whole batch; ``"sum"`` sums them.
+    check_pairs : bool, default True
+        Where the ids are on the host: raise if an image's views are in two partitions, or if
+        the whole batch has no positive pair (the same answer on every process).
+
+    Returns
+    -------
+    array
+        0-D, this process's share :math:`L_q`; :math:`\sum_q L_q` is the loss of the whole
+        batch. Same namespace and device as `embeddings`, in the compute dtype.
+
+    Raises
+    ------
+    TypeError
+        If an input has the wrong type or dtype kind.
+    ValueError
+        If shapes do not match, a setting is unknown (``reduction`` other than ``"mean"`` or
+        ``"sum"``), ids a strategy needs are missing, or (with `check_pairs`) the batch has no
+        positive pair or an image's views in two partitions.
+
+    See Also
+    --------
+    global_contrastive_loss : The loss of the whole batch on one process.
+    contrastlocal.nn.GlobalContrastiveLoss : Uses it with ``gather_distributed=True``.
+
+    Examples
+    --------
+    With one process the share is the loss (K processes pass a ``torch.distributed`` gather
+    and get shares that add up to it):
+
+    >>> import numpy as np
+    >>> from contrastlocal.functional import (global_contrastive_loss,
+    ...                                       global_contrastive_loss_shard)
+    >>> class OneProcess:
+    ...     rank, world_size = 0, 1
+    ...     def __call__(self, x, *, differentiable):
+    ...         return x
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.normal(size=(8, 4))
+    >>> image = np.array([0, 1, 2, 3, 0, 1, 2, 3])
+    >>> partition = np.array([0, 1, 0, 1, 0, 1, 0, 1])
+    >>> share = global_contrastive_loss_shard(z, image, partition, gather=OneProcess())
+    >>> bool(np.isclose(share, global_contrastive_loss(z, image, partition)))
+    True
     """
     xp = _namespace(embeddings=embeddings, image_ids=image_ids, partition_ids=partition_ids)
     n = _check_embeddings(embeddings, xp=xp)
+    if _is_second_view(image_ids, xp=xp):
+        embeddings, image_ids, ids = _two_view_rows(
+            embeddings, image_ids, {"partition_ids": partition_ids}, ndim=2, layout="(N, D)",
+            xp=xp,
+        )
+        partition_ids, n = ids["partition_ids"], 2 * n
     _check_ids(image_ids, partition_ids, n, strategy, xp=xp)
     temperature = check_temperature(temperature, xp=xp)
     check_choice(reduction, ("mean", "sum"), "reduction")

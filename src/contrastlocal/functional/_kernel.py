@@ -129,11 +129,12 @@ def negative_logsumexp(logits: Array, negative_mask: Array, *, xp: Namespace) ->
 
 
 class RowGather(Protocol):
-    """Concatenates an array's rows over the processes of a group (private protocol).
+    """Concatenates an array's rows over the processes of a group.
 
-    The sharded losses (``_global_loss_sharded``, ``_local_loss_sharded``) take one so that the
-    framework-agnostic core never imports a distributed library: ``contrastlocal.nn`` passes a
-    :mod:`torch.distributed` implementation, the tests a simulated one. Every process holds the
+    The losses' shares (``global_contrastive_loss_shard``, ``local_contrastive_loss_shard``)
+    take one so that the framework-agnostic core never imports a distributed library:
+    ``contrastlocal.nn`` passes a :mod:`torch.distributed` implementation, the tests a
+    simulated one. Every process holds the
     same number of rows n; process ``rank`` owns rows ``[rank * n, (rank + 1) * n)`` of every
     gathered array.
     """

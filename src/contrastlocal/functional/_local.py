@@ -22,19 +22,28 @@ from .._array_api import (
     l2_normalize,
     logsumexp,
 )
-from .._typing import Array, LossReduction, Namespace
+from .._typing import (
+    LOCAL_STRATEGIES,
+    LOSS_REDUCTIONS,
+    Array,
+    LossReduction,
+    Namespace,
+)
 from .._validation import (
+    as_positions,
     check_choice,
+    check_flag,
     check_int_in_range,
     check_integer_ids,
     check_ndim,
     check_positive,
+    check_region_size,
     check_temperature,
     host_values,
+    points_key,
     shape_of,
 )
 from ._global import (
-    _check_flag,
     _check_partitions_of_views,
     _ids_to,
     _is_second_view,
@@ -53,22 +62,15 @@ from ._kernel import (
 from ._regions import (
     NegativesKey,
     PointsKey,
-    _as_positions,
     _check_bounds_key,
     _check_feature_maps,
-    _check_region_size,
     _default_keys,
     _flat_indices,
     _gather_regions,
     _index_array,
-    _points_key,
 )
 
-__all__ = ["local_contrastive_loss", "original_local_pairing"]
-
-_STRATEGIES: tuple[str, ...] = ("random", "domain")
-#: "none": one value per anchor row; "pairwise": the dense (N, N, R) terms.
-_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none", "pairwise")
+__all__ = ["local_contrastive_loss", "local_contrastive_loss_shard", "original_local_pairing"]
 
 #: Gather plan: flat spatial indices of the U distinct regions (U*K*K,), U, and the index
 #: among them of each position (R,) and of each negative (R*J,); Python ints only.
@@ -255,7 +257,8 @@ def _is_points_key(obj: Any, depth: int) -> bool:
 
 
 def _resolve_positions(
-    positions: Any, negative_positions: Any, height: int, width: int, region_size: int
+    positions: Any, negative_positions: Any, height: int, width: int, region_size: int,
+    num_regions: int = 13,
 ) -> tuple[PointsKey, NegativesKey]:
     """Return the region tables as tuple keys: the defaults for the map size, or the given ones.
 
@@ -263,13 +266,13 @@ def _resolve_positions(
     they are, without NumPy, so that the call traces under ``torch.compile``.
     """
     if positions is None and negative_positions is None:
-        return _default_keys(height, width, region_size, 13)
+        return _default_keys(height, width, region_size, num_regions)
     if positions is None or negative_positions is None:
         missing = "positions" if positions is None else "negative_positions"
         given = "negative_positions" if positions is None else "positions"
         msg = (
             f"`{missing}` must be given together with `{given}` (or leave both as None for the "
-            "default 13-region pattern); got None."
+            f"default {num_regions}-region pattern); got None."
         )
         raise ValueError(msg)
     if _is_points_key(positions, 1) and _is_points_key(negative_positions, 2):
@@ -278,8 +281,8 @@ def _resolve_positions(
         r, j = len(pos_key), len(neg_key[0]) if neg_key else 0
         if len(neg_key) == r and r > 0 and all(len(row) == j for row in neg_key):
             return pos_key, neg_key
-    pos = _as_positions(positions, "positions", 2, "(R, 2)")
-    neg = _as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
+    pos = as_positions(positions, "positions", 2, "(R, 2)")
+    neg = as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
     if neg.shape[0] != pos.shape[0] or neg.shape[1] < 1:
         msg = (
             f"`negative_positions` must have shape (R, J, 2) with R = {pos.shape[0]} (one row "
@@ -289,7 +292,7 @@ def _resolve_positions(
     if pos.shape[0] < 1:
         msg = f"`positions` must hold at least one position; got shape {pos.shape}."
         raise ValueError(msg)
-    return _points_key(pos), tuple(_points_key(row) for row in neg)
+    return points_key(pos), tuple(points_key(row) for row in neg)
 
 
 def _check_weights(positive_weights: Any, n: int, features: Array, *, xp: Namespace) -> Array:
@@ -323,6 +326,7 @@ def local_contrastive_loss(
     *,
     strategy: str = "random",
     region_size: int = 3,
+    num_regions: int = 13,
     positions: Any = None,
     negative_positions: Any = None,
     projection: Array | None = None,
@@ -366,9 +370,12 @@ def local_contrastive_loss(
     region_size : {3, 1}, default 3
         Side K of the square regions; each region is the K×K×C block flattened in (row offset,
         column offset, channel) order.
+    num_regions : {13, 9}, default 13
+        Size R of the paper's default pattern for this map size and K
+        (:func:`local_region_positions`), used when `positions` is None.
     positions : int array-like of shape (R, 2), optional
         Top-left corners of the regions (static settings, read with NumPy). Default: the
-        paper's 13-point pattern for this map size and K (:func:`local_region_positions`).
+        paper's `num_regions`-point pattern.
     negative_positions : int array-like of shape (R, J, 2), optional
         Top-left corners of the J negative regions of each region; given together with
         `positions`. They need not be among `positions`.
@@ -483,7 +490,7 @@ def local_contrastive_loss(
         positive_weights=None if numpy_weights else positive_weights,
         temperature=temperature if hasattr(temperature, "shape") else None,
     )
-    check_pairs = _check_flag(check_pairs, "check_pairs")
+    check_pairs = check_flag(check_pairs, "check_pairs")
     if _is_second_view(image_ids, xp=xp):
         _check_feature_maps(features, "features", xp=xp)
         features, image_ids, ids = _two_view_rows(
@@ -493,9 +500,9 @@ def local_contrastive_loss(
         partition_ids, volume_ids = ids["partition_ids"], ids["volume_ids"]
     setup = _check_local_inputs(
         features, image_ids, partition_ids, volume_ids, strategy=strategy,
-        region_size=region_size, positions=positions, negative_positions=negative_positions,
-        projection=projection, temperature=temperature, normalizer=normalizer,
-        reduction=reduction, reductions=_REDUCTIONS, xp=xp,
+        region_size=region_size, num_regions=num_regions, positions=positions,
+        negative_positions=negative_positions, projection=projection, temperature=temperature,
+        normalizer=normalizer, reduction=reduction, reductions=LOSS_REDUCTIONS, xp=xp,
     )
     n = setup.n
     dtype = compute_dtype(features, xp=xp)
@@ -610,6 +617,7 @@ def _check_local_inputs(
     *,
     strategy: str,
     region_size: int,
+    num_regions: int,
     positions: Any,
     negative_positions: Any,
     projection: Array | None,
@@ -621,8 +629,9 @@ def _check_local_inputs(
 ) -> _LocalSetup:
     """Validate everything but the pairing; resolve the region tables and the gather plan."""
     n, c, h, w = _check_feature_maps(features, "features", xp=xp)
-    k = _check_region_size(region_size)
-    check_choice(strategy, _STRATEGIES, "strategy")
+    k = check_region_size(region_size)
+    check_choice(num_regions, (13, 9), "num_regions")
+    check_choice(strategy, LOCAL_STRATEGIES, "strategy")
     check_choice(reduction, reductions, "reduction")
     temperature = check_temperature(temperature, xp=xp)
     if normalizer is not None:
@@ -635,7 +644,7 @@ def _check_local_inputs(
         if ids is not None:
             check_integer_ids(ids, n, name, xp=xp)
 
-    pos, neg = _resolve_positions(positions, negative_positions, h, w, k)
+    pos, neg = _resolve_positions(positions, negative_positions, h, w, k, num_regions)
     _check_bounds_key(pos, h, w, k, "positions")
     _check_bounds_key(tuple(p for row in neg for p in row), h, w, k, "negative_positions")
     num_regions, num_negatives = len(pos), len(neg[0])
@@ -691,32 +700,108 @@ def _strategy_ids(
     return image_ids, partition_ids, volume_ids
 
 
-def _local_loss_sharded(
+def local_contrastive_loss_shard(
     features: Array,
+    image_ids: Array | None = None,
+    partition_ids: Array | None = None,
+    volume_ids: Array | None = None,
     *,
-    image_ids: Array,
-    partition_ids: Array | None,
-    volume_ids: Array | None,
-    strategy: str,
-    region_size: int,
-    positions: Any,
-    negative_positions: Any,
-    projection: Array | None,
-    temperature: float | Array,
-    reduction: str,
     gather: RowGather,
+    strategy: str = "random",
+    region_size: int = 3,
+    num_regions: int = 13,
+    positions: Any = None,
+    negative_positions: Any = None,
+    projection: Array | None = None,
+    temperature: float | Array = 0.1,
+    reduction: str = "mean",
     check_pairs: bool = True,
 ) -> Array:
-    """Compute this process's share of the local loss of the batch gathered from all processes.
+    r"""Compute one process's share of the local loss of a batch spread over processes.
 
-    Each process embeds the regions of its own maps (projection and normalisation, (n, U, D));
-    only these region embeddings are gathered (with gradient; never the feature maps), and the
-    ids (without). The local rows are the anchors; positives and the positives' negative regions
-    come from every process. Image ids are tagged with the process (views of one image never
-    span processes); partition and volume ids are compared as they are, i.e. they must be
-    global (dataset volume ids, as a sharded sampler yields). The result is the anchors' terms
-    divided by the GLOBAL normaliser (``"mean"``: R · the number of positive pairs of the whole
-    batch), so the K shares add up to the single-process loss of the concatenated batch.
+    For data-parallel training: each of K processes holds n rows of the batch. Each process
+    embeds the regions of its own maps (projection and normalisation); only these region
+    embeddings are collected from every process with `gather` (never the feature maps), and
+    the ids. Process q's rows are its anchors; positives and their negative regions come from
+    all K·n rows. The result is the loss of the anchor rows divided by the WHOLE batch's
+    normaliser, so summing the shares of the K processes gives :func:`local_contrastive_loss`
+    of the batch concatenated in process order.
+    :class:`contrastlocal.nn.LocalContrastiveLoss` with ``gather_distributed=True`` is built
+    on it.
+
+    Parameters
+    ----------
+    features : real floating array of shape (n, C, H, W)
+        This process's feature maps, or its first view (two-view form, as
+        :func:`local_contrastive_loss`). Every process has the same shape.
+    image_ids : integer array of shape (n,), real floating array of shape (n, C, H, W)
+        Rows with equal id are views of one image; or the second view. Ids are local to each
+        process (an image's views are on one process): the function makes them unique across
+        processes (``id · K + q``).
+    partition_ids : integer array of shape (n,), optional
+        Partition of each row's slice (one per image with two views); ``strategy="domain"``.
+    volume_ids : integer array of shape (n,), optional
+        Volume of each row's slice (one per image with two views); ``strategy="domain"``.
+        Compared across processes as they are, so they must be global (dataset volume ids).
+    gather : RowGather
+        Concatenates an array's rows over the processes, as for
+        :func:`global_contrastive_loss_shard`.
+    strategy : {"random", "domain"}, default "random"
+        L^R or L^D, as in :func:`local_contrastive_loss`.
+    region_size : {3, 1}, default 3
+        Side K of the square regions.
+    num_regions : {13, 9}, default 13
+        Size R of the default pattern, used when `positions` is None.
+    positions : int array-like of shape (R, 2), optional
+        Top-left corners of the regions; given together with `negative_positions`.
+    negative_positions : int array-like of shape (R, J, 2), optional
+        Top-left corners of the J negative regions of each region.
+    projection : real floating array of shape (K*K*C, D'), optional
+        Linear map applied to every flattened region (same on every process).
+    temperature : float or 0-D real floating array, default 0.1
+        Temperature τ > 0.
+    reduction : {"mean", "sum"}, default "mean"
+        ``"mean"`` divides this process's terms by R · the number of (anchor, positive) pairs
+        of the whole batch; ``"sum"`` sums them.
+    check_pairs : bool, default True
+        Raise if the whole batch has no positive pair, where the ids are on the host (the same
+        answer on every process).
+
+    Returns
+    -------
+    array
+        0-D, this process's share :math:`L_q`; :math:`\sum_q L_q` is the loss of the whole
+        batch. Same namespace and device as `features`, in the compute dtype.
+
+    Raises
+    ------
+    TypeError
+        If an input has the wrong type or dtype kind.
+    ValueError
+        If shapes do not match, a setting is unknown (``reduction`` other than ``"mean"`` or
+        ``"sum"``), a position is out of bounds, ids a strategy needs are missing, or (with
+        `check_pairs`) the batch has no positive pair.
+
+    See Also
+    --------
+    local_contrastive_loss : The loss of the whole batch on one process.
+    contrastlocal.nn.LocalContrastiveLoss : Uses it with ``gather_distributed=True``.
+
+    Examples
+    --------
+    With one process the share is the loss:
+
+    >>> import numpy as np
+    >>> from contrastlocal.functional import local_contrastive_loss, local_contrastive_loss_shard
+    >>> class OneProcess:
+    ...     rank, world_size = 0, 1
+    ...     def __call__(self, x, *, differentiable):
+    ...         return x
+    >>> rng = np.random.default_rng(0)
+    >>> f0, f1 = rng.normal(size=(2, 3, 4, 8, 8))
+    >>> share = local_contrastive_loss_shard(f0, f1, region_size=1, gather=OneProcess())
+    >>> bool(np.isclose(share, local_contrastive_loss(f0, f1, region_size=1)))
+    True
     """
     xp = _namespace(
         features=features,
@@ -725,11 +810,18 @@ def _local_loss_sharded(
         volume_ids=volume_ids,
         projection=projection,
     )
+    if _is_second_view(image_ids, xp=xp):
+        _check_feature_maps(features, "features", xp=xp)
+        features, image_ids, ids = _two_view_rows(
+            features, image_ids, {"partition_ids": partition_ids, "volume_ids": volume_ids},
+            ndim=4, layout="(N, C, H, W)", xp=xp,
+        )
+        partition_ids, volume_ids = ids["partition_ids"], ids["volume_ids"]
     setup = _check_local_inputs(
         features, image_ids, partition_ids, volume_ids, strategy=strategy,
-        region_size=region_size, positions=positions, negative_positions=negative_positions,
-        projection=projection, temperature=temperature, normalizer=None, reduction=reduction,
-        reductions=("mean", "sum"), xp=xp,
+        region_size=region_size, num_regions=num_regions, positions=positions,
+        negative_positions=negative_positions, projection=projection, temperature=temperature,
+        normalizer=None, reduction=reduction, reductions=("mean", "sum"), xp=xp,
     )
     image_ids, partition_ids, volume_ids = _strategy_ids(
         features, image_ids, partition_ids, volume_ids, strategy, xp=xp
@@ -836,7 +928,7 @@ def original_local_pairing(
     >>> weights.shape, int(weights.sum()), num_negatives, normalizer
     ((24, 24), 36, 4, 312.0)
     """
-    check_choice(strategy, _STRATEGIES, "strategy")
+    check_choice(strategy, LOCAL_STRATEGIES, "strategy")
     b = check_int_in_range(batch_size, "batch_size", 1)
     r = check_int_in_range(num_regions, "num_regions", 1)
     if strategy == "random":

@@ -19,7 +19,15 @@ import numpy as np
 
 from .._array_api import array_namespace, device
 from .._typing import Array, Namespace
-from .._validation import check_choice, check_floating, check_ndim, shape_of
+from .._validation import (
+    as_positions,
+    check_choice,
+    check_floating,
+    check_ndim,
+    check_region_size,
+    points_key,
+    shape_of,
+)
 
 __all__ = ["extract_regions", "local_region_positions"]
 
@@ -105,16 +113,6 @@ def _map_size_pair(map_size: Any) -> tuple[int, int]:
         return int(map_size[0]), int(map_size[1])
     msg = f"`map_size` must be an int or a pair of ints (H, W); got {map_size!r}."
     raise TypeError(msg)
-
-
-def _check_region_size(region_size: Any) -> int:
-    if isinstance(region_size, bool) or not isinstance(region_size, (int, np.integer)):
-        msg = f"`region_size` must be 1 or 3; got {region_size!r}."
-        raise TypeError(msg)
-    if int(region_size) not in (1, 3):
-        msg = f"`region_size` must be 1 or 3; got {region_size!r}."
-        raise ValueError(msg)
-    return int(region_size)
 
 
 Point = tuple[int, int]
@@ -228,37 +226,13 @@ def local_region_positions(
     [[0, 22], [11, 11], [11, 22], [22, 0], [22, 11]]
     """
     height, width = _map_size_pair(map_size)
-    k = _check_region_size(region_size)
+    k = check_region_size(region_size)
     check_choice(num_regions, (13, 9), "num_regions")
     return _default_tables(height, width, k, int(num_regions))
 
 
-def _as_positions(positions: Any, name: str, ndim: int, layout: str) -> np.ndarray:
-    """Convert static position metadata to an int64 NumPy array with the given layout."""
-    try:
-        arr = np.asarray(positions)
-    except Exception as err:  # e.g. an array on an accelerator
-        msg = (
-            f"`{name}` must be an int array-like of shape {layout} that NumPy can read "
-            f"(positions are static settings); got {type(positions).__name__}."
-        )
-        raise TypeError(msg) from err
-    if arr.ndim != ndim or arr.shape[-1] != 2:
-        msg = f"`{name}` must have shape {layout}; got shape {arr.shape}."
-        raise ValueError(msg)
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        msg = f"`{name}` must hold integers; got dtype {arr.dtype}."
-        raise TypeError(msg)
-    return arr.astype(np.int64, copy=False)
-
-
 def _check_bounds(points: np.ndarray, height: int, width: int, region_size: int, name: str) -> None:
-    _check_bounds_key(_points_key(points), height, width, region_size, name)
-
-
-def _points_key(points: np.ndarray) -> PointsKey:
-    """Convert an (..., 2) integer array to a flat tuple of (x, y) pairs of Python ints."""
-    return tuple((int(x), int(y)) for x, y in np.asarray(points).reshape(-1, 2).tolist())
+    _check_bounds_key(points_key(points), height, width, region_size, name)
 
 
 def _check_bounds_key(
@@ -391,8 +365,8 @@ def extract_regions(features: Array, positions: Any, *, region_size: int = 3) ->
     """
     xp = array_namespace(features)
     _, _, h, w = _check_feature_maps(features, "features", xp=xp)
-    k = _check_region_size(region_size)
-    pos = _as_positions(positions, "positions", 2, "(R, 2)")
+    k = check_region_size(region_size)
+    pos = as_positions(positions, "positions", 2, "(R, 2)")
     _check_bounds(pos, h, w, k, "positions")
-    idx = _flat_indices(_points_key(pos), w, k)
+    idx = _flat_indices(points_key(pos), w, k)
     return _gather_regions(features, idx, int(pos.shape[0]), k, xp=xp)

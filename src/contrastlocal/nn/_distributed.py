@@ -2,16 +2,16 @@
 
 The losses with ``gather_distributed=True`` contrast each process's rows (the anchors) against
 the rows of every process (the candidates). This module holds the collectives they need; the
-mathematics stays in :mod:`contrastlocal.functional`, which receives a :class:`_TorchRowGather`
-through a small private protocol and never imports :mod:`torch.distributed` itself.
+mathematics stays in :mod:`contrastlocal.functional`, whose loss shares receive a
+:class:`_TorchRowGather` as their `gather` argument and never import :mod:`torch.distributed`.
 
 Why the gradients are right
 ---------------------------
 Let K processes hold n rows each, rank q's rows ``z_q = f_θ(x_q)`` (same parameters θ on every
 rank, as under DDP), and ``Z = [z_0; …; z_{K-1}]`` (K·n rows). The single-process loss of the
 concatenated batch is ``L(Z) = Σ_q L_q(Z)``, where ``L_q`` holds the terms whose anchor is one of
-rank q's rows divided by the GLOBAL normaliser (``functional._global_loss_sharded`` /
-``_local_loss_sharded`` compute it on rank q).
+rank q's rows divided by the GLOBAL normaliser (``functional.global_contrastive_loss_shard`` /
+``local_contrastive_loss_shard`` compute it on rank q).
 
 1. Rank q computes ``Z`` with :func:`all_gather_with_grad` and backpropagates ``c · L_q``. The
    gradient reaching the gathered ``Z`` on rank q is ``c ∂L_q/∂Z``. The gather's backward sums

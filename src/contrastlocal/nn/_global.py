@@ -5,18 +5,9 @@ from __future__ import annotations
 import torch
 
 from .._array_api import array_namespace
-from .._typing import LossReduction
-from .._validation import check_choice, check_temperature
-from ..functional import global_contrastive_loss
-from ..functional._global import (
-    _REDUCTIONS,
-    _STRATEGIES,
-    GlobalStrategy,
-    _check_flag,
-    _global_loss_sharded,
-    _is_second_view,
-    _two_view_rows,
-)
+from .._typing import GLOBAL_STRATEGIES, LOSS_REDUCTIONS, GlobalStrategy, LossReduction
+from .._validation import check_choice, check_flag, check_temperature
+from ..functional import global_contrastive_loss, global_contrastive_loss_shard
 from ._distributed import _check_same_shape, _combine_shares, _TorchRowGather, _world_size
 
 __all__ = ["GlobalContrastiveLoss"]
@@ -130,10 +121,10 @@ class GlobalContrastiveLoss(torch.nn.Module):
         check_pairs: bool = True,
     ) -> None:
         super().__init__()
-        self.strategy: GlobalStrategy = check_choice(strategy, _STRATEGIES, "strategy")
+        self.strategy: GlobalStrategy = check_choice(strategy, GLOBAL_STRATEGIES, "strategy")
         _set_temperature(self, temperature)
-        self.reduction: LossReduction = check_choice(reduction, _REDUCTIONS, "reduction")
-        self.check_pairs = _check_flag(check_pairs, "check_pairs")
+        self.reduction: LossReduction = check_choice(reduction, LOSS_REDUCTIONS, "reduction")
+        self.check_pairs = check_flag(check_pairs, "check_pairs")
         if not isinstance(gather_distributed, bool):
             msg = f"`gather_distributed` must be a bool; got {gather_distributed!r}."
             raise TypeError(msg)
@@ -198,21 +189,14 @@ class GlobalContrastiveLoss(torch.nn.Module):
         image_ids: torch.Tensor | None,
         partition_ids: torch.Tensor | None,
     ) -> torch.Tensor:
-        xp = array_namespace(embeddings)
-        if _is_second_view(image_ids, xp=xp):
-            embeddings, image_ids, ids = _two_view_rows(
-                embeddings, image_ids, {"partition_ids": partition_ids}, ndim=2,
-                layout="(N, D)", xp=xp,
-            )
-            partition_ids = ids["partition_ids"]
         gather = _TorchRowGather()
         if embeddings.ndim == 2:
             _check_same_shape(embeddings, "embeddings")
         with torch.autocast(device_type=embeddings.device.type, enabled=False):
-            share: torch.Tensor = _global_loss_sharded(
-                embeddings, image_ids=image_ids, partition_ids=partition_ids,
-                strategy=self.strategy, temperature=self.temperature, reduction=self.reduction,
-                gather=gather, check_pairs=self.check_pairs,
+            share: torch.Tensor = global_contrastive_loss_shard(
+                embeddings, image_ids, partition_ids, gather=gather, strategy=self.strategy,
+                temperature=self.temperature, reduction=self.reduction,
+                check_pairs=self.check_pairs,
             )
         return _combine_shares(share, gather.world_size)
 

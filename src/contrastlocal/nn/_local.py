@@ -8,13 +8,20 @@ import numpy as np
 import torch
 from torch.nn.parameter import UninitializedParameter
 
-from .._array_api import array_namespace
-from .._typing import LossReduction
-from .._validation import check_choice, check_int_in_range
-from ..functional import local_contrastive_loss, local_region_positions
-from ..functional._global import _check_flag, _is_second_view, _two_view_rows
-from ..functional._local import _REDUCTIONS, _STRATEGIES, _local_loss_sharded
-from ..functional._regions import _as_positions, _check_region_size, _default_keys, _points_key
+from .._typing import LOCAL_STRATEGIES, LOSS_REDUCTIONS, LossReduction
+from .._validation import (
+    as_positions,
+    check_choice,
+    check_flag,
+    check_int_in_range,
+    check_region_size,
+    points_key,
+)
+from ..functional import (
+    local_contrastive_loss,
+    local_contrastive_loss_shard,
+    local_region_positions,
+)
 from ._distributed import _check_same_shape, _combine_shares, _TorchRowGather, _world_size
 from ._global import _set_temperature
 
@@ -156,12 +163,12 @@ class LocalContrastiveLoss(torch.nn.Module):
         check_pairs: bool = True,
     ) -> None:
         super().__init__()
-        self.strategy: str = check_choice(strategy, _STRATEGIES, "strategy")
-        self.region_size = _check_region_size(region_size)
+        self.strategy: str = check_choice(strategy, LOCAL_STRATEGIES, "strategy")
+        self.region_size = check_region_size(region_size)
         self.num_regions: int = check_choice(num_regions, (13, 9), "num_regions")
         _set_temperature(self, temperature)
-        self.reduction: LossReduction = check_choice(reduction, _REDUCTIONS, "reduction")
-        self.check_pairs = _check_flag(check_pairs, "check_pairs")
+        self.reduction: LossReduction = check_choice(reduction, LOSS_REDUCTIONS, "reduction")
+        self.check_pairs = check_flag(check_pairs, "check_pairs")
         if not isinstance(gather_distributed, bool):
             msg = f"`gather_distributed` must be a bool; got {gather_distributed!r}."
             raise TypeError(msg)
@@ -184,14 +191,17 @@ class LocalContrastiveLoss(torch.nn.Module):
         self.in_channels = in_channels
         self._positions: np.ndarray | None = None
         self._negative_positions: np.ndarray | None = None
+        # the tables as tuples of ints, what forward passes (no NumPy inside a trace); None:
+        # the functional loss's default pattern of `num_regions` points for the map size
+        self._position_keys: tuple[Any, Any] = (None, None)
         if (positions is None) != (negative_positions is None):
             missing = "positions" if positions is None else "negative_positions"
             given = "negative_positions" if positions is None else "positions"
             msg = f"`{missing}` must be given together with `{given}`; got None."
             raise ValueError(msg)
         if positions is not None:
-            pos = _as_positions(positions, "positions", 2, "(R, 2)")
-            neg = _as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
+            pos = as_positions(positions, "positions", 2, "(R, 2)")
+            neg = as_positions(negative_positions, "negative_positions", 3, "(R, J, 2)")
             if neg.shape[0] != pos.shape[0] or neg.shape[1] < 1 or pos.shape[0] < 1:
                 msg = (
                     f"`negative_positions` must have shape (R, J, 2) with R = {pos.shape[0]} "
@@ -199,8 +209,7 @@ class LocalContrastiveLoss(torch.nn.Module):
                 )
                 raise ValueError(msg)
             self._positions, self._negative_positions = pos, neg
-            # the tables as tuples of ints: what forward passes (no NumPy inside a trace)
-            self._position_keys = (_points_key(pos), tuple(_points_key(row) for row in neg))
+            self._position_keys = (points_key(pos), tuple(points_key(row) for row in neg))
         self.use_projection = use_projection and self.region_size == 3
         if not self.use_projection:
             self.register_parameter("projection", None)
@@ -256,12 +265,6 @@ class LocalContrastiveLoss(torch.nn.Module):
         key = (int(map_size[0]), int(map_size[1]))
         return local_region_positions(key, region_size=self.region_size,
                                       num_regions=self.num_regions)
-
-    def _table_keys(self, height: int, width: int) -> tuple[Any, Any]:
-        """Return the region tables as tuples of ints (a pure function of the map size)."""
-        if self._positions is not None:
-            return self._position_keys
-        return _default_keys(height, width, self.region_size, self.num_regions)
 
     def _materialize(self, features: torch.Tensor) -> None:
         channels = int(features.shape[1])
@@ -330,23 +333,14 @@ class LocalContrastiveLoss(torch.nn.Module):
                     f"{self.in_channels}); got shape {tuple(features.shape)}."
                 )
                 raise ValueError(msg)
-        positions, negatives = (None, None)
-        if features.ndim == 4:
-            positions, negatives = self._table_keys(int(features.shape[-2]),
-                                                    int(features.shape[-1]))
-        distributed = self.gather_distributed and _world_size() > 1
-        if distributed and _is_second_view(image_ids, xp=array_namespace(features)):
-            features, image_ids, ids = _two_view_rows(
-                features, image_ids, {"partition_ids": partition_ids, "volume_ids": volume_ids},
-                ndim=4, layout="(N, C, H, W)", xp=array_namespace(features),
-            )
-            partition_ids, volume_ids = ids["partition_ids"], ids["volume_ids"]
+        positions, negatives = self._position_keys
         settings: dict[str, Any] = {
             "image_ids": image_ids,
             "partition_ids": partition_ids,
             "volume_ids": volume_ids,
             "strategy": self.strategy,
             "region_size": self.region_size,
+            "num_regions": self.num_regions,
             "positions": positions,
             "negative_positions": negatives,
             "projection": self.projection,
@@ -354,12 +348,14 @@ class LocalContrastiveLoss(torch.nn.Module):
             "reduction": self.reduction,
             "check_pairs": self.check_pairs,
         }
-        if distributed:
+        if self.gather_distributed and _world_size() > 1:
             if features.ndim == 4:
                 _check_same_shape(features, "features")
             gather = _TorchRowGather()
             with torch.autocast(device_type=features.device.type, enabled=False):
-                share: torch.Tensor = _local_loss_sharded(features, gather=gather, **settings)
+                share: torch.Tensor = local_contrastive_loss_shard(
+                    features, gather=gather, **settings
+                )
             return _combine_shares(share, gather.world_size)
         with torch.autocast(device_type=features.device.type, enabled=False):
             loss: torch.Tensor = local_contrastive_loss(features, **settings)
