@@ -301,3 +301,25 @@ def test_cli_reproduce_runs_a_tiny_table(acdc: dict[str, Path], tmp_path: Path,
     assert data["fidelity"]["name"] == "paper"
     wired = "fidelity" in preset("acdc").__dataclass_fields__  # the settings' own section
     assert data["fidelity"]["wired_into_config"] == wired
+
+
+def test_table8_plans_the_fully_supervised_cityscapes_row() -> None:
+    # the Cityscapes split's `trall` (every pre-training image outside combination 1's validation
+    # pool) makes Table 8's benchmark row a planned run, not "not run"
+    from contrastlocal.data.splits import make_cityscapes_split
+    from contrastlocal.training.tables import _benchmark_columns, table_plan
+
+    s = make_cityscapes_split([f"city_{i:06d}_000019" for i in range(3475)])
+    assert s.trall is not None
+    train, val = s.trall
+    assert (len(train), len(val)) == (2570, 200)
+    assert not set(train) & set(val)
+    assert not (set(train) | set(val)) & set(s.test)
+    bench = _benchmark_columns(8, s)
+    assert bench == {"all": 2570}
+    plan = table_plan(8, preset("cityscapes"), {n: sorted(v) for n, v in s.finetune.items()},
+                      out="unused", benchmark=bench)
+    assert plan.counts()["finetune"] == (4 * 3 * 5 + 1, 0)
+    (cell,) = [c for c in plan.cells if c.column == "all"]
+    assert cell.paper == pytest.approx(0.652)
+    assert [r.num_labelled for r in cell.runs] == [2570]

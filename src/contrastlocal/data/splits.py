@@ -269,7 +269,9 @@ def make_cityscapes_split(
     -------
     DatasetSplits
         ``pretrain`` (2770 of 3475) and ``test`` (705); ``finetune[n][c] = (train, val)`` for
-        ``(n, n_val)`` in :data:`CITYSCAPES_FINETUNE_SIZES`, drawn from the pre-training part.
+        ``(n, n_val)`` in :data:`CITYSCAPES_FINETUNE_SIZES`, drawn from the pre-training part;
+        ``trall`` = the fully supervised benchmark (Table 8's last row): every pre-training image
+        outside combination 1's validation pool for training, that pool for validation.
 
     Raises
     ------
@@ -293,6 +295,8 @@ def make_cityscapes_split(
     >>> s = make_cityscapes_split(ids)
     >>> len(s.pretrain), len(s.test), [len(v) for v in s.finetune[400][1]]
     (2770, 705, [400, 200])
+    >>> [len(v) for v in s.trall]
+    [2570, 200]
     """
     ids = sorted(set(image_ids))
     n = len(ids)
@@ -312,17 +316,20 @@ def make_cityscapes_split(
     test = tuple(sorted(ids[i] for i in perm[n - num_test :]))
     finetune: dict[int, dict[int, TrainVal]] = {}
     val_pool_size = min(_CITYSCAPES_VAL_POOL, len(pretrain) // 2)
+    trall: TrainVal | None = None
     for comb in range(1, num_combinations + 1):
         p = np.random.default_rng([seed, comb]).permutation(len(pretrain))
         val_pool = [pretrain[i] for i in p[:val_pool_size]]
         train_pool = [pretrain[i] for i in p[val_pool_size:]]
+        if comb == 1 and val_pool and train_pool:
+            trall = (tuple(sorted(train_pool)), tuple(sorted(val_pool)))
         for n_train, (_, n_val) in CITYSCAPES_FINETUNE_SIZES.items():
             if n_train <= len(train_pool) and n_val <= len(val_pool):
                 finetune.setdefault(n_train, {})[comb] = (
                     tuple(train_pool[:n_train]),
                     tuple(val_pool[:n_val]),
                 )
-    return DatasetSplits(pretrain=pretrain, test=test, finetune=finetune)
+    return DatasetSplits(pretrain=pretrain, test=test, finetune=finetune, trall=trall)
 
 
 def auto_splits(case_ids: Iterable[str], num_labelled: Sequence[int]) -> DatasetSplits:
