@@ -99,10 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         init_distributed,
         is_main_process,
         main_process_first,
+        run_lock,
         run_recipe,
         select_labelled,
     )
-    from contrastlocal.training.recipe import run_lock
 
     cfg = experiment(args, args.dataset)
     _out_folder(args.out)

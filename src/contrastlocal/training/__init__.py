@@ -68,6 +68,7 @@ from .recipe import (
     RecipeResult,
     open_run_directory,
     run_cell,
+    run_lock,
     run_recipe,
     run_stage,
 )
@@ -144,6 +145,7 @@ __all__ = [
     "reproduce_table",
     "results_to_csv",
     "run_cell",
+    "run_lock",
     "run_recipe",
     "run_stage",
     "save_checkpoint",

@@ -60,6 +60,7 @@ __all__ = [
     "RecipeResult",
     "open_run_directory",
     "run_cell",
+    "run_lock",
     "run_recipe",
     "run_stage",
 ]
@@ -92,6 +93,27 @@ def run_lock(out: str | os.PathLike[str] | None) -> Iterator[None]:
     (:class:`~contrastlocal._lock.LockHeldError`); a lock left by a killed process is taken
     over with a warning. Re-entrant within one process (``contrastlocal run`` takes it before
     preparing the cache, :func:`run_recipe` again).
+
+    Parameters
+    ----------
+    out : path or None
+        The run's output directory (created if missing); None holds nothing.
+
+    Yields
+    ------
+    None
+        While the lock is held.
+
+    Raises
+    ------
+    contrastlocal._lock.LockHeldError
+        If a live process holds the directory's lock.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp, run_lock(tmp):
+    ...     pass
     """
     if out is None or not _distributed.is_main():
         yield
