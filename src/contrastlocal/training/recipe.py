@@ -90,7 +90,7 @@ def run_lock(out: str | os.PathLike[str] | None) -> Iterator[None]:
     """Hold the lock of a run's output directory (rank 0; ``contrastlocal._lock``).
 
     A second run into the same directory is refused with one line naming the holder
-    (:class:`~contrastlocal._lock.LockHeldError`); a lock left by a killed process is taken
+    (``contrastlocal._lock.LockHeldError``, a :class:`RuntimeError`); a lock left by a killed process is taken
     over with a warning. Re-entrant within one process (``contrastlocal run`` takes it before
     preparing the cache, :func:`run_recipe` again).
 
@@ -106,8 +106,8 @@ def run_lock(out: str | os.PathLike[str] | None) -> Iterator[None]:
 
     Raises
     ------
-    contrastlocal._lock.LockHeldError
-        If a live process holds the directory's lock.
+    RuntimeError
+        ``contrastlocal._lock.LockHeldError``, if a live process holds the directory's lock.
 
     Examples
     --------
