@@ -90,9 +90,9 @@ def run_lock(out: str | os.PathLike[str] | None) -> Iterator[None]:
     """Hold the lock of a run's output directory (rank 0; ``contrastlocal._lock``).
 
     A second run into the same directory is refused with one line naming the holder
-    (``contrastlocal._lock.LockHeldError``, a :class:`RuntimeError`); a lock left by a killed process is taken
-    over with a warning. Re-entrant within one process (``contrastlocal run`` takes it before
-    preparing the cache, :func:`run_recipe` again).
+    (``contrastlocal._lock.LockHeldError``, a :class:`RuntimeError`); a lock left by a killed
+    process is taken over with a warning. Re-entrant within one process (``contrastlocal run``
+    takes it before preparing the cache, :func:`run_recipe` again).
 
     Parameters
     ----------
