@@ -12,6 +12,8 @@ import pytest
 
 from contrastlocal.cli import build_parser, main, parse_set_option
 
+from ._system import TINY_SETTINGS
+
 SUBCOMMANDS = (
     "demo",
     "run",
@@ -23,22 +25,7 @@ SUBCOMMANDS = (
     "prepare",
 )
 
-TINY = [
-    "model.image_size=[32, 32]",
-    "model.channels=[4, 8, 16]",
-    "model.global_hidden_features=16",
-    "global_stage.iterations=2",
-    "global_stage.volumes_per_batch=2",
-    "global_stage.log_every=1",
-    "local_stage.iterations=2",
-    "local_stage.volumes_per_batch=2",
-    "local_stage.num_decoder_blocks=1",
-    "local_stage.log_every=1",
-    "finetune.iterations=2",
-    "finetune.batch_size=2",
-    "finetune.validate_every=1",
-    "finetune.log_every=1",
-]
+TINY = TINY_SETTINGS
 
 
 def _sets(items: list[str]) -> list[str]:

@@ -30,25 +30,11 @@ import torch
 from contrastlocal.data.fixtures import write_acdc_fixture
 from contrastlocal.training.checkpoint import load_checkpoint
 
+from ._system import TINY_SETTINGS, tmpfs
+
 ROOT = Path(__file__).resolve().parents[1]
 
-TINY = [
-    "model.image_size=[32, 32]",
-    "model.channels=[4, 8, 16]",
-    "model.global_hidden_features=16",
-    "global_stage.iterations=2",
-    "global_stage.volumes_per_batch=2",
-    "global_stage.log_every=1",
-    "local_stage.iterations=2",
-    "local_stage.volumes_per_batch=2",
-    "local_stage.num_decoder_blocks=1",
-    "local_stage.log_every=1",
-    "finetune.iterations=2",
-    "finetune.batch_size=2",
-    "finetune.validate_every=1",
-    "finetune.log_every=1",
-    "runtime.num_threads=1",
-]
+TINY = [*TINY_SETTINGS, "runtime.num_threads=1"]
 
 # the command line with hooks: matplotlib hidden, or the process SIGKILLs itself once a stage
 # has written its first checkpoint (a deterministic "kill -9 after stage 1 starts")
@@ -355,28 +341,9 @@ def test_6_out_naming_an_existing_file_is_one_line(trees, tmp_path, command):
     assert target.read_text() == "x"
 
 
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    where.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"this machine does not permit mounting a tmpfs: {res.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 @pytest.mark.slow
 def test_6_full_disk_during_run_is_one_line_and_a_rerun_resumes(trees, tmp_path):
-    with _tmpfs(tmp_path / "mnt", "300k") as mnt:
+    with tmpfs(tmp_path / "mnt", "300k") as mnt:
         out = mnt / "run"
         args = _run_args(trees["a"], out, "--cache", str(tmp_path / "cache"))
         res = _cli(args)
@@ -394,7 +361,7 @@ def test_6_full_disk_during_run_is_one_line_and_a_rerun_resumes(trees, tmp_path)
 
 @pytest.mark.slow
 def test_6_read_only_output_is_one_line(trees, tmp_path):
-    with _tmpfs(tmp_path / "mnt", "4m") as mnt:
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
         (mnt / "run").mkdir()
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         try:

@@ -30,6 +30,8 @@ from contrastlocal.data.fixtures import write_acdc_fixture
 from contrastlocal.data.prepare import prepare_cases, prepare_dataset
 from contrastlocal.data.preprocess import PreprocessConfig
 
+from .._system import tmpfs
+
 CFG = PreprocessConfig(image_size=(24, 24))
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
@@ -350,25 +352,6 @@ def test_reader_errors_and_thin_volumes_name_the_case(tmp_path, capsys):
 # ---- case 6: full disk, read-only folder, --out naming a file --------------------------------
 
 
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str):
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root on Linux")
-    where.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if res.returncode != 0:
-        pytest.skip(f"this machine does not permit mounting a tmpfs: {res.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
 _FILL = textwrap.dedent(
     """
     import sys
@@ -394,7 +377,7 @@ _FILL = textwrap.dedent(
 
 def test_full_disk_in_the_final_write_is_one_line_and_leaves_no_temporary_file(tmp_path):
     # parts need ~1.2 MiB, the final arrays as much again: 2 MiB fills during the final write
-    with _tmpfs(tmp_path / "mnt", "2m") as mnt:
+    with tmpfs(tmp_path / "mnt", "2m") as mnt:
         res = subprocess.run(
             [sys.executable, "-c", _FILL, str(mnt)],
             env=_env(),
@@ -446,7 +429,7 @@ def test_stale_temporary_files_do_not_block_a_rerun(tmp_path):
 
 
 def test_read_only_output_is_one_line(tmp_path):
-    with _tmpfs(tmp_path / "mnt", "4m") as mnt:
+    with tmpfs(tmp_path / "mnt", "4m") as mnt:
         done = prepare_cases(_cases(2), mnt / "c", dataset="toy", config=CFG, workers=0)
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
         try:
