@@ -7,7 +7,7 @@ JAX (``jax.grad``), CuPy and array-api-strict, on the input's device.
 from __future__ import annotations
 
 import sys
-from typing import Protocol
+from typing import Protocol, get_args
 
 from array_api_compat import is_torch_namespace
 
@@ -24,7 +24,7 @@ from .._validation import check_choice, check_floating, check_ndim, check_positi
 
 __all__ = ["masked_contrastive_loss"]
 
-_REDUCTIONS: tuple[str, ...] = ("mean", "sum", "none")
+_REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 
 
 # --------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .._array_api import array_namespace, compute_dtype, device
-from .._typing import Array
+from .._typing import GLOBAL_STRATEGIES, Array
 from .._validation import (
     check_choice,
     check_floating,
@@ -38,7 +38,6 @@ __all__ = ["original_global_layout", "original_global_loss", "original_global_pa
 OriginalStrategy = Literal["domain_negatives", "domain"]
 OriginalLossStrategy = Literal["random", "domain_negatives", "domain"]
 
-_LOSS_STRATEGIES: tuple[str, ...] = ("random", "domain_negatives", "domain")
 #: S values the authors' G^D accepts (models.py defines `bs` and `factor` for these only).
 _DOMAIN_PARTITIONS: tuple[int, ...] = (3, 4, 6)
 #: The authors' l2_normalize floor on the squared norm.
@@ -191,7 +190,7 @@ def original_global_pairing(
 def _check_setting(strategy: object, batch_size: object, num_partitions: object) -> tuple[
     str, int, int
 ]:
-    check_choice(strategy, _LOSS_STRATEGIES, "strategy")
+    check_choice(strategy, GLOBAL_STRATEGIES, "strategy")
     b = check_int_in_range(batch_size, "batch_size", low=1)
     s = check_int_in_range(num_partitions, "num_partitions", low=1)
     if strategy == "domain" and s not in _DOMAIN_PARTITIONS:
