@@ -124,6 +124,28 @@ def test_k1_equals_finetune_and_baseline():
     _assert_same_result(ours_b, ref_b)
 
 
+@pytest.mark.parametrize(
+    "fidelity",
+    [{"soft_label_warp": True, "elastic_tail": True}, {"elastic_tail": True}],
+    ids=["soft-label-warp", "elastic-tail"],
+)
+def test_k1_equals_finetune_with_the_authors_augmentation(fidelity):
+    """The grouped driver draws the batches of ``finetune`` itself, fidelity switches included."""
+    config = _config(mixup=True).replace(fidelity=fidelity)
+    v = volumes()
+    ours = finetune_grouped([GroupedCell(v["train"], v["val"], seed=7)], config)[0]
+    ref = finetune(v["train"], v["val"], config.replace(seed=7))
+    _assert_same_result(ours, ref)
+    plain = finetune(v["train"], v["val"], _config(mixup=True).replace(seed=7))
+    assert ours.history[0]["loss"] != pytest.approx(plain.history[0]["loss"], rel=1e-6)
+
+
+def test_step_mode_comes_from_the_config():
+    config = _config(iterations=1).replace(runtime={"step_mode": "cuda_graph"})
+    with pytest.raises(ValueError, match="cannot capture CUDA graphs"):
+        finetune_grouped(_cells(config)[:1], config)
+
+
 def test_outputs_written_like_finetune(tmp_path):
     from contrastlocal.training import load_weights, read_metrics
 

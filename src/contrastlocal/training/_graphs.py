@@ -11,7 +11,8 @@ performs zero-grad → forward → backward → optimiser step, in one of three 
     and launches the graph (one launch instead of hundreds). The pattern is torch's documented
     whole-network capture: warm-up iterations on a side stream, gradients set to None before the
     capture so the backward allocates them from the graph's pool, and the optimiser built with
-    ``capturable=True`` (Adam / AdamW; set here when the optimiser has no state yet). The first
+    ``capturable=True`` (Adam / AdamW; set here if it was not, the step counts of an optimiser
+    with state -- resumed from a checkpoint -- moved to the device). The first
     warm-up step runs under ``torch.cuda.set_sync_debug_mode("error")``: a step that reads values
     back to the host is refused with a ``ValueError`` before any capture is attempted. The warm-up
     steps are undone -- weights, buffers (batch-norm statistics) and optimiser state are restored
@@ -171,13 +172,13 @@ class TrainStep:
             raise ValueError(msg)
         for group in opt.param_groups:
             if not group.get("capturable", False):
-                if opt.state:
-                    msg = (
-                        "mode='cuda_graph' needs the optimiser built with capturable=True once it "
-                        "has state; create it with torch.optim.Adam(..., capturable=True)."
-                    )
-                    raise ValueError(msg)
                 group["capturable"] = True
+                # an optimiser with state (e.g. loaded from a checkpoint of an eager run) keeps
+                # its step counts on the host; capturable Adam counts on the parameters' device
+                for p in group["params"]:
+                    state = opt.state.get(p, {})
+                    if isinstance(state.get("step"), torch.Tensor):
+                        state["step"] = state["step"].to(device=p.device, dtype=torch.float32)
 
     def _capture(self, inputs: list[torch.Tensor], warmup: int) -> None:
         self._check_capturable()

@@ -28,27 +28,25 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..data import augment
 from ..models import GroupedUNet, UNet
 from ._graphs import StepMode, TrainStep
 from ._logging import MetricsLog
 from ._loop import autocast_context, derive_seed
 from .checkpoint import architecture_signature, save_checkpoint, stage_key
 from .config import ExperimentConfig
-from .evaluation import Volume, evaluate
+from .evaluation import Volume
 from .stages import (
     _FINETUNE,
     StageResult,
     _check_volumes,
+    _finetune_inputs,
+    _finetune_validation,
     _fingerprint,
-    _generator,
     _images,
     _initialise,
-    _one_hot,
     _runtime,
     _segmentation_loss,
     _settings,
@@ -407,7 +405,7 @@ def finetune_grouped(
     *,
     memory_limit: int | None = None,
     dtype: torch.dtype = torch.float32,
-    step_mode: StepMode = "eager",
+    step_mode: StepMode | None = None,
     compile_backend: str | None = None,
     **overrides: Any,
 ) -> list[StageResult]:
@@ -425,10 +423,11 @@ def finetune_grouped(
     dtype : torch.dtype, default torch.float32
         Parameter dtype of the networks (float64 for exactness checks: the batches are drawn
         and augmented in float32 as by ``finetune``, then cast; validation casts its inputs).
-    step_mode : {"eager", "cuda_graph", "compile"}, default "eager"
+    step_mode : {"eager", "cuda_graph", "compile"}, optional
         How the grouped forward / backward / Adam step runs (:class:`TrainStep`; the cells'
-        batches and augmentation are drawn eagerly before it). ``"cuda_graph"`` off CUDA runs
-        eagerly; not with fp16 autocast (its gradient scaler).
+        batches and augmentation are drawn eagerly before it); default
+        ``config.runtime.step_mode`` (checked as in the stages). Given here, ``"cuda_graph"``
+        off CUDA runs eagerly; not with fp16 autocast (its gradient scaler).
     compile_backend : str, optional
         ``torch.compile`` backend for ``step_mode="compile"``.
     **overrides : Any
@@ -463,12 +462,13 @@ def finetune_grouped(
         if len(cell.val):
             _check_volumes(cell.val, f"cells[{i}].val", cfg)
     rt = _runtime(cfg, False)
+    if step_mode is None:
+        step_mode = rt.step_mode
     if rt.scaler is not None and step_mode != "eager":
         msg = f"`step_mode` {step_mode!r} does not support fp16 autocast; use amp='bf16'."
         raise ValueError(msg)
     check_concurrent(len(cells), cfg, rt.device, memory_limit=memory_limit)
     st = cfg.finetune
-    num_classes = cfg.model.num_classes
 
     states: list[_Cell] = []
     unets: list[UNet] = []
@@ -493,18 +493,7 @@ def finetune_grouped(
     k_cells = len(states)
 
     def cell_batch(c: _Cell, it: int) -> tuple[torch.Tensor, torch.Tensor]:
-        cs = c.cfg.finetune
-        rng = np.random.default_rng([c.cfg.seed, _FINETUNE, it])
-        batch = c.bank.batch(rng.integers(0, len(c.bank.dataset), size=cs.batch_size))
-        gen = _generator(rt.device, c.cfg.seed, _FINETUNE, it)
-        images, labels = batch["images"], batch["labels"]
-        if cs.augment:
-            images, aug_labels = augment.geometric_augment(images, labels, gen)
-            assert aug_labels is not None
-            labels = aug_labels
-        target = _one_hot(labels, num_classes)
-        if cs.mixup:
-            images, target = augment.mixup(images, target, gen, alpha=cs.mixup_alpha)
+        images, target = _finetune_inputs(c.cfg, c.bank, rt.device, it)  # as ``finetune``
         return images.to(dtype), target.to(dtype)
 
     def loss_fn(x: torch.Tensor, *targets: torch.Tensor) -> torch.Tensor:
@@ -567,16 +556,10 @@ def finetune_grouped(
             for k, c in enumerate(states):
                 if not len(c.val):
                     continue
-                res = evaluate(
-                    _Cast(grouped.unet(k), dtype), c.val, num_classes=num_classes,
-                    batch_size=st.eval_batch_size, device=rt.device, amp=rt.amp,
-                    channels_last=rt.channels_last, compute_hd95=False,
-                )
-                c.validation.append(
-                    {"stage": "finetune", "iteration": done, "val_dice": res.mean_dice,
-                     "val_dice_per_class": res.dice[:, 1:].mean(axis=0).tolist()}
-                )
-                score = float(res.mean_dice)
+                cast = _Cast(grouped.unet(k), dtype)
+                metrics = _finetune_validation(cast, c.val, c.cfg, rt, done)
+                c.validation.append({"stage": "finetune", "iteration": done, **metrics})
+                score = float(metrics["val_dice"])
                 if math.isfinite(score) and (c.best_score is None or score > c.best_score + 1e-7):
                     c.best_score, c.best_iteration = score, done
                     c.best_state = grouped.state_dict_of(k)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from . import _distributed
+from ._graphs import StepMode, TrainStep
 from ._logging import MetricsLog, Progress
 from .checkpoint import (
     architecture_signature,
@@ -70,7 +71,10 @@ class LoopSpec:
     name: str
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    step: Callable[[int], torch.Tensor]
+    #: ``batch(iteration)``: the step's inputs, drawn and augmented (every random draw here)
+    batch: Callable[[int], tuple[torch.Tensor, ...]]
+    #: ``loss(*inputs)``: forward and loss, no random draw and no host read (captured as is)
+    loss: Callable[..., torch.Tensor]
     iterations: int
     log_every: int
     checkpoint_every: int
@@ -93,6 +97,13 @@ class LoopSpec:
     upstream: str | None = None
     #: the autocast precision in effect ("fp32", "bf16", "fp16"); part of the resume key
     precision: str = "fp32"
+    #: ``runtime.step_mode``: "eager", "cuda_graph" or "compile" (:class:`~._graphs.TrainStep`)
+    step_mode: StepMode = "eager"
+
+
+#: ``torch.compile`` backend of ``step_mode="compile"`` (None: inductor); tests trace with
+#: "aot_eager" to check the compiled step without generating code
+COMPILE_BACKEND: str | None = None
 
 
 @dataclass
@@ -179,6 +190,7 @@ class _Loop:
         self.last_good: Path | None = None
         self.history: list[dict[str, Any]] = []
         self.validation: list[dict[str, Any]] = []
+        self.train_step: TrainStep | None = None
 
     # ---- start
     def resume(self) -> None:
@@ -260,10 +272,18 @@ class _Loop:
 
     # ---- one iteration
     def optimise(self, it: int, params: list[torch.Tensor]) -> torch.Tensor:
-        """One optimisation step; return the (undetached) loss."""
+        """One optimisation step; return the loss (undetached in eager mode)."""
         spec = self.spec
+        inputs = spec.batch(it)
+        if spec.step_mode != "eager":  # one process, no scaler (config.check_step_mode)
+            if self.train_step is None:  # after resume(): the capture starts from its state
+                self.train_step = TrainStep(
+                    spec.model, spec.loss, spec.optimizer, inputs, mode=spec.step_mode,
+                    compile_backend=COMPILE_BACKEND,
+                )
+            return self.train_step(*inputs)
         spec.optimizer.zero_grad(set_to_none=True)
-        loss = spec.step(it)
+        loss = spec.loss(*inputs)
         if spec.scaler is not None:
             spec.scaler.scale(loss).backward()
             _distributed.average_gradients(params, spec.ddp_managed)  # no DDP wrapper's

@@ -48,6 +48,8 @@ SUPPORTED_NUM_REGIONS: tuple[int, ...] = (13, 9)
 #: Largest learning rate :func:`validate_for_run` accepts (Adam moves every weight by about the
 #: learning rate per step: above 1 the weights only blow up).
 MAX_LEARNING_RATE = 1.0
+#: ``runtime.step_mode`` values (see :class:`RuntimeConfig`)
+_STEP_MODES = ("eager", "cuda_graph", "compile")
 
 
 def _labelled_sets(dataset: str) -> dict[int, tuple[int, ...]]:
@@ -373,6 +375,14 @@ class RuntimeConfig:
         Under ``torchrun`` with several processes, convert the networks' batch norms to
         :class:`torch.nn.SyncBatchNorm` (statistics over the global batch; CUDA only). Ignored
         with one process.
+    step_mode : {"eager", "cuda_graph", "compile"}
+        How each training step runs once its batch is drawn and augmented: ``"eager"`` (plain
+        PyTorch, the default); ``"cuda_graph"``, the whole step (forward, loss, backward and
+        Adam's update) captured once as a CUDA graph and replayed, one launch per iteration
+        (CUDA only, one process, fp32 or bf16); ``"compile"``, the forward and loss compiled with
+        :func:`torch.compile` (mode ``"reduce-overhead"`` on CUDA), instead of ``compile``. The
+        results equal the eager step's to floating-point rounding; like ``compile``, the mode is
+        not part of a stage's resume key (a run may be resumed in another mode).
 
     Examples
     --------
@@ -388,8 +398,15 @@ class RuntimeConfig:
     progress: bool = True
     num_threads: int | None = None
     sync_batchnorm: bool = False
+    step_mode: Literal["eager", "cuda_graph", "compile"] = "eager"
 
     def __post_init__(self) -> None:
+        _check_choice(self.step_mode, _STEP_MODES, "runtime.step_mode")
+        if self.step_mode != "eager" and self.compile:
+            _fail(
+                f"`runtime.compile` is true and `runtime.step_mode` is {self.step_mode!r}: "
+                "`compile` compiles the forward of the eager step only; set runtime.compile=false."
+            )
         if not isinstance(self.sync_batchnorm, bool):
             _fail(f"`runtime.sync_batchnorm` must be a bool; got {self.sync_batchnorm!r}.")
         if not isinstance(self.device, str) or not (
@@ -894,7 +911,8 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
     ValueError
         If the device is not available here; if ``runtime.amp`` asks for fp16/bf16 on a device
         that cannot honour it (autocast is CUDA-only here: on the CPU or MPS use ``"none"`` or
-        ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if a learning rate is
+        ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if ``runtime.step_mode``
+        cannot run there (:func:`check_step_mode`); if a learning rate is
         above 1 (``MAX_LEARNING_RATE``); if the local stage's feature maps are too small for its
         region pattern at ``model.image_size``; if ``fidelity.fixed_crop`` does not fit the
         image; if a pre-training batch needs more distinct volumes than the dataset's
@@ -939,6 +957,7 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
                 "runtime.amp='fp16', 'auto' or 'none'."
             )
         precision = "fp16" if amp == "fp16" or (amp == "auto" and not bf16) else "bf16"
+    check_step_mode(config.runtime.step_mode, name, precision)
     for section in ("global_stage", "local_stage", "finetune"):
         rate = getattr(config, section).learning_rate
         if rate > MAX_LEARNING_RATE:
@@ -950,6 +969,40 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
     _check_fidelity(config)
     _check_pretraining_volumes(config)
     return ResolvedRuntime(device=name, device_type=device_type, precision=precision)
+
+
+def check_step_mode(step_mode: str, device: str, precision: str, *, processes: int = 1) -> None:
+    """Refuse a ``runtime.step_mode`` the device, precision or process count cannot run.
+
+    ``"cuda_graph"`` needs a CUDA device; neither it nor ``"compile"`` runs fp16 autocast (its
+    gradient scaler reads values back between backward and update) or several processes (the
+    gradients are averaged between backward and update).
+
+    Examples
+    --------
+    >>> check_step_mode("cuda_graph", "cpu", "fp32")
+    Traceback (most recent call last):
+    ...
+    ValueError: `runtime.step_mode` is 'cuda_graph' but the device 'cpu' cannot capture CUDA graphs; use runtime.step_mode='eager' or 'compile'.
+    """  # noqa: E501
+    if step_mode == "eager":
+        return
+    if step_mode == "cuda_graph" and not device.startswith("cuda"):
+        _fail(
+            f"`runtime.step_mode` is 'cuda_graph' but the device {device!r} cannot capture CUDA "
+            "graphs; use runtime.step_mode='eager' or 'compile'."
+        )
+    if precision == "fp16":
+        _fail(
+            f"`runtime.step_mode` is {step_mode!r} but fp16 autocast needs a gradient scaler, "
+            "which only the eager step runs; use runtime.amp='bf16' or 'none', or "
+            "runtime.step_mode='eager'."
+        )
+    if processes > 1:
+        _fail(
+            f"`runtime.step_mode` is {step_mode!r} but {processes} processes train together "
+            "(their gradients are averaged inside the step); use runtime.step_mode='eager'."
+        )
 
 
 def _check_local_maps(config: ExperimentConfig) -> None:

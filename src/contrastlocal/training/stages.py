@@ -48,6 +48,7 @@ from ._authors_batches import (
     authors_local_batch,
     authors_local_loss_arguments,
 )
+from ._graphs import StepMode
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
 from .checkpoint import load_checkpoint, load_weights, weights_fingerprint
 from .config import (
@@ -56,6 +57,7 @@ from .config import (
     GlobalStageConfig,
     LocalStageConfig,
     ModelConfig,
+    check_step_mode,
     config_to_dict,
     preset,
 )
@@ -146,6 +148,8 @@ class _Runtime:
     sync_batchnorm: bool = False
     #: the autocast precision in effect ("fp32", "bf16", "fp16"), part of the resume key
     precision: str = "fp32"
+    #: ``runtime.step_mode`` (checked: :func:`~.config.check_step_mode`)
+    step_mode: StepMode = "eager"
 
 
 def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
@@ -171,6 +175,7 @@ def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
         precision = "fp16" if dtype == torch.float16 else "bf16"
         if dtype == torch.float16:
             scaler = torch.amp.GradScaler("cuda")
+    check_step_mode(rt.step_mode, str(device), precision, processes=_distributed.world_size())
     return _Runtime(
         device=device,
         amp=amp,
@@ -180,6 +185,7 @@ def _runtime(config: ExperimentConfig, progress: bool | None) -> _Runtime:
         scaler=scaler,
         sync_batchnorm=rt.sync_batchnorm,
         precision=precision,
+        step_mode=rt.step_mode,
     )
 
 
@@ -387,6 +393,13 @@ def _cityscapes_crop(model: ModelConfig) -> tuple[int, int]:
             max(factor, (3 * w // 4) // factor * factor))
 
 
+def _adam(params: Any, learning_rate: float, rt: _Runtime) -> torch.optim.Adam:
+    """Build a stage's Adam (capturable for ``step_mode="cuda_graph"``: steps kept on the GPU)."""
+    if rt.step_mode == "cuda_graph":
+        return torch.optim.Adam(params, lr=learning_rate, capturable=True)
+    return torch.optim.Adam(params, lr=learning_rate)
+
+
 def _generator(device: torch.device, *parts: int) -> torch.Generator:
     gen = torch.Generator(device=device)
     gen.manual_seed(derive_seed(*parts, *_distributed.seed_suffix()))
@@ -486,6 +499,7 @@ def _loop_options(
         "callback": callback,
         "upstream": upstream,
         "precision": rt.precision,
+        "step_mode": rt.step_mode,
     }
 
 
@@ -629,23 +643,25 @@ def pretrain_global(
     forward, managed = _forward_fn(net, rt, find_unused=True)  # decoder and head: unused
     criterion = _global_criterion(st)
     params = [p for p in net.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=st.learning_rate)
+    optimizer = _adam(params, st.learning_rate, rt)
     fid = cfg.fidelity
     kind = _view_kind(cfg, "global")
     options = _view_options(fid, kind)
     if fid.global_loss or (fid.random_slices and st.strategy == "random"):
-        loop_step = _authors_global_step(cfg, bank, forward, criterion, rt, options)
+        batch_of, loss_of = _authors_global_step(cfg, bank, forward, criterion, rt, options)
     else:
 
-        def loop_step(it: int) -> torch.Tensor:
+        def batch_of(it: int) -> tuple[torch.Tensor, ...]:
             batch = bank.batch(stream(it))
             gen = _generator(rt.device, cfg.seed, _GLOBAL, it)
             views = augment.two_views(batch, gen, kind=kind, **options)
+            return views["images"], views["image_ids"], views["partition_ids"]
+
+        def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
+            images, image_ids, partition_ids = inputs
             with autocast_context(rt.device, rt.amp):
-                embeddings = forward(_images(views["images"], rt))
-            loss: torch.Tensor = criterion(
-                embeddings.float(), views["image_ids"], views["partition_ids"]
-            )
+                embeddings = forward(_images(images, rt))
+            loss: torch.Tensor = criterion(embeddings.float(), image_ids, partition_ids)
             return loss
 
     loop = run_loop(
@@ -653,7 +669,8 @@ def pretrain_global(
             name="global",
             model=net,
             optimizer=optimizer,
-            step=loop_step,
+            batch=batch_of,
+            loss=loss_of,
             settings=_settings(cfg, "global_stage", volumes),
             sampler_position=stream.position,
             ddp_managed=managed,
@@ -670,8 +687,8 @@ def _authors_global_step(
     criterion: nn.Module,
     rt: _Runtime,
     options: dict[str, Any],
-) -> Callable[[int], torch.Tensor]:
-    """Stage-1 step on the authors' batch (``fidelity.global_loss`` / ``random_slices``).
+) -> tuple[Callable[[int], tuple[torch.Tensor, ...]], Callable[..., torch.Tensor]]:
+    """Stage-1 batch and loss on the authors' batch (``fidelity.global_loss`` / ``random_slices``).
 
     B = ``volumes_per_batch × num_partitions`` slices; the rows, views and blank rows of
     :func:`authors_global_batch`, drawn from a generator seeded by (seed, stage, iteration); the
@@ -691,11 +708,18 @@ def _authors_global_step(
 
     rows_of(0)  # a batch that cannot be built fails here, before training
 
-    def step(it: int) -> torch.Tensor:
+    def batch(it: int) -> tuple[torch.Tensor, ...]:
         rows = rows_of(it)
         gen = _generator(rt.device, cfg.seed, _GLOBAL, it)
         x = bank.batch(np.maximum(authors_batch_indices(rows, depths), 0))["images"]
         images = authors_batch_views(x, rows, gen, **options)
+        if fid.global_loss:
+            return (images,)
+        ids = torch.as_tensor(rows["image"], device=rt.device)
+        parts = torch.as_tensor(rows["partition"], device=rt.device)
+        return images, ids, parts
+
+    def loss_of(images: torch.Tensor, *ids: torch.Tensor) -> torch.Tensor:
         with autocast_context(rt.device, rt.amp):
             embeddings = forward(_images(images, rt))
         if fid.global_loss:
@@ -704,12 +728,10 @@ def _authors_global_step(
                 num_partitions=st.num_partitions, temperature=st.temperature,
             )
             return loss
-        ids = torch.as_tensor(rows["image"], device=rt.device)
-        parts = torch.as_tensor(rows["partition"], device=rt.device)
-        out: torch.Tensor = criterion(embeddings.float(), ids, parts)
+        out: torch.Tensor = criterion(embeddings.float(), *ids)
         return out
 
-    return step
+    return batch, loss_of
 
 
 # ------------------------------------------------------------------------------------ stage 2
@@ -833,7 +855,7 @@ def pretrain_local(
     _prepare_module(holder, rt)
     forward, managed = _forward_fn(net, rt, find_unused=True)  # later decoder blocks: unused
     params = [p for p in holder.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=st.learning_rate)
+    optimizer = _adam(params, st.learning_rate, rt)
     kind = _view_kind(cfg, "local")
     options = _view_options(fid, kind)
     depths = bank.dataset.slices_per_volume
@@ -845,20 +867,22 @@ def pretrain_local(
     if fid.local_batch:
         rows_of(0)  # a batch that cannot be built fails here, before training
 
-    def step(it: int) -> torch.Tensor:
+    def batch(it: int) -> tuple[torch.Tensor, ...]:
         gen = _generator(rt.device, cfg.seed, _LOCAL, it)
         if fid.local_batch:  # the authors' stage-2 batch (L^R: 10 slices, L^D: 3 x 4)
             rows = rows_of(it)
             x = bank.batch(authors_batch_indices(rows, depths))["images"]
             images = authors_batch_views(x, rows, gen, kind="local", **options)
-            ids = {k: torch.as_tensor(rows[k], device=rt.device)
-                   for k in ("image", "partition", "volume")}
-            views = {"images": images, "image_ids": ids["image"],
-                     "partition_ids": ids["partition"], "volume_ids": ids["volume"]}
-        else:
-            views = augment.two_views(bank.batch(stream(it)), gen, kind=kind, **options)
+            ids = [torch.as_tensor(rows[k], device=rt.device)
+                   for k in ("image", "partition", "volume")]
+            return (images, *ids)
+        views = augment.two_views(bank.batch(stream(it)), gen, kind=kind, **options)
+        return tuple(views[k] for k in ("images", "image_ids", "partition_ids", "volume_ids"))
+
+    def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
+        images, image_ids, partition_ids, volume_ids = inputs
         with autocast_context(rt.device, rt.amp):
-            features = forward(_images(views["images"], rt))
+            features = forward(_images(images, rt))
         if fid.local_loss:  # needs local_batch (FidelityConfig checks): their pairing, J, 24·R
             arguments = authors_local_loss_arguments(
                 st.strategy, (int(features.shape[-2]), int(features.shape[-1])),
@@ -869,9 +893,7 @@ def pretrain_local(
                 temperature=st.temperature, **arguments,
             )
             return authors
-        loss: torch.Tensor = criterion(
-            features.float(), views["image_ids"], views["partition_ids"], views["volume_ids"]
-        )
+        loss: torch.Tensor = criterion(features.float(), image_ids, partition_ids, volume_ids)
         return loss
 
     loop = run_loop(
@@ -879,7 +901,8 @@ def pretrain_local(
             name="local",
             model=holder,
             optimizer=optimizer,
-            step=step,
+            batch=batch,
+            loss=loss_of,
             settings=_settings(cfg, "local_stage", volumes, encoder=bool(copied)),
             sampler_position=stream.position,
             export=net,
@@ -984,23 +1007,30 @@ def pretrain_joint(
     global_forward, _ = _forward_fn(global_net, rt, ddp=False)
     local_forward, _ = _forward_fn(local_net, rt, ddp=False)
     global_criterion = _global_criterion(gs)
-    optimizer = torch.optim.Adam(holder.parameters(), lr=gs.learning_rate)
+    optimizer = _adam(holder.parameters(), gs.learning_rate, rt)
     weight = ls.lambda_local
 
     global_kind, local_kind = _view_kind(cfg, "global"), _view_kind(cfg, "local")
     global_options = _view_options(cfg.fidelity, global_kind)
     local_options = _view_options(cfg.fidelity, local_kind)
 
-    def step(it: int) -> torch.Tensor:
+    def batch_of(it: int) -> tuple[torch.Tensor, ...]:
         batch = bank.batch(stream(it))
         gen = _generator(rt.device, cfg.seed, _JOINT, it)
         gv = augment.two_views(batch, gen, kind=global_kind, **global_options)
         lv = augment.two_views(batch, gen, kind=local_kind, **local_options)
+        return (
+            *(gv[k] for k in ("images", "image_ids", "partition_ids")),
+            *(lv[k] for k in ("images", "image_ids", "partition_ids", "volume_ids")),
+        )
+
+    def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
+        g_images, g_ids, g_parts, l_images, l_ids, l_parts, l_volumes = inputs
         with autocast_context(rt.device, rt.amp):
-            emb = global_forward(_images(gv["images"], rt))
-            feats = local_forward(_images(lv["images"], rt))
-        lg = global_criterion(emb.float(), gv["image_ids"], gv["partition_ids"])
-        ll = local_criterion(feats.float(), lv["image_ids"], lv["partition_ids"], lv["volume_ids"])
+            emb = global_forward(_images(g_images, rt))
+            feats = local_forward(_images(l_images, rt))
+        lg = global_criterion(emb.float(), g_ids, g_parts)
+        ll = local_criterion(feats.float(), l_ids, l_parts, l_volumes)
         total: torch.Tensor = lg + weight * ll
         return total
 
@@ -1009,7 +1039,8 @@ def pretrain_joint(
             name="joint",
             model=holder,
             optimizer=optimizer,
-            step=step,
+            batch=batch_of,
+            loss=loss_of,
             settings=_settings(
                 cfg, "local_stage", volumes, global_stage=config_to_dict(cfg.global_stage)
             ),
@@ -1065,6 +1096,68 @@ def _segmentation_loss(logits: torch.Tensor, target: torch.Tensor, kind: str) ->
     if kind == "dice_foreground":
         dice = dice[:, 1:]
     return 1.0 - dice.mean()
+
+
+def _finetune_inputs(
+    cfg: ExperimentConfig, bank: _SliceBank, device: torch.device, it: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fine-tuning batch `it` of `bank`: images and (soft) one-hot targets, augmented.
+
+    ``batch_size`` slices drawn uniformly with replacement from (seed, iteration); then, with
+    ``augment``, the Cityscapes crop and colour jitter, the authors' soft-label warp or the
+    geometric augmentation (``fidelity``), and with ``mixup`` the blend; all random draws from
+    generators seeded by (seed, stage, iteration). Shared by :func:`finetune` and the grouped
+    driver, so a cell trains on the same batches either way.
+    """
+    st, fid = cfg.finetune, cfg.fidelity
+    num_classes = cfg.model.num_classes
+    rng = np.random.default_rng([cfg.seed, _FINETUNE, it, *_distributed.seed_suffix()])
+    batch = bank.batch(rng.integers(0, len(bank.dataset), size=st.batch_size))
+    gen = _generator(device, cfg.seed, _FINETUNE, it)
+    images, labels = batch["images"], batch["labels"]
+    target: torch.Tensor | None = None
+    if st.augment and cfg.dataset == "cityscapes":  # the paper's recipe: crop, colour jitter
+        images, aug_labels = augment.cityscapes_finetune_augment(
+            images, labels, gen, size=_cityscapes_crop(cfg.model)
+        )
+        assert aug_labels is not None
+        labels = aug_labels
+    elif st.augment and fid.soft_label_warp:  # soft one-hot targets, as the authors'
+        images, target = augment.authors_geometric_augment(
+            images, labels, gen, num_classes=num_classes, elastic_tail=fid.elastic_tail
+        )
+    elif st.augment:
+        images, aug_labels = augment.geometric_augment(
+            images, labels, gen, elastic_tail=fid.elastic_tail
+        )
+        assert aug_labels is not None
+        labels = aug_labels
+    if target is None:
+        target = _one_hot(labels, num_classes)
+    if st.mixup:
+        images, target = augment.mixup(images, target, gen, alpha=st.mixup_alpha)
+    return images, target
+
+
+def _finetune_validation(
+    net: nn.Module, val: Sequence[Volume], cfg: ExperimentConfig, rt: _Runtime, it: int
+) -> dict[str, Any]:
+    """Validate a fine-tuning run: mean foreground 3D Dice (the dataset's definition)."""
+    res = evaluate(
+        net,
+        val,
+        num_classes=cfg.model.num_classes,
+        batch_size=cfg.finetune.eval_batch_size,
+        device=rt.device,
+        amp=rt.amp,
+        channels_last=rt.channels_last,
+        compute_hd95=False,
+        dice_definition=DATASET_DICE_DEFINITIONS.get(cfg.dataset),
+    )
+    return {
+        "val_dice": res.mean_dice,
+        "val_dice_per_class": res.dice[:, 1:].mean(axis=0).tolist(),
+    }
 
 
 @_isolated
@@ -1159,73 +1252,28 @@ def finetune(
     unet = build_unet(cfg)
     copied = _initialise(unet, init, cfg)
     bank = _SliceBank(train, 1, rt.device)
-    total = len(bank.dataset)
-    num_classes = cfg.model.num_classes
     _prepare_module(unet, rt)
     forward, managed = _forward_fn(unet, rt)
-    optimizer = torch.optim.Adam(unet.parameters(), lr=st.learning_rate)
+    optimizer = _adam(unet.parameters(), st.learning_rate, rt)
 
-    fid = cfg.fidelity
-    cityscapes = cfg.dataset == "cityscapes"
-    crop = _cityscapes_crop(cfg.model)
-
-    def step(it: int) -> torch.Tensor:
-        rng = np.random.default_rng([cfg.seed, _FINETUNE, it, *_distributed.seed_suffix()])
-        batch = bank.batch(rng.integers(0, total, size=st.batch_size))
-        gen = _generator(rt.device, cfg.seed, _FINETUNE, it)
-        images, labels = batch["images"], batch["labels"]
-        target: torch.Tensor | None = None
-        if st.augment and cityscapes:  # the paper's Cityscapes recipe: random crop, colour jitter
-            images, aug_labels = augment.cityscapes_finetune_augment(
-                images, labels, gen, size=crop
-            )
-            assert aug_labels is not None
-            labels = aug_labels
-        elif st.augment and fid.soft_label_warp:  # soft one-hot targets, as the authors'
-            images, target = augment.authors_geometric_augment(
-                images, labels, gen, num_classes=num_classes, elastic_tail=fid.elastic_tail
-            )
-        elif st.augment:
-            images, aug_labels = augment.geometric_augment(
-                images, labels, gen, elastic_tail=fid.elastic_tail
-            )
-            assert aug_labels is not None
-            labels = aug_labels
-        if target is None:
-            target = _one_hot(labels, num_classes)
-        if st.mixup:
-            images, target = augment.mixup(images, target, gen, alpha=st.mixup_alpha)
+    def loss_of(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         with autocast_context(rt.device, rt.amp):
             logits = forward(_images(images, rt))
         return _segmentation_loss(logits, target, st.loss)
-
-    def validate(it: int) -> dict[str, Any]:
-        res = evaluate(
-            unet,
-            val,
-            num_classes=num_classes,
-            batch_size=st.eval_batch_size,
-            device=rt.device,
-            amp=rt.amp,
-            channels_last=rt.channels_last,
-            compute_hd95=False,
-            dice_definition=DATASET_DICE_DEFINITIONS.get(cfg.dataset),
-        )
-        return {
-            "val_dice": res.mean_dice,
-            "val_dice_per_class": res.dice[:, 1:].mean(axis=0).tolist(),
-        }
 
     loop = run_loop(
         LoopSpec(
             name="finetune",
             model=unet,
             optimizer=optimizer,
-            step=step,
+            batch=functools.partial(_finetune_inputs, cfg, bank, rt.device),
+            loss=loss_of,
             settings=_settings(
                 cfg, "finetune", train, val=[v.case_id for v in val], init=sorted(copied)
             ),
-            validate=validate if len(val) else None,
+            validate=(
+                functools.partial(_finetune_validation, unet, val, cfg, rt) if len(val) else None
+            ),
             validate_every=st.validate_every,
             ddp_managed=managed,
             **_loop_options(st, rt, out, resume, callback, _fingerprint(init)),
