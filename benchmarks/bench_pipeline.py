@@ -7,8 +7,14 @@ elastic augmentation. The loss share compares the loss's forward+backward alone 
 stage's shapes) with the median step time. ``--device cuda`` uses bf16 autocast and channels-last;
 ``--quick`` runs 64x64 slices, a narrow UNet and a few iterations (CI).
 
+``--step-mode`` sets ``runtime.step_mode`` (``cuda_graph``: each step one captured CUDA graph;
+``compile``: forward + loss compiled, "reduce-overhead" on CUDA). The loop logs ten times per
+stage; ``steady_ms`` is the median time per iteration over the logging intervals after the first,
+``startup_s`` what the first interval took beyond that (the compilation or capture, the first
+batches).
+
     python benchmarks/bench_pipeline.py [--quick] [--device cuda] [--iterations N] [--compile]
-        [--json P]
+        [--step-mode eager|cuda_graph|compile] [--json P]
 """
 
 from __future__ import annotations
@@ -37,16 +43,30 @@ def _volumes(n: int, size: int, rng: np.random.Generator) -> list[Volume]:
     return out
 
 
+def _steady(history: list[dict[str, float]]) -> dict[str, float | None]:
+    """Median ms/iteration after the first logging interval, and the first interval's excess."""
+    logged = [int(r["iteration"]) for r in history]
+    spans = [b - a for a, b in zip([0, *logged], logged, strict=False)]  # iterations per interval
+    per_it = [1e3 / r["it_per_s"] for r in history]
+    if len(per_it) < 2:
+        return {"steady_ms": None, "startup_s": None}
+    steady = float(np.median(per_it[1:]))
+    return {"steady_ms": steady, "startup_s": spans[0] * (per_it[0] - steady) / 1e3}
+
+
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--iterations", type=int, default=None, help="iterations per stage")
     p.add_argument("--compile", action="store_true", help="runtime.compile=True (torch.compile)")
+    p.add_argument("--step-mode", default="eager", choices=("eager", "cuda_graph", "compile"),
+                   help="runtime.step_mode (default eager)")
     args = p.parse_args()
     set_threads(args.threads)
     device = args.device
     quick = args.quick
     size = 64 if quick else 192
     iterations = args.iterations or (3 if quick else (20 if device == "cpu" else 200))
+    log_every = max(1, iterations // 10)
     model = (
         {"channels": (8, 16, 32), "image_size": (size, size), "global_hidden_features": 64}
         if quick
@@ -55,18 +75,19 @@ def main() -> None:
     cfg = preset(
         "acdc",
         model=model,
-        global_stage={"iterations": iterations, "log_every": iterations},
+        global_stage={"iterations": iterations, "log_every": log_every},
         local_stage={
             "iterations": iterations,
-            "log_every": iterations,
+            "log_every": log_every,
             "num_decoder_blocks": 2 if quick else 3,
         },
-        finetune={"iterations": iterations, "log_every": iterations, "validate_every": 10**6},
+        finetune={"iterations": iterations, "log_every": log_every, "validate_every": 10**6},
         runtime={
             "device": device,
             "amp": "bf16" if device.startswith("cuda") else "none",
             "progress": False,
             "compile": args.compile,
+            "step_mode": args.step_mode,
         },
     )
     rng = np.random.default_rng(0)
@@ -129,6 +150,8 @@ def main() -> None:
     def local_loss() -> None:
         lloss(feats, lids, lparts, lvols).backward()
 
+    for row, result in zip(rows, (g, loc, ft), strict=True):
+        row.update(_steady(result.history))
     repeat = args.repeat or (3 if quick else 10)
     tg = time_fn(global_loss, repeat=repeat, device=device)["median_s"]
     tl = time_fn(local_loss, repeat=repeat, device=device)["median_s"]
@@ -139,14 +162,16 @@ def main() -> None:
     total_h = sum(10_000 * r["s/it"] for r in rows) / 3600
     print_table(
         rows,
-        ["stage", "rows/batch", "it/s", "s/it", "loss_s", "loss_share_%", "wall_s"],
-        title=f"Training stages at {size}x{size} on {device} ({iterations} iterations each"
-        + (", torch.compile)" if args.compile else ")"),
+        ["stage", "rows/batch", "it/s", "s/it", "steady_ms", "startup_s", "loss_s",
+         "loss_share_%", "wall_s"],
+        title=f"Training stages at {size}x{size} on {device} ({iterations} iterations each, "
+        f"step_mode {args.step_mode}" + (", torch.compile)" if args.compile else ")"),
     )
     print(f"\nprojected 3 x 10 000 iterations: {total_h:.2f} h (paper: 8 h on a Titan X)")
     write_json(
         args.json,
-        {"meta": metadata(device), "size": size, "iterations": iterations, "rows": rows,
+        {"meta": metadata(device), "size": size, "iterations": iterations,
+         "step_mode": args.step_mode, "compile": args.compile, "rows": rows,
          "projected_hours": total_h},
     )
 

@@ -5,7 +5,7 @@
 #
 #   OUT=/tmp/gpu BUDGET_S=420 bash benchmarks/gpu_session.sh
 #   STEPS="tests unet" bash benchmarks/gpu_session.sh     # some steps only
-#   STEPS="tests grid grid_compile" BUDGET_S=540 bash benchmarks/gpu_session.sh  # issue 17 items 3-5
+#   STEPS="tests pipeline_graph grid grid_compile" BUDGET_S=540 bash benchmarks/gpu_session.sh
 #
 # Logs and JSON go to $OUT (session.log holds every step's output). Packages the GPU machine lacks
 # can be put as wheels in .whl/ (ignored by git); they are installed to /tmp/site first.
@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/contrastlocal_gpu}
 BUDGET_S=${BUDGET_S:-420}
-STEPS=${STEPS:-"tests pipeline global_loss local_loss unet data acdc_smoke grid pipeline_compile grid_compile"}
+STEPS=${STEPS:-"tests pipeline pipeline_graph global_loss local_loss unet data acdc_smoke grid pipeline_compile grid_compile"}
 mkdir -p "$OUT"
 LOG="$OUT/session.log"
 START=$(date +%s)
@@ -49,9 +49,11 @@ torch.version.cuda, torch.cuda.get_device_name() if torch.cuda.is_available() el
 
 step tests 150 python3 -m pytest -q -p no:cacheprovider -o addopts="" -rs \
   --junitxml="$OUT/tests.xml" tests/test_gpu.py tests/test_train_step.py \
-  tests/data/test_augment.py tests/functional -k "cuda or cupy"
+  tests/training/test_step_mode.py tests/data/test_augment.py tests/functional -k "cuda or cupy"
 step pipeline 120 python3 benchmarks/bench_pipeline.py --device cuda --iterations 200 \
   --json "$OUT/pipeline.json"
+step pipeline_graph 150 python3 benchmarks/bench_pipeline.py --device cuda --iterations 300 \
+  --step-mode cuda_graph --json "$OUT/pipeline_graph.json"
 step global_loss 60 python3 benchmarks/bench_global_loss.py --device cuda --repeat 20 \
   --json "$OUT/global_loss.json"
 step local_loss 60 python3 benchmarks/bench_local_loss.py --device cuda --rows 80 512 \
@@ -61,7 +63,7 @@ step data 60 python3 benchmarks/bench_data.py --device cuda --json "$OUT/data.js
 step acdc_smoke 90 python3 examples/acdc_full.py --smoke --device cuda
 step grid 150 python3 benchmarks/bench_grid.py --device cuda --json "$OUT/grid.json"
 step pipeline_compile 180 python3 benchmarks/bench_pipeline.py --device cuda --iterations 200 \
-  --compile --json "$OUT/pipeline_compile.json"
+  --step-mode compile --json "$OUT/pipeline_compile.json"
 step grid_compile 240 python3 benchmarks/bench_grid.py --device cuda --compile --concurrent 8 \
   --repeat 100 --json "$OUT/grid_compile.json"
 echo "total $(( $(date +%s) - START )) s" | tee -a "$LOG"

@@ -306,6 +306,8 @@ def test_4_second_concurrent_run_is_refused_naming_the_holder(trees, tmp_path):
         ("runtime.amp=fp16", "cannot run fp16 autocast"),
         ("model.image_size=[8, 8]", "too small for local_stage.num_regions=13"),
         ("local_stage.num_regions=4", "`local_stage.num_regions` must be one of"),
+        ("runtime.step_mode=cuda_graph", "the device 'cpu' cannot capture CUDA graphs"),
+        ("runtime.step_mode=graph", "`runtime.step_mode` must be one of"),
     ],
 )
 def test_6_9_bad_settings_are_one_line_before_any_work(trees, tmp_path, setting, words):
