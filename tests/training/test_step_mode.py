@@ -82,6 +82,30 @@ def test_compiled_step_equals_eager_in_every_stage(stage: str, built: list[Train
     _assert_same_run(compiled, eager)
 
 
+AUTHORS = {
+    "global": {"fidelity.global_loss": True},
+    "local": {"fidelity.local_batch": True, "fidelity.local_loss": True},
+    "finetune": {"fidelity.soft_label_warp": True, "fidelity.elastic_tail": True},
+}
+
+
+def _authors_config(stage: str, **runtime: Any) -> Any:
+    base = tiny_config()
+    cfg = preset("synthetic", **AUTHORS[stage])
+    return base.replace(fidelity=cfg.fidelity, runtime=runtime)
+
+
+@pytest.mark.parametrize("stage", sorted(AUTHORS))
+def test_compiled_step_equals_eager_with_the_authors_losses(
+    stage: str, built: list[TrainStep]
+) -> None:
+    """The authors' batches and losses (index tables, fixed pairings) trace too."""
+    eager = STAGES[stage](_authors_config(stage))
+    compiled = STAGES[stage](_authors_config(stage, step_mode="compile"))
+    assert [s.mode_used for s in built] == ["compile"]
+    _assert_same_run(compiled, eager)
+
+
 def test_a_run_resumes_in_another_step_mode(tmp_path: Path, built: list[TrainStep]) -> None:
     """A run's checkpoint continued in the other step mode == the eager run (both ways)."""
     cfg = tiny_config()
@@ -196,3 +220,40 @@ def test_an_eager_checkpoint_resumes_as_a_cuda_graph_on_cuda(
     assert resumed.resumed_from == 2
     assert [s.mode_used for s in built] == ["cuda_graph"]
     _assert_close_on_gpu(resumed, eager, cfg.finetune.learning_rate, 1)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fidelity", ["paper", "authors"])
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_stage_batches_do_not_synchronise_on_cuda(
+    stage: str, fidelity: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Drawing and augmenting a batch never waits for the GPU (no host read, no blocking copy)."""
+    from contrastlocal.training import stages
+
+    if fidelity == "authors" and stage not in AUTHORS:
+        pytest.skip("no authors' variant of this stage")
+    specs: list[_loop.LoopSpec] = []
+
+    def capture(spec: _loop.LoopSpec) -> Any:
+        specs.append(spec)
+        raise KeyboardInterrupt  # stop before training
+
+    monkeypatch.setattr(stages, "run_loop", capture)
+    runtime = {"device": "cuda", "amp": "none"}
+    cfg = (_authors_config(stage, **runtime) if fidelity == "authors"
+           else tiny_config().replace(runtime=runtime))
+    if stage == "finetune":
+        cfg = cfg.replace(finetune={"mixup": True})
+    with pytest.raises(KeyboardInterrupt):
+        STAGES[stage](cfg)
+    spec = specs[0]
+    spec.batch(0)  # first call: one-off set-up (tables, caches) may copy
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for it in (1, 2):
+            inputs = spec.batch(it)
+            assert all(t.device.type == "cuda" for t in inputs)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")

@@ -14,14 +14,15 @@ forms live here:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from .._array_api import array_namespace, compute_dtype, device
+from .._array_api import array_namespace, compute_dtype, device, is_torch_namespace
 from .._typing import GLOBAL_STRATEGIES, Array
 from .._validation import (
     check_choice,
@@ -456,36 +457,74 @@ def original_global_loss(
     >>> loss.shape, bool(loss > 0)
     ((), True)
     """
+    loss = prepare_original_global_loss(
+        embeddings, strategy=strategy, batch_size=batch_size, num_partitions=num_partitions,
+        temperature=temperature,
+    )
+    return loss(embeddings)
+
+
+def prepare_original_global_loss(
+    example: Array,
+    *,
+    strategy: OriginalLossStrategy,
+    batch_size: int,
+    num_partitions: int = 4,
+    temperature: float = 0.1,
+) -> Callable[[Array], Array]:
+    """Check a setting of :func:`original_global_loss` once and return the loss for it (private).
+
+    `example` (the shape, library and device of every later call's embeddings) is validated
+    here and the index tables are put on its device now, so the returned function does array
+    operations only: no NumPy, no host-to-device copy, traced by ``torch.compile`` and captured
+    in a CUDA graph as it is. The training stages call it on every step.
+    """
     name, b, s = _check_setting(strategy, batch_size, num_partitions)
     tau = check_positive(temperature, "temperature")
-    xp = array_namespace(embeddings)
-    check_ndim(embeddings, 2, "embeddings", "(N, D)")
-    check_floating(embeddings, "embeddings", xp=xp)
+    xp = array_namespace(example)
+    check_ndim(example, 2, "embeddings", "(N, D)")
+    check_floating(example, "embeddings", xp=xp)
     rows, rows_how, used, used_how = _rows(name, b, s)
-    if embeddings.shape[0] != rows:
+    if example.shape[0] != rows:
         setting = f"strategy={name!r}, batch_size={b}" + (
             f", num_partitions={s}" if name != "random" else "")
         reads = f"; the loss reads the first {used_how} = {used}" if used != rows else ""
         msg = (f"`embeddings` must have {rows_how} = {rows} rows for {setting} (the rows the "
                f"authors' script feeds, blank rows included{reads}); got shape "
-               f"{shape_of(embeddings)}.")
+               f"{shape_of(example)}.")
         raise ValueError(msg)
     terms = _global_terms(name, b, s)
-    dev = device(embeddings)
-    dtype = compute_dtype(embeddings, xp=xp)
-    z = xp.astype(embeddings[:used, ...], dtype)
-    sq = xp.sum(z * z, axis=1, keepdims=True)
-    z = z / xp.sqrt(xp.maximum(sq, xp.asarray(_AUTHORS_EPS, dtype=dtype, device=dev)))
-    logits = xp.matmul(z, xp.permute_dims(z, (1, 0))) / tau
-    unit_anchor = xp.asarray(terms.unit_anchor, device=dev)
-    unit_negatives = xp.asarray(terms.unit_negatives, device=dev)
-    unit_lse = negative_logsumexp(xp.take(logits, unit_anchor, axis=0), unit_negatives, xp=xp)
-    unit_lse = xp.reshape(unit_lse, (-1,))
-    flat = xp.asarray(terms.anchor * used + terms.positive, device=dev)
-    positive_logits = xp.take(xp.reshape(logits, (-1,)), flat, axis=0)
-    lse = xp.take(unit_lse, xp.asarray(terms.unit, device=dev), axis=0)
-    if terms.explicit:
-        per_term = explicit_positive_nll(positive_logits, lse, xp=xp)
-    else:
-        per_term = lse - positive_logits
-    return xp.sum(per_term) / terms.normalizer
+    dev = device(example)
+    dtype = compute_dtype(example, xp=xp)
+
+    def table(values: npt.NDArray[Any], field: str) -> Array:
+        if is_torch_namespace(xp):  # one copy per device, kept (no per-call copy)
+            from ._torch_kernel import device_constant
+
+            return device_constant(("original_global", name, b, s, field), values, dev)
+        return xp.asarray(values, device=dev)
+
+    unit_anchor = table(terms.unit_anchor, "unit_anchor")
+    unit_negatives = table(terms.unit_negatives, "unit_negatives")
+    # the (anchor, positive) entries of the flattened (used, used) logits
+    flat = table(terms.anchor * used + terms.positive, "flat")
+    unit = table(terms.unit, "unit")
+    # the bound as a host scalar array (as l2_normalize's): no host-to-device copy per call
+    bound = xp.asarray(_AUTHORS_EPS, dtype=dtype)
+
+    def loss(embeddings: Array) -> Array:
+        z = xp.astype(embeddings[:used, ...], dtype)
+        sq = xp.sum(z * z, axis=1, keepdims=True)
+        z = z / xp.sqrt(xp.maximum(sq, bound))
+        logits = xp.matmul(z, xp.permute_dims(z, (1, 0))) / tau
+        unit_lse = negative_logsumexp(xp.take(logits, unit_anchor, axis=0), unit_negatives, xp=xp)
+        unit_lse = xp.reshape(unit_lse, (-1,))
+        positive_logits = xp.take(xp.reshape(logits, (-1,)), flat, axis=0)
+        lse = xp.take(unit_lse, unit, axis=0)
+        if terms.explicit:
+            per_term = explicit_positive_nll(positive_logits, lse, xp=xp)
+        else:
+            per_term = lse - positive_logits
+        return xp.sum(per_term) / terms.normalizer
+
+    return loss

@@ -22,7 +22,12 @@ from torch.nn import functional
 
 from .._typing import Array
 
-__all__ = ["assert_nonzero", "fused_global_loss", "fused_masked_contrastive_sum"]
+__all__ = [
+    "assert_nonzero",
+    "device_constant",
+    "fused_global_loss",
+    "fused_masked_contrastive_sum",
+]
 
 # (n, device, dtype, shape) -> the (n, n) identity of that dtype, viewed as that shape
 _EYES: dict[tuple[Any, ...], torch.Tensor] = {}
@@ -39,6 +44,26 @@ def _eye(
     found = _EYES.get(key)
     if found is None:
         found = _EYES[key] = torch.eye(n, dtype=dtype, device=device).view(shape)
+    return found
+
+
+# (key, device) -> a constant index table copied to that device once
+_CONSTANTS: dict[tuple[Any, ...], torch.Tensor] = {}
+
+
+def device_constant(key: tuple[Any, ...], table: Any, device: torch.device) -> torch.Tensor:
+    """Return host `table` (a NumPy array that `key` names) on `device`, copied once per device.
+
+    A host-to-device copy per call would synchronise with the host and could not be captured in
+    a CUDA graph; the cached copy is made outside tracing only (under ``torch.compile`` the
+    table becomes a graph constant instead).
+    """
+    if torch.compiler.is_compiling():
+        return torch.as_tensor(table, device=device)
+    full = (*key, str(device))
+    found = _CONSTANTS.get(full)
+    if found is None:
+        found = _CONSTANTS[full] = torch.as_tensor(table, device=device)
     return found
 
 

@@ -475,9 +475,11 @@ def authors_batch_views(
     out = images.clone()
     call = np.asarray(rows["call"])
     for c in np.unique(call[call >= 0]):
-        index = torch.as_tensor(np.flatnonzero(call == c), device=images.device)
+        # copies that do not wait for the device (no host synchronisation per step)
+        index = torch.from_numpy(np.flatnonzero(call == c)).to(images.device, non_blocking=True)
         out[index] = view_fn(images.index_select(0, index), generator, **kwargs)
-    blank = torch.as_tensor(np.asarray(rows["blank"], dtype=bool), device=images.device)
+    blank = torch.from_numpy(np.array(rows["blank"], dtype=bool))
+    blank = blank.to(images.device, non_blocking=True)
     return out.masked_fill(blank.reshape(n, 1, 1, 1), 0.0)
 
 

@@ -29,7 +29,8 @@ from torch.nn import functional as F  # noqa: N812
 from ..data import augment
 from ..data.slices import SliceDataset
 from ..data.volumes import Volume
-from ..functional import local_contrastive_loss, original_global_loss
+from ..functional import local_contrastive_loss
+from ..functional._original import prepare_original_global_loss
 from ..models import (
     GlobalPretrainNetwork,
     LocalPretrainNetwork,
@@ -393,6 +394,30 @@ def _cityscapes_crop(model: ModelConfig) -> tuple[int, int]:
             max(factor, (3 * w // 4) // factor * factor))
 
 
+def _to_device(values: npt.ArrayLike, device: torch.device) -> torch.Tensor:
+    """Host values on `device` without waiting for it (a copy that does not synchronise)."""
+    return torch.from_numpy(np.array(values)).to(device, non_blocking=True)
+
+
+def _device_arguments(arguments: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Make the authors' local-loss arguments once for every step.
+
+    The weights go to the device and the region tables become tuple keys, so the step makes no
+    host-to-device copy (it can be captured, and it does not wait for the device).
+    """
+
+    def points(a: Any) -> tuple[tuple[int, int], ...]:
+        return tuple((int(p), int(q)) for p, q in np.asarray(a).reshape(-1, 2))
+
+    negatives = np.asarray(arguments["negative_positions"])
+    return {
+        **arguments,
+        "positive_weights": _to_device(arguments["positive_weights"], device),
+        "positions": points(arguments["positions"]),
+        "negative_positions": tuple(points(row) for row in negatives),
+    }
+
+
 def _adam(params: Any, learning_rate: float, rt: _Runtime) -> torch.optim.Adam:
     """Build a stage's Adam (capturable for ``step_mode="cuda_graph"``: steps kept on the GPU)."""
     if rt.step_mode == "cuda_graph":
@@ -706,7 +731,13 @@ def _authors_global_step(
             num_partitions=st.num_partitions, blank_rows=fid.blank_rows,
         )
 
-    rows_of(0)  # a batch that cannot be built fails here, before training
+    first = rows_of(0)  # a batch that cannot be built fails here, before training
+    # the authors' loss for this setting, checked and its tables on the device once: the step
+    # itself is array operations only (traced by torch.compile, captured in a CUDA graph)
+    authors_loss = None if not fid.global_loss else prepare_original_global_loss(
+        torch.empty(len(first["view"]), 1, device=rt.device), strategy=st.strategy,
+        batch_size=batch_size, num_partitions=st.num_partitions, temperature=st.temperature,
+    )
 
     def batch(it: int) -> tuple[torch.Tensor, ...]:
         rows = rows_of(it)
@@ -715,18 +746,14 @@ def _authors_global_step(
         images = authors_batch_views(x, rows, gen, **options)
         if fid.global_loss:
             return (images,)
-        ids = torch.as_tensor(rows["image"], device=rt.device)
-        parts = torch.as_tensor(rows["partition"], device=rt.device)
-        return images, ids, parts
+        ids = _to_device(rows["image"], rt.device)
+        return images, ids, _to_device(rows["partition"], rt.device)
 
     def loss_of(images: torch.Tensor, *ids: torch.Tensor) -> torch.Tensor:
         with autocast_context(rt.device, rt.amp):
             embeddings = forward(_images(images, rt))
-        if fid.global_loss:
-            loss: torch.Tensor = original_global_loss(
-                embeddings.float(), strategy=st.strategy, batch_size=batch_size,
-                num_partitions=st.num_partitions, temperature=st.temperature,
-            )
+        if authors_loss is not None:
+            loss: torch.Tensor = authors_loss(embeddings.float())
             return loss
         out: torch.Tensor = criterion(embeddings.float(), *ids)
         return out
@@ -866,6 +893,15 @@ def pretrain_local(
 
     if fid.local_batch:
         rows_of(0)  # a batch that cannot be built fails here, before training
+    if fid.local_loss:
+        _, height, width = net.feature_shape(cfg.model.image_size)
+        authors_arguments = _device_arguments(
+            authors_local_loss_arguments(
+                st.strategy, (height, width), region_size=st.region_size,
+                num_regions=st.num_regions,
+            ),
+            rt.device,
+        )
 
     def batch(it: int) -> tuple[torch.Tensor, ...]:
         gen = _generator(rt.device, cfg.seed, _LOCAL, it)
@@ -873,8 +909,7 @@ def pretrain_local(
             rows = rows_of(it)
             x = bank.batch(authors_batch_indices(rows, depths))["images"]
             images = authors_batch_views(x, rows, gen, kind="local", **options)
-            ids = [torch.as_tensor(rows[k], device=rt.device)
-                   for k in ("image", "partition", "volume")]
+            ids = [_to_device(rows[k], rt.device) for k in ("image", "partition", "volume")]
             return (images, *ids)
         views = augment.two_views(bank.batch(stream(it)), gen, kind=kind, **options)
         return tuple(views[k] for k in ("images", "image_ids", "partition_ids", "volume_ids"))
@@ -884,13 +919,9 @@ def pretrain_local(
         with autocast_context(rt.device, rt.amp):
             features = forward(_images(images, rt))
         if fid.local_loss:  # needs local_batch (FidelityConfig checks): their pairing, J, 24·R
-            arguments = authors_local_loss_arguments(
-                st.strategy, (int(features.shape[-2]), int(features.shape[-1])),
-                region_size=st.region_size, num_regions=st.num_regions,
-            )
             authors: torch.Tensor = local_contrastive_loss(
                 features.float(), region_size=st.region_size, projection=criterion.projection,
-                temperature=st.temperature, **arguments,
+                temperature=st.temperature, **authors_arguments,
             )
             return authors
         loss: torch.Tensor = criterion(features.float(), image_ids, partition_ids, volume_ids)
