@@ -314,6 +314,39 @@ def test_color_jitter_and_random_crop() -> None:
         assert torch.equal(yc[i], lab[i, oy : oy + 5, ox : ox + 7])
 
 
+def test_random_crop_by_device_gather_equals_the_slices() -> None:
+    """The gather used for a device generator (no host read) cuts the same windows."""
+    from contrastlocal.data.augment._crop import _gather_crops
+
+    x = _images(5, 3, 12, 10).contiguous(memory_format=torch.channels_last)
+    lab = torch.arange(5 * 12 * 10).reshape(5, 12, 10)
+    oy, ox = torch.tensor([0, 7, 3, 7, 1]), torch.tensor([3, 0, 2, 3, 1])
+    xc, yc = _gather_crops(x, lab, oy, ox, (5, 7))
+    assert xc.shape == (5, 3, 5, 7)
+    assert yc is not None
+    for i, (y, q) in enumerate(zip(oy.tolist(), ox.tolist(), strict=True)):
+        assert torch.equal(xc[i], x[i, :, y : y + 5, q : q + 7])
+        assert torch.equal(yc[i], lab[i, y : y + 5, q : q + 7])
+    assert _gather_crops(x, None, oy, ox, (5, 7))[1] is None
+
+
+@pytest.mark.gpu
+def test_random_crop_with_a_cuda_generator_does_not_synchronise() -> None:
+    x = _images(4, 3, 12, 10).cuda()
+    lab = torch.arange(12 * 10).reshape(1, 12, 10).expand(4, 12, 10).clone().cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        xc, yc = A.random_crop(x, lab, g, size=(5, 7))
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert yc is not None
+    for i in range(4):
+        oy, ox = divmod(int(yc[i, 0, 0]), 10)
+        assert torch.equal(xc[i], x[i, :, oy : oy + 5, ox : ox + 7])
+
+
 # ------------------------------------------------------------------ two_views, common properties
 def test_two_views_layout_and_metadata() -> None:
     batch = {

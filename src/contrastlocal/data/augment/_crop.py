@@ -219,6 +219,8 @@ def random_crop(
     # window is then a strided view and the crops one stacked copy (row memcpys, no gather)
     oy = torch.randint(0, h_in - h + 1, (n,), generator=generator, device=generator.device)
     ox = torch.randint(0, w_in - w + 1, (n,), generator=generator, device=generator.device)
+    if generator.device.type != "cpu" and n > 0:  # reading the offsets would wait for the GPU
+        return _gather_crops(images, labels, oy, ox, (h, w))
     offsets = list(zip(oy.tolist(), ox.tolist(), strict=True))
     if n == 0:
         return images[:, :, :h, :w].clone(), None if labels is None else labels[:, :h, :w].clone()
@@ -226,3 +228,18 @@ def random_crop(
     if labels is None:
         return out, None
     return out, torch.stack([labels[i, y : y + h, x : x + w] for i, (y, x) in enumerate(offsets)])
+
+
+def _gather_crops(
+    images: torch.Tensor, labels: torch.Tensor | None, oy: torch.Tensor, ox: torch.Tensor,
+    size: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Cut the crops of :func:`random_crop` at offsets held on the device, one gather each."""
+    h, w = size
+    dev = images.device
+    rows = (oy.to(dev)[:, None] + torch.arange(h, device=dev))[:, :, None]  # (N, h, 1)
+    cols = (ox.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, :]  # (N, 1, w)
+    n = torch.arange(images.shape[0], device=dev)[:, None, None]
+    # advanced indices around a slice: the (N, h, w) index dimensions come first, channels last
+    out = images[n, :, rows, cols].permute(0, 3, 1, 2).contiguous()
+    return out, None if labels is None else labels[n, rows, cols]
