@@ -146,6 +146,44 @@ def test_step_mode_comes_from_the_config():
         finetune_grouped(_cells(config)[:1], config)
 
 
+def test_a_killed_group_resumes_from_its_checkpoint(tmp_path, monkeypatch):
+    """Kill after iteration 3 of 5, rerun: the same results as an uninterrupted group."""
+    from contrastlocal.training import _grouped
+
+    config = _config(iterations=5, checkpoint_every=2, validate_every=2, log_every=1)
+    cells = _cells(config)[:2]
+    whole = finetune_grouped(cells, config, dtype=torch.float64)
+    real = _grouped._finetune_inputs
+
+    def killed_at_3(cfg, bank, device, it):  # type: ignore[no-untyped-def]
+        if it == 3:
+            raise KeyboardInterrupt
+        return real(cfg, bank, device, it)
+
+    root = tmp_path / "groups"
+    monkeypatch.setattr(_grouped, "_finetune_inputs", killed_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_grouped(cells, config, dtype=torch.float64, checkpoint_root=root)
+    (folder,) = root.iterdir()
+    assert sorted(p.name for p in folder.iterdir()) == ["iter_0000002.pt"]
+    monkeypatch.setattr(_grouped, "_finetune_inputs", real)
+    resumed = finetune_grouped(cells, config, dtype=torch.float64, checkpoint_root=root)
+    assert not root.exists()  # removed once every cell's outputs are written
+    for a, b in zip(resumed, whole, strict=True):
+        assert a.resumed_from == 2
+        _assert_same_result(a, b, rtol=0, atol=0)
+    # other cells (another seed) never resume from this group's checkpoint
+    monkeypatch.setattr(_grouped, "_finetune_inputs", killed_at_3)
+    with pytest.raises(KeyboardInterrupt):
+        finetune_grouped(cells, config, dtype=torch.float64, checkpoint_root=root)
+    monkeypatch.setattr(_grouped, "_finetune_inputs", real)
+    other = [GroupedCell(c.train, c.val, init=c.init, seed=99, baseline=c.baseline)
+             for c in cells]
+    fresh = finetune_grouped(other, config, dtype=torch.float64, checkpoint_root=root)
+    assert all(r.resumed_from == 0 for r in fresh)
+    assert len(list(root.iterdir())) == 1  # the first group's checkpoint is still there
+
+
 def test_outputs_written_like_finetune(tmp_path):
     from contrastlocal.training import load_weights, read_metrics
 

@@ -184,6 +184,8 @@ def test_concurrent_runs_give_the_same_table(acdc: dict[str, Path],
         for name in ("result.json", "best.pt", "final.pt", "metrics.jsonl"):
             assert (run.directory / name).is_file(), name
         assert json.loads((run.directory / "result.json").read_text())["concurrent"] == 2
+    # the groups' resumable checkpoints are gone once their cells are written
+    assert not (acdc["tmp"] / "grouped2" / "cells" / ".groups").exists()
 
 
 def test_dry_run_counts_done_runs_and_projects_time(

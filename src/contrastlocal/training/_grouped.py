@@ -10,18 +10,27 @@ cell's ``(seed, stage, iteration)`` NumPy stream, augmentation and mixup draw fr
 ``(seed, stage, iteration)`` torch generator, validation runs every ``validate_every`` iterations
 (and at the end) on the cell's validation volumes, and the cell keeps its best validation Dice.
 
-What it does not do (the per-cell loop of ``finetune`` does): periodic checkpoints and resume
-(a cell's ``metrics.jsonl``, ``best.pt`` and ``final.pt`` are written once, after training),
-progress bars, ``runtime.compile`` (use ``step_mode``), several processes (DDP). A stopped
-(non-finite) cell stops the whole group with a ``FloatingPointError`` naming it.
+With ``checkpoint_root`` the group writes a checkpoint every ``checkpoint_every`` iterations
+(the grouped weights, Adam's state, each cell's history, validation and best weights) under a
+folder named by the cells' keys, and a rerun of the same cells resumes from it: a killed group
+loses at most ``checkpoint_every`` iterations. A cell's ``metrics.jsonl``, ``best.pt`` and
+``final.pt`` are written once, after training, when the group's folder is deleted.
+
+What it does not do (the per-cell loop of ``finetune`` does): progress bars,
+``runtime.compile`` (use ``step_mode``), several processes (DDP). A stopped (non-finite) cell
+stops the whole group with a ``FloatingPointError`` naming it.
 
 :func:`estimate_concurrent` sizes K from the device's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +44,14 @@ from ..models import GroupedUNet, UNet
 from ._graphs import StepMode, TrainStep
 from ._logging import MetricsLog
 from ._loop import autocast_context, derive_seed
-from .checkpoint import architecture_signature, save_checkpoint, stage_key
+from .checkpoint import (
+    architecture_signature,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+    stage_key,
+)
 from .config import ExperimentConfig
 from .evaluation import Volume
 from .stages import (
@@ -321,6 +337,7 @@ def finetune_grid(
     concurrent: int = 1,
     memory_limit: int | None = None,
     dtype: torch.dtype = torch.float32,
+    checkpoint_root: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> list[StageResult]:
     """Fine-tune any number of cells, `concurrent` at a time, in order.
@@ -329,8 +346,8 @@ def finetune_grid(
     ----------
     cells : sequence of GroupedCell
         All runs of the grid.
-    config, memory_limit, dtype, **overrides
-        As :func:`finetune_grouped`.
+    config, memory_limit, dtype, checkpoint_root, **overrides
+        As :func:`finetune_grouped` (each group of `concurrent` cells resumes on its own).
     concurrent : int, default 1
         K, the cells per grouped network (checked against the memory estimate before training).
 
@@ -349,7 +366,8 @@ def finetune_grid(
     out: list[StageResult] = []
     for start in range(0, len(cells), concurrent):
         out += finetune_grouped(
-            cells[start : start + concurrent], cfg, memory_limit=memory_limit, dtype=dtype
+            cells[start : start + concurrent], cfg, memory_limit=memory_limit, dtype=dtype,
+            checkpoint_root=checkpoint_root,
         )
     return out
 
@@ -370,6 +388,72 @@ class _Cell:
     numerics: tuple[str, str, str | None] = ("cpu", "fp32", None)
 
 
+def _cell_key(c: _Cell) -> dict[str, Any]:
+    """Return the resume key ``finetune`` gives this cell's run (settings, weights, numerics)."""
+    return stage_key(
+        _settings(
+            c.cfg, "finetune", c.train, val=[v.case_id for v in c.val], init=sorted(c.copied)
+        ),
+        device_type=c.numerics[0],
+        precision=c.numerics[1],
+        upstream=c.numerics[2],
+    )
+
+
+class _GroupCheckpoints:
+    """Periodic checkpoints of one group under ``root/group-<digest of its cells' keys>``."""
+
+    def __init__(self, root: str | os.PathLike[str], states: Sequence[_Cell], dtype: Any) -> None:
+        self.key = {"cells": [_cell_key(c) for c in states], "dtype": str(dtype)}
+        text = json.dumps(self.key, sort_keys=True, default=str)
+        self.directory = Path(root) / f"group-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+    def resume(
+        self, grouped: GroupedUNet, optimizer: torch.optim.Optimizer, states: Sequence[_Cell],
+        device: torch.device,
+    ) -> int:
+        """Load the newest checkpoint (its cells must be these); return its iteration, or 0."""
+        latest = latest_checkpoint(self.directory) if self.directory.is_dir() else None
+        if latest is None:
+            return 0
+        data = load_checkpoint(latest, map_location=device)
+        if data.get("key") != self.key:
+            msg = (
+                f"the group checkpoint {str(latest)!r} was written for other cells or settings; "
+                "delete its folder to start the group afresh."
+            )
+            raise ValueError(msg)
+        grouped.load_state_dict(data["model"])
+        optimizer.load_state_dict(data["optimizer"])
+        for c, saved in zip(states, data["cells"], strict=True):
+            c.history, c.validation = saved["history"], saved["validation"]
+            c.best_iteration, c.best_score = saved["best_iteration"], saved["best_score"]
+            c.best_state = saved["best_state"]
+        return int(data["iteration"])
+
+    def save(
+        self, iteration: int, grouped: GroupedUNet, optimizer: torch.optim.Optimizer,
+        states: Sequence[_Cell],
+    ) -> None:
+        cells = [
+            {"history": c.history, "validation": c.validation, "best_iteration": c.best_iteration,
+             "best_score": c.best_score, "best_state": c.best_state}
+            for c in states
+        ]
+        save_checkpoint(
+            self.directory / f"iter_{iteration:07d}.pt",
+            {"format": 1, "key": self.key, "iteration": iteration,
+             "model": grouped.state_dict(), "optimizer": optimizer.state_dict(), "cells": cells},
+        )
+        for _, old in list_checkpoints(self.directory)[:-2]:
+            old.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the root too, once no other group uses it
+            self.directory.parent.rmdir()
+
+
 def _write_outputs(stage_dir: Path, last: UNet, c: _Cell) -> None:
     """metrics.jsonl, best.pt and final.pt of one cell, as ``finetune`` writes them."""
     log = MetricsLog(stage_dir / "metrics.jsonl")
@@ -384,18 +468,10 @@ def _write_outputs(stage_dir: Path, last: UNet, c: _Cell) -> None:
             {"stage": "finetune", "iteration": c.best_iteration, "architecture": signature,
              "model": c.best_state, "score": c.best_score, "metric": "val_dice"},
         )
-    settings = stage_key(
-        _settings(
-            c.cfg, "finetune", c.train, val=[v.case_id for v in c.val], init=sorted(c.copied)
-        ),
-        device_type=c.numerics[0],
-        precision=c.numerics[1],
-        upstream=c.numerics[2],
-    )
     save_checkpoint(
         stage_dir / "final.pt",
         {"stage": "finetune", "iteration": c.cfg.finetune.iterations, "architecture": signature,
-         "model": last.state_dict(), "settings": settings},
+         "model": last.state_dict(), "settings": _cell_key(c)},
     )
 
 
@@ -407,6 +483,7 @@ def finetune_grouped(
     dtype: torch.dtype = torch.float32,
     step_mode: StepMode | None = None,
     compile_backend: str | None = None,
+    checkpoint_root: str | os.PathLike[str] | None = None,
     **overrides: Any,
 ) -> list[StageResult]:
     """Fine-tune K cells at once in one grouped network; per cell as :func:`finetune` would.
@@ -430,6 +507,10 @@ def finetune_grouped(
         off CUDA runs eagerly; not with fp16 autocast (its gradient scaler).
     compile_backend : str, optional
         ``torch.compile`` backend for ``step_mode="compile"``.
+    checkpoint_root : path, optional
+        Folder for the group's periodic checkpoints (every ``checkpoint_every`` iterations, in
+        a sub-folder named by the cells' keys); a rerun of the same cells resumes from the
+        newest. Deleted when the group finishes. None: no checkpoints.
     **overrides : Any
         Settings of ``config.finetune`` to change.
 
@@ -491,6 +572,8 @@ def finetune_grouped(
     grouped.train()
     optimizer = torch.optim.Adam(grouped.parameters(), lr=st.learning_rate)
     k_cells = len(states)
+    saver = None if checkpoint_root is None else _GroupCheckpoints(checkpoint_root, states, dtype)
+    start = 0 if saver is None else saver.resume(grouped, optimizer, states, rt.device)
 
     def cell_batch(c: _Cell, it: int) -> tuple[torch.Tensor, torch.Tensor]:
         images, target = _finetune_inputs(c.cfg, c.bank, rt.device, it)  # as ``finetune``
@@ -511,7 +594,7 @@ def finetune_grouped(
     count = 0
     t_start = time.perf_counter()
     t_interval = t_start
-    for it in range(st.iterations):
+    for it in range(start, st.iterations):
         done = it + 1
         pairs = [cell_batch(c, it) for c in states]
         inputs = (grouped.stack([p[0] for p in pairs]), *(p[1] for p in pairs))
@@ -563,6 +646,8 @@ def finetune_grouped(
                 if math.isfinite(score) and (c.best_score is None or score > c.best_score + 1e-7):
                     c.best_score, c.best_iteration = score, done
                     c.best_state = grouped.state_dict_of(k)
+        if saver is not None and done % st.checkpoint_every == 0 and done < st.iterations:
+            saver.save(done, grouped, optimizer, states)
     seconds = time.perf_counter() - t_start
     results: list[StageResult] = []
     for k, (cell, c) in enumerate(zip(cells, states, strict=True)):
@@ -577,8 +662,10 @@ def finetune_grouped(
             StageResult(
                 network=net, history=c.history, validation=c.validation,
                 best_iteration=c.best_iteration, best_score=c.best_score, seconds=seconds,
-                iterations=st.iterations, resumed_from=0, stage_dir=stage_dir,
+                iterations=st.iterations, resumed_from=start, stage_dir=stage_dir,
                 copied_keys=c.copied,
             )
         )
+    if saver is not None:
+        saver.remove()  # every cell's outputs are written
     return results

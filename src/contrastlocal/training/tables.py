@@ -901,7 +901,10 @@ def _run_cells(
 
         grouped = [GroupedCell(tr, va, init=_init_path(c), baseline=c.source is None,
                                out=c.directory) for c, (tr, va) in zip(chunk, data, strict=True)]
-        results = finetune_grid(grouped, chunk[0].config, concurrent=len(chunk))
+        assert chunk[0].directory is not None
+        # a killed group resumes from its checkpoints (RUNDIR/cells/.groups/group-<digest>)
+        results = finetune_grid(grouped, chunk[0].config, concurrent=len(chunk),
+                                checkpoint_root=chunk[0].directory.parent / ".groups")
     for c, res in zip(chunk, results, strict=True):
         net = res.network
         ev = evaluate(net, test, num_classes=c.config.model.num_classes,
