@@ -9,6 +9,11 @@ The autograd Functions are defined at module level in the new style (``forward``
 ``torch.compile(fullgraph=True)``, ``torch.func.grad`` and ``torch.func.vmap`` trace through
 them. Nothing here reads a tensor's value on the host: no per-call synchronisation. The
 normalisation (and its backward) written here is also the local loss's (``_torch_local``).
+
+Two kernels: :class:`_ContrastiveSum` takes any masks (``masked_contrastive_loss``, and the
+global loss at temperatures below its fixed shift's range); :class:`_GlobalContrastiveSum`
+builds the global loss's masks from ids, needs no row maximum and, on the CPU, works in row
+blocks that stay in cache.
 """
 
 from __future__ import annotations
@@ -286,12 +291,11 @@ class _GlobalContrastiveSum(torch.autograd.Function):
             u, e, w = rest
             u_t = torch.add(u, t)
             r = torch.div(w, u_t).sum(dim=1, keepdim=True)  # R_a = Σ_p W_ap / (u_ap + T_a)
-            sigma = torch.div(t, u_t)  # σ_ak = T_a / (u_ak + T_a)
+            # σ_ak + σ_ka, σ_ak = T_a / (u_ak + T_a) (u symmetric: no transpose); in-place
+            # operators only where vmap has a batching rule (addcdiv_ and addcmul_ have none)
+            sigma = torch.addcdiv(torch.div(t, u_t), t_row, torch.add(u, t_row))
             del u_t
-            # + σ_ka (u symmetric: no transpose); addcdiv and addcmul out of place (their in-place
-            # forms have no vmap batching rule)
-            sigma = torch.addcdiv(sigma, t_row, torch.add(u, t_row))
-            h = torch.addcmul((r + r.mT).mul_(e), w, sigma, value=-1.0)
+            h = (r + r.mT).mul_(e).sub_(sigma.mul_(w))
             d_z = torch.mm(h, z).mul_(scale)
         else:
             r, *blocks = rest
@@ -302,8 +306,8 @@ class _GlobalContrastiveSum(torch.autograd.Function):
                 other, w = _global_masks(group, negative_group, start, stop)
                 t_b = t[start:stop]
                 sigma = torch.addcdiv(torch.div(t_b, torch.add(u, t_b)), t_row, torch.add(u, t_row))
-                h = torch.mul(u, other).mul_(r[start:stop] + r_row)
-                parts.append(torch.mm(torch.addcmul(h, w, sigma, value=-1.0), z))
+                h = torch.mul(u, other).mul_(r[start:stop] + r_row).sub_(sigma.mul_(w))
+                parts.append(torch.mm(h, z))
             d_z = torch.cat(parts).mul_(scale)
         d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
         return d_y, None, None, None, None, None, None
