@@ -183,7 +183,7 @@ def _kernel():
 @pytest.fixture
 def small_blocks(monkeypatch):
     """Row blocks of 5 rows for N = 23 (the last one has 3): the blocked path at small N."""
-    monkeypatch.setattr(_kernel(), "_CPU_BLOCK_ELEMENTS", 5 * 23)
+    monkeypatch.setattr(_kernel(), "_CPU_BLOCK_ROWS", 5)
     assert _kernel()._block_rows(23, torch.device("cpu")) == 5
     return monkeypatch
 
@@ -224,7 +224,7 @@ def test_global_fused_blocked_matches_one_block_and_agnostic(small_blocks, strat
     assert name == "_GlobalContrastiveSumBackward"
     np.testing.assert_allclose(value, agnostic, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(grad, grad_agnostic, rtol=1e-8, atol=1e-10)
-    small_blocks.setattr(_kernel(), "_CPU_BLOCK_ELEMENTS", 1 << 30)  # one block
+    small_blocks.setattr(_kernel(), "_CPU_BLOCK_ROWS", 1 << 30)  # one block
     _, one, grad_one, _, _ = _fused_and_agnostic(z, image, partition, strategy, reduction, 0.2)
     np.testing.assert_allclose(value, one, rtol=1e-12, atol=0)
     np.testing.assert_allclose(grad, grad_one, rtol=1e-10, atol=1e-12)
