@@ -188,6 +188,12 @@ def small_blocks(monkeypatch):
     return monkeypatch
 
 
+def test_global_block_rows_depend_on_n_and_device_type_only():
+    block_rows, cpu, cuda = _kernel()._block_rows, torch.device("cpu"), torch.device("cuda", 1)
+    assert [block_rows(n, cpu) for n in (80, 512, 513, 8192)] == [80, 512, 256, 256]
+    assert [block_rows(n, cuda) for n in (80, 16384, 16385, 32768)] == [80, 16384, 8192, 8192]
+
+
 def _fused_and_agnostic(z, image, partition, strategy, reduction, tau, dtype=torch.float64):
     """(value, gradient) of the fused path and of the array-API path (pairwise terms, autograd)."""
     zf = torch.tensor(z, dtype=dtype, requires_grad=True)

@@ -12,8 +12,8 @@ normalisation (and its backward) written here is also the local loss's (``_torch
 
 Two kernels: :class:`_ContrastiveSum` takes any masks (``masked_contrastive_loss``, and the
 global loss at temperatures below its fixed shift's range); :class:`_GlobalContrastiveSum`
-builds the global loss's masks from ids, needs no row maximum and, on the CPU, works in row
-blocks that stay in cache.
+builds the global loss's masks from ids, needs no row maximum and, for large N, works in row
+blocks (on the CPU, blocks that stay in cache).
 """
 
 from __future__ import annotations
@@ -164,18 +164,20 @@ def fused_masked_contrastive_sum(
 # 3e12 for N (e^60 ≈ 1e26 of 3.4e38), 2/τ = 600 leaves float64 e^109. Above, the row-max path.
 _FIXED_SHIFT_LIMIT = {torch.float32: 30.0, torch.float64: 300.0}
 
-# Row blocks of the global kernel on the CPU: blocks of this many rows above twice as many rows
-# (one block below, and on other devices), so that a block's few temporaries stay in cache. 256
-# was fastest at N = 1024, 2048 and 8192 on a 2-core EPYC (128 and 512 slower; one block at
-# N = 512). Tests lower it to reach the blocked path at small N.
+# Row blocks of the global kernel: on the CPU, blocks of this many rows above twice as many rows
+# (one block below), so that a block's few temporaries stay in cache. 256 was fastest at N = 1024,
+# 2048 and 8192 on a 2-core EPYC (128 and 512 slower; one block at N = 512). Tests lower it to
+# reach the blocked path at small N.
 _CPU_BLOCK_ROWS = 256
+# Other devices: one block (the fewest kernel launches) up to twice this many rows; above, blocks
+# bound the memory (a handful of (N, N) temporaries would be tens of GiB at N = 32768).
+_DEVICE_BLOCK_ROWS = 8192
 
 
 def _block_rows(n: int, device: torch.device) -> int:
-    """Rows per block of the global kernel: N (one block) off the CPU or for small N."""
-    if device.type != "cpu" or n <= 2 * _CPU_BLOCK_ROWS:
-        return n
-    return _CPU_BLOCK_ROWS
+    """Rows per block of the global kernel: N (one block) for small N."""
+    rows = _CPU_BLOCK_ROWS if device.type == "cpu" else _DEVICE_BLOCK_ROWS
+    return n if n <= 2 * rows else rows
 
 
 def _canonical_ids(ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -227,11 +229,11 @@ class _GlobalContrastiveSum(torch.autograd.Function):
     (no division by ``T_a``); the general kernel needs two. Forward: one product, one
     exponential, one ``log1p`` per entry and no comparison.
 
-    One block (N² small, or not on the CPU): ``u``, ``Neg ⊙ u`` and W are saved and ``H`` is
-    ``G + Gᵀ``. Row blocks (CPU, large N): each block's ``u`` is saved, ``R`` computed in the
+    One block (small N): ``u``, ``Neg ⊙ u`` and W are saved and ``H`` is ``G + Gᵀ``. Row
+    blocks (large N; see ``_block_rows``): each block's ``u`` is saved, ``R`` computed in the
     forward, the masks rebuilt in the backward, and ``Gᵀ``'s rows written from the symmetry,
     ``(Gᵀ)_ak = Neg_ak u_ak R_k - W_ak T_k / (u_ak + T_k)``, so that a block needs no other.
-    The number of blocks depends on N only.
+    The number of blocks depends on N and the device type only.
     """
 
     generate_vmap_rule = True
@@ -292,10 +294,11 @@ class _GlobalContrastiveSum(torch.autograd.Function):
             u, e, w = rest
             u_t = torch.add(u, t)
             r = torch.div(w, u_t).sum(dim=1, keepdim=True)  # R_a = Σ_p W_ap / (u_ap + T_a)
-            # σ_ak + σ_ka, σ_ak = T_a / (u_ak + T_a) (u symmetric: no transpose); in-place
-            # operators only where vmap has a batching rule (addcdiv_ and addcmul_ have none)
-            sigma = torch.addcdiv(torch.div(t, u_t), t_row, torch.add(u, t_row))
-            del u_t
+            sigma = torch.div(t, u_t)  # σ_ak = T_a / (u_ak + T_a)
+            del u_t  # (N, N) temporaries freed at once: fewer alive together
+            # + σ_ka (u symmetric: no transpose); addcdiv out of place: vmap has no batching
+            # rule for addcdiv_ (nor addcmul_)
+            sigma = torch.addcdiv(sigma, t_row, torch.add(u, t_row))
             h = (r + r.mT).mul_(e).sub_(sigma.mul_(w))
             d_z = torch.mm(h, z).mul_(scale)
         else:
@@ -323,7 +326,7 @@ def fused_global_loss(
     Positives: rows sharing `group_ids` (image or partition ids) but the anchor; negatives:
     rows of another group or, if `partition_ids` is given (G^{D−}), of another partition.
     With ``1/τ`` within ``_FIXED_SHIFT_LIMIT`` of the dtype, :class:`_GlobalContrastiveSum`
-    builds the masks itself from the ids (in row blocks on the CPU); above, the row-max kernel
+    builds the masks itself from the ids (in row blocks for large N); above, the row-max kernel
     :class:`_ContrastiveSum` gets float masks.
     `no_pair_message` None skips the positive-pair check (``check_pairs=False``): a batch
     without a positive pair then gives NaN for ``"mean"`` (0/0) and 0 for ``"sum"``.
