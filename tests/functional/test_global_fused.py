@@ -325,3 +325,21 @@ def test_fused_blocked_under_torch_func_and_compile(small_blocks):
     zc = z.clone().requires_grad_(True)
     torch.compile(fn, fullgraph=True)(zc).backward()
     torch.testing.assert_close(zc.grad, expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_global_fused_value_without_gradient(monkeypatch, blocked):
+    # the kernel computes the gradient in its forward only when one is needed: without it (no
+    # grad mode, an input that needs none) the value is the same
+    if blocked:
+        monkeypatch.setattr(_kernel(), "_CPU_BLOCK_ROWS", 5)
+    z, image, partition = _layout23()
+    zt = torch.tensor(z, requires_grad=True)
+    ids = {"image_ids": torch.tensor(image), "partition_ids": torch.tensor(partition)}
+    with_grad = global_contrastive_loss(zt, **ids, strategy="domain_negatives")
+    with torch.no_grad():
+        no_grad = global_contrastive_loss(zt, **ids, strategy="domain_negatives")
+    plain = global_contrastive_loss(zt.detach(), **ids, strategy="domain_negatives")
+    assert not no_grad.requires_grad
+    assert not plain.requires_grad
+    assert float(no_grad) == float(plain) == float(with_grad.detach())

@@ -226,14 +226,14 @@ class _GlobalContrastiveSum(torch.autograd.Function):
     they are symmetric, cheap to rebuild, and never stored as inputs. With ``u`` symmetric the
     gradient ``dL/dz = H z`` needs one product with ``H = G + Gᵀ``, where
     ``G_ak = Neg_ak u_ak R_a - W_ak T_a / (u_ak + T_a)`` and ``R_a = Σ_p W_ap / (u_ap + T_a)``
-    (no division by ``T_a``); the general kernel needs two. Forward: one product, one
-    exponential, one ``log1p`` per entry and no comparison.
+    (no division by ``T_a``), written entry by entry from the symmetry:
+    ``(Gᵀ)_ak = Neg_ak u_ak R_k - W_ak T_k / (u_ak + T_k)``; the general kernel needs two.
 
-    One block (small N): ``u``, ``Neg ⊙ u`` and W are saved and ``H`` is ``G + Gᵀ``. Row
-    blocks (large N; see ``_block_rows``): each block's ``u`` is saved, ``R`` computed in the
-    forward, the masks rebuilt in the backward, and ``Gᵀ``'s rows written from the symmetry,
-    ``(Gᵀ)_ak = Neg_ak u_ak R_k - W_ak T_k / (u_ak + T_k)``, so that a block needs no other.
-    The number of blocks depends on N and the device type only.
+    The loss is a scalar of one differentiable input, so the forward also computes its gradient
+    (up to the incoming scalar) when `needs_grad`: no (N, N) tensor outlives the forward, and
+    the backward scales one (N, D) tensor. One block (small N), or row blocks (large N; see
+    ``_block_rows``): a first pass computes each block's ``u``, ``T`` and ``R``, a second the
+    rows of ``H`` with the masks rebuilt. The number of blocks depends on N and the device type.
     """
 
     generate_vmap_rule = True
@@ -241,7 +241,7 @@ class _GlobalContrastiveSum(torch.autograd.Function):
     @staticmethod
     def forward(
         y: torch.Tensor, group: torch.Tensor, negative_group: torch.Tensor | None,
-        inv_tau: float, mean: bool, eps: float, block_rows: int,
+        inv_tau: float, mean: bool, eps: float, block_rows: int, needs_grad: bool,
     ) -> tuple[torch.Tensor, ...]:
         z, den, norm = normalize(y, eps, inv_tau)
         n = z.shape[0]
@@ -249,72 +249,72 @@ class _GlobalContrastiveSum(torch.autograd.Function):
             u = torch.inner(z, z).exp_()  # e^s (one op: no einsum parsing)
             other, w = _global_masks(group, negative_group, 0, n)
             e = u * other  # the negatives' e^s
-            del other  # (N, N) temporaries freed at once: the next one reuses the memory
+            del other  # (N, N) temporaries freed at once: fewer alive together
             t = e.sum(dim=1, keepdim=True)
             total = torch.tensordot(w, torch.div(t, u).log1p_(), 2)
             count = w.sum()  # ordered positive pairs
-            return total / count if mean else total, count, z, den, norm, t, u, e, w
-        blocks, t_parts, r_parts = [], [], []
-        total = count = torch.zeros((), dtype=z.dtype, device=z.device)
-        for start in range(0, n, block_rows):
-            stop = min(start + block_rows, n)
-            u = torch.mm(z[start:stop], z.mT).exp_()
-            other, w = _global_masks(group, negative_group, start, stop)
-            t = torch.mul(u, other).sum(dim=1, keepdim=True)
-            total = total + torch.tensordot(w, torch.div(t, u).log1p_(), 2)
-            r_parts.append(torch.div(w, torch.add(u, t)).sum(dim=1, keepdim=True))
-            count = count + w.sum()
-            blocks.append(u)
-            t_parts.append(t)
-        return (total / count if mean else total, count, z, den, norm, torch.cat(t_parts),
-                torch.cat(r_parts), *blocks)
+            if not needs_grad:
+                return total / count if mean else total, count, z
+            u_t = torch.add(u, t)
+            r = torch.div(w, u_t).sum(dim=1, keepdim=True)  # R_a = Σ_p W_ap / (u_ap + T_a)
+            sigma = torch.div(t, u_t)  # σ_ak = T_a / (u_ak + T_a)
+            del u_t
+            # + σ_ka, with u's memory (u is not needed after); addcdiv out of place: vmap has
+            # no batching rule for addcdiv_ (nor addcmul_)
+            t_row = t.mT
+            sigma = torch.addcdiv(sigma, t_row, u.add_(t_row))
+            del u
+            h = (r + r.mT).mul_(e).sub_(sigma.mul_(w))
+            d_z = torch.mm(h, z)
+        else:
+            blocks, t_parts, r_parts = [], [], []
+            total = count = torch.zeros((), dtype=z.dtype, device=z.device)
+            for start in range(0, n, block_rows):
+                stop = min(start + block_rows, n)
+                u = torch.mm(z[start:stop], z.mT).exp_()
+                other, w = _global_masks(group, negative_group, start, stop)
+                t = torch.mul(u, other).sum(dim=1, keepdim=True)
+                total = total + torch.tensordot(w, torch.div(t, u).log1p_(), 2)
+                r_parts.append(torch.div(w, torch.add(u, t)).sum(dim=1, keepdim=True))
+                count = count + w.sum()
+                blocks.append(u)
+                t_parts.append(t)
+            if not needs_grad:
+                return total / count if mean else total, count, z
+            t, r = torch.cat(t_parts), torch.cat(r_parts)
+            t_row, r_row = t.mT, r.mT
+            parts = []
+            for start in range(0, n, block_rows):
+                u = blocks.pop(0)  # each block's memory is released with its rows of H
+                stop = start + u.shape[0]
+                other, w = _global_masks(group, negative_group, start, stop)
+                t_b = t[start:stop]
+                h = torch.mul(u, other).mul_(r[start:stop] + r_row)
+                sigma = torch.div(t_b, torch.add(u, t_b))
+                sigma = torch.addcdiv(sigma, t_row, u.add_(t_row))
+                parts.append(torch.mm(h.sub_(sigma.mul_(w)), z))
+            d_z = torch.cat(parts)
+        d_y = normalize_backward(d_z, z, den, norm, eps, inv_tau)  # of the unscaled sum
+        return total / count if mean else total, count, d_y
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        _, group, negative_group, inv_tau, mean, eps, block_rows = inputs
-        _, count, *saved = output
-        ctx.save_for_backward(count, group, negative_group, *saved)
-        ctx.inv_tau = inv_tau
-        ctx.mean = mean
-        ctx.eps = eps
-        ctx.block_rows = block_rows
-        ctx.mark_non_differentiable(*output[1:])
+        ctx.mean, ctx.needs_grad = inputs[4], inputs[7]
+        _, count, d_y = output
+        ctx.save_for_backward(count, d_y)
+        ctx.mark_non_differentiable(count, d_y)
         ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
 
     @staticmethod
     @once_differentiable  # no double backward: an error, not a wrong second derivative
     def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
         if grad is None:  # no gradient reached the loss
-            return (None,) * 7
-        count, group, negative_group, z, den, norm, t, *rest = ctx.saved_tensors
-        n = z.shape[0]
-        scale = grad / count if ctx.mean else grad
-        t_row = t.mT
-        if ctx.block_rows >= n:
-            u, e, w = rest
-            u_t = torch.add(u, t)
-            r = torch.div(w, u_t).sum(dim=1, keepdim=True)  # R_a = Σ_p W_ap / (u_ap + T_a)
-            sigma = torch.div(t, u_t)  # σ_ak = T_a / (u_ak + T_a)
-            del u_t  # (N, N) temporaries freed at once: fewer alive together
-            # + σ_ka (u symmetric: no transpose); addcdiv out of place: vmap has no batching
-            # rule for addcdiv_ (nor addcmul_)
-            sigma = torch.addcdiv(sigma, t_row, torch.add(u, t_row))
-            h = (r + r.mT).mul_(e).sub_(sigma.mul_(w))
-            d_z = torch.mm(h, z).mul_(scale)
-        else:
-            r, *blocks = rest
-            r_row = r.mT
-            parts = []
-            for u, start in zip(blocks, range(0, n, ctx.block_rows), strict=True):
-                stop = start + u.shape[0]
-                other, w = _global_masks(group, negative_group, start, stop)
-                t_b = t[start:stop]
-                sigma = torch.addcdiv(torch.div(t_b, torch.add(u, t_b)), t_row, torch.add(u, t_row))
-                h = torch.mul(u, other).mul_(r[start:stop] + r_row).sub_(sigma.mul_(w))
-                parts.append(torch.mm(h, z))
-            d_z = torch.cat(parts).mul_(scale)
-        d_y = normalize_backward(d_z, z, den, norm, ctx.eps, ctx.inv_tau)
-        return d_y, None, None, None, None, None, None
+            return (None,) * 8
+        if not ctx.needs_grad:
+            msg = "the global kernel ran without its gradient (needs_grad=False)"
+            raise RuntimeError(msg)
+        count, d_y = ctx.saved_tensors
+        return d_y * (grad / count if ctx.mean else grad), None, None, None, None, None, None, None
 
 
 def fused_global_loss(
@@ -347,6 +347,7 @@ def fused_global_loss(
         out = _GlobalContrastiveSum.apply(  # type: ignore[no-untyped-call]
             embeddings, group, negative_group, inv_tau, reduction == "mean", eps,
             _block_rows(embeddings.shape[0], embeddings.device),
+            torch.is_grad_enabled() and embeddings.requires_grad,
         )
     if no_pair_message is not None:
         _check_nonzero(out[1], no_pair_message, xp=torch)
