@@ -168,3 +168,178 @@ def test_fused_no_positive_pair_without_check_pairs(strategy: str) -> None:
     assert np.isnan(reference)
     assert float(global_contrastive_loss(z.detach().numpy(), **host, strategy=strategy,
                                          reduction="sum", check_pairs=False)) == 0.0
+
+
+
+# --- the id-based kernel's branches: fixed shift or row maximum (by τ), row blocks (by N) ---
+
+
+def _kernel():
+    from contrastlocal.functional import _torch_kernel
+
+    return _torch_kernel
+
+
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Row blocks of 5 rows for N = 23 (the last one has 3): the blocked path at small N."""
+    monkeypatch.setattr(_kernel(), "_CPU_BLOCK_ROWS", 5)
+    assert _kernel()._block_rows(23, torch.device("cpu")) == 5
+    return monkeypatch
+
+
+def test_global_block_rows_depend_on_n_and_device_type_only():
+    block_rows, cpu, cuda = _kernel()._block_rows, torch.device("cpu"), torch.device("cuda", 1)
+    assert [block_rows(n, cpu) for n in (80, 512, 513, 8192)] == [80, 512, 256, 256]
+    assert [block_rows(n, cuda) for n in (80, 16384, 16385, 32768)] == [80, 16384, 8192, 8192]
+
+
+def _fused_and_agnostic(z, image, partition, strategy, reduction, tau, dtype=torch.float64):
+    """(value, gradient) of the fused path and of the array-API path (pairwise terms, autograd)."""
+    zf = torch.tensor(z, dtype=dtype, requires_grad=True)
+    ids = {"image_ids": torch.tensor(image), "partition_ids": torch.tensor(partition)}
+    fused = global_contrastive_loss(zf, **ids, strategy=strategy, reduction=reduction,
+                                    temperature=tau, check_pairs=False)
+    (gf,) = torch.autograd.grad(fused, zf)
+    za = torch.tensor(z, dtype=torch.float64, requires_grad=True)
+    terms = global_contrastive_loss(za, **ids, strategy=strategy, temperature=tau,
+                                    reduction="pairwise", check_pairs=False)
+    pos, _ = global_pairing(image, partition, strategy=strategy)
+    agnostic = terms.sum() / (float(pos.sum()) if reduction == "mean" else 1.0)
+    (ga,) = torch.autograd.grad(agnostic, za)
+    return (type(fused.grad_fn).__name__, float(fused.detach()), gf.double().numpy(),
+            float(agnostic.detach()), ga.numpy())
+
+
+def _layout23(seed: int = 11):
+    rng = np.random.default_rng(seed)
+    image, partition = _layout(rng, n_images=9, views=3, parts=3)
+    z = rng.normal(size=(23, 6))
+    z[4] = 0.0  # an all-zero row, the last of the first block
+    z[5] = z[6] * 2.0  # collinear rows, both in the second block
+    z[9] = z[10] * 3.0  # ... and across the boundary of the second and third blocks
+    return z, image[:23], partition[:23]  # N = 23: not a multiple of the block
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_global_fused_blocked_matches_one_block_and_agnostic(small_blocks, strategy, reduction):
+    z, image, partition = _layout23()
+    name, value, grad, agnostic, grad_agnostic = _fused_and_agnostic(
+        z, image, partition, strategy, reduction, 0.2)
+    assert name == "_GlobalContrastiveSumBackward"
+    np.testing.assert_allclose(value, agnostic, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(grad, grad_agnostic, rtol=1e-8, atol=1e-10)
+    small_blocks.setattr(_kernel(), "_CPU_BLOCK_ROWS", 1 << 30)  # one block
+    _, one, grad_one, _, _ = _fused_and_agnostic(z, image, partition, strategy, reduction, 0.2)
+    np.testing.assert_allclose(value, one, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(grad, grad_one, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["domain_negatives", "domain"])
+def test_global_fused_blocked_rows_without_negatives(small_blocks, strategy):
+    # one partition: no row has a negative; every term is log(1 + 0) = 0 with a zero gradient
+    z, image, _ = _layout23()
+    name, value, grad, agnostic, grad_agnostic = _fused_and_agnostic(
+        z, image, np.zeros(23, dtype=np.int64), strategy, "mean", 0.1)
+    assert name == "_GlobalContrastiveSumBackward"
+    assert value == 0.0
+    assert agnostic == 0.0
+    assert np.isfinite(grad).all()
+    assert not grad.any()
+    np.testing.assert_allclose(grad, grad_agnostic, atol=1e-12)
+
+
+@pytest.mark.parametrize(("dtype", "tau", "path"), [
+    (torch.float32, 0.04, "_GlobalContrastiveSumBackward"),  # 1/τ = 25 ≤ 30: fixed shift
+    (torch.float32, 0.02, "_ContrastiveSumBackward"),  # 50 > 30: row maximum
+    (torch.float64, 0.004, "_GlobalContrastiveSumBackward"),  # 250 ≤ 300
+    (torch.float64, 0.002, "_ContrastiveSumBackward"),  # 500 > 300
+])
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_global_fused_path_chosen_by_temperature(dtype, tau, path, strategy):
+    rng = np.random.default_rng(5)
+    image, partition = _layout(rng, n_images=8, views=2, parts=3)
+    z = rng.normal(size=(image.size, 7))
+    z[3] = z[11]  # equal rows: the largest logits, 1/τ, at a positive and a negative
+    name, value, grad, agnostic, grad_agnostic = _fused_and_agnostic(
+        z, image, partition, strategy, "mean", tau, dtype)
+    assert name == path
+    assert np.isfinite(value)
+    assert np.isfinite(grad).all()
+    rtol = 1e-10 if dtype == torch.float64 else 2e-4  # float32 logits up to 1/τ = 25
+    np.testing.assert_allclose(value, agnostic, rtol=rtol)
+    np.testing.assert_allclose(grad, grad_agnostic, rtol=rtol,
+                               atol=rtol * np.abs(grad_agnostic).max())
+
+
+def test_global_fused_ids_beyond_float32():
+    # ids that float32 cannot tell apart (2^40 + k) are still distinct groups: the kernel ranks
+    # the ids before it builds its masks
+    z, image, partition = _layout23()
+    base = np.int64(2) ** 40
+    expected = _fused_and_agnostic(z, image, partition, "domain_negatives", "mean", 0.2)
+    got = _fused_and_agnostic(z, image + base, partition - base, "domain_negatives", "mean", 0.2)
+    np.testing.assert_allclose(got[1], expected[1], rtol=1e-12)
+    np.testing.assert_allclose(got[2], expected[2], rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("strategy", ["random", "domain"])
+def test_fused_no_positive_pair_without_check_pairs_blocked(small_blocks, strategy):
+    # as test_fused_no_positive_pair_without_check_pairs, through row blocks
+    z = torch.randn(23, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2),
+                    requires_grad=True)
+    ids = {"image_ids": torch.arange(23), "partition_ids": torch.arange(23)}
+    with pytest.raises(ValueError, match="no positive pair"):
+        global_contrastive_loss(z, **ids, strategy=strategy)
+    mean = global_contrastive_loss(z, **ids, strategy=strategy, check_pairs=False)
+    (d_mean,) = torch.autograd.grad(mean, z)
+    assert torch.isnan(mean)
+    assert torch.isnan(d_mean).all()
+    total = global_contrastive_loss(z, **ids, strategy=strategy, reduction="sum",
+                                    check_pairs=False)
+    (d_total,) = torch.autograd.grad(total, z)
+    assert float(total.detach()) == 0.0
+    assert not d_total.any()
+
+
+def test_fused_blocked_under_torch_func_and_compile(small_blocks):
+    # the blocked path also traces: torch.func.grad and vmap, torch.compile without breaks
+    ids = torch.arange(23) % 9
+
+    def fn(z):
+        return global_contrastive_loss(z, ids, strategy="random", temperature=0.2,
+                                       check_pairs=False)
+
+    gen = torch.Generator().manual_seed(8)
+    z = torch.randn(23, 5, dtype=torch.float64, generator=gen)
+    zr = z.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(fn(zr), zr)
+    torch.testing.assert_close(torch.func.grad(fn)(z), expected, rtol=1e-12, atol=0)
+    batch = torch.randn(2, 23, 5, dtype=torch.float64, generator=gen)
+    torch.testing.assert_close(torch.func.vmap(torch.func.grad(fn))(batch),
+                               torch.stack([torch.func.grad(fn)(b) for b in batch]),
+                               rtol=1e-12, atol=0)
+    assert torch._dynamo.explain(fn)(z).graph_break_count == 0
+    torch._dynamo.reset()
+    zc = z.clone().requires_grad_(True)
+    torch.compile(fn, fullgraph=True)(zc).backward()
+    torch.testing.assert_close(zc.grad, expected, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize("blocked", [False, True])
+def test_global_fused_value_without_gradient(monkeypatch, blocked):
+    # the kernel computes the gradient in its forward only when one is needed: without it (no
+    # grad mode, an input that needs none) the value is the same
+    if blocked:
+        monkeypatch.setattr(_kernel(), "_CPU_BLOCK_ROWS", 5)
+    z, image, partition = _layout23()
+    zt = torch.tensor(z, requires_grad=True)
+    ids = {"image_ids": torch.tensor(image), "partition_ids": torch.tensor(partition)}
+    with_grad = global_contrastive_loss(zt, **ids, strategy="domain_negatives")
+    with torch.no_grad():
+        no_grad = global_contrastive_loss(zt, **ids, strategy="domain_negatives")
+    plain = global_contrastive_loss(zt.detach(), **ids, strategy="domain_negatives")
+    assert not no_grad.requires_grad
+    assert not plain.requires_grad
+    assert float(no_grad) == float(plain) == float(with_grad.detach())

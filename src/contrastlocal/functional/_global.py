@@ -102,11 +102,12 @@ def _global_loss_fused(
     strategy: str,
     temperature: float, reduction: str, check_pairs: bool, xp: Namespace,
 ) -> Array:
-    """Torch path of the scalar reductions: one id comparison, masks derived inside the kernel.
+    """Torch path of the scalar reductions: the kernel builds its masks from the ids.
 
     The positives are the rows sharing the group id (image, or partition for ``"domain"``) but
-    the anchor; the kernel gets only that comparison (and, for ``"domain_negatives"``, the
-    partition mask), and the number of positive pairs is counted from it.
+    the anchor; the negatives, rows of another group (of another partition for
+    ``"domain_negatives"``). The kernel counts the positive pairs and, with `check_pairs`,
+    checks the count (a ``ValueError`` for host values, a device assertion otherwise).
     """
     from ._torch_kernel import fused_global_loss
 
@@ -248,22 +249,24 @@ def _check_partitions_of_views(
 
 
 def _check_global_pairs(
-    image_ids: Array | None, partition_ids: Array | None, *, strategy: str, n: int
+    image_ids: Array | None, partition_ids: Array | None, *, strategy: str, n: int,
+    pairs: bool = True,
 ) -> None:
     """Degenerate batches raise: no positive pair, no negative at all, views split over partitions.
 
     Reads only host ids (:func:`host_values`); ids on a device or traced are not read (no
-    synchronisation), and the checks they would feed are skipped.
+    synchronisation), and the checks they would feed are skipped. `pairs` False leaves the
+    positive pairs to the caller (the fused kernel counts them anyway).
     """
     image = None if image_ids is None else host_values(image_ids)
     part = None if partition_ids is None else host_values(partition_ids)
     group = part if strategy == "domain" else image
-    if group is not None:
-        _, counts = np.unique(group, return_counts=True)
-        if not bool((counts >= 2).any()):
+    if pairs and group is not None:  # some id appears twice: equal neighbours once sorted
+        ordered = np.sort(group, axis=None)
+        if not bool((ordered[1:] == ordered[:-1]).any()):
             _raise_no_pair(strategy, n)
     other = image if strategy == "random" else part
-    if other is not None and n > 0 and np.unique(other).size < 2:
+    if other is not None and n > 0 and not bool((other != other.reshape(-1)[0]).any()):
         what, name = ("image", "image_ids") if strategy == "random" else ("partition",
                                                                            "partition_ids")
         msg = (f"The batch has no negative for any anchor with strategy={strategy!r}: every row "
@@ -284,6 +287,9 @@ def _warn_if_collapsed(x: Array, name: str) -> None:
     if host is None or host.size < 2 or (host.ndim == 2 and host.shape[0] < 2):
         return
     first = host[:1] if host.ndim == 2 else host[:1, :, :1, :1]
+    last = host[-1:] if host.ndim == 2 else host[-1:, :, -1:, -1:]
+    if bool((last != first).any()):  # the usual case, without reading the whole batch
+        return
     if bool(np.all(host == first)):
         what = "rows" if host.ndim == 2 else "pixels (all rows, all positions)"
         msg = (f"All {what} of `{name}` are identical: every similarity is equal, so the loss "
@@ -447,16 +453,17 @@ def global_contrastive_loss(
         )
         partition_ids, n = ids["partition_ids"], 2 * n
     _check_ids(image_ids, partition_ids, n, strategy, xp=xp)
-    if check_pairs:
+    fixed_tau = isinstance(temperature, float)
+    fused = reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp)
+    if check_pairs:  # (the fused kernel checks its count of positive pairs itself)
         _check_global_pairs(image_ids, partition_ids if strategy != "random" else None,
-                            strategy=strategy, n=n)
+                            strategy=strategy, n=n, pairs=not fused)
         _warn_if_collapsed(embeddings, "embeddings")
     if image_ids is not None:
         image_ids = _ids_to(image_ids, embeddings, xp=xp)
     if partition_ids is not None:
         partition_ids = _ids_to(partition_ids, embeddings, xp=xp)
-    fixed_tau = isinstance(temperature, float)
-    if reduction in ("mean", "sum") and fixed_tau and is_torch_namespace(xp):
+    if fused:
         return _global_loss_fused(
             embeddings, image_ids, partition_ids, n=n, strategy=strategy,
             temperature=temperature, reduction=reduction, check_pairs=check_pairs, xp=xp,

@@ -9,6 +9,11 @@ The autograd Functions are defined at module level in the new style (``forward``
 ``torch.compile(fullgraph=True)``, ``torch.func.grad`` and ``torch.func.vmap`` trace through
 them. Nothing here reads a tensor's value on the host: no per-call synchronisation. The
 normalisation (and its backward) written here is also the local loss's (``_torch_local``).
+
+Two kernels: :class:`_ContrastiveSum` takes any masks (``masked_contrastive_loss``, and the
+global loss at temperatures below its fixed shift's range); :class:`_GlobalContrastiveSum`
+builds the global loss's masks from ids, needs no row maximum and, for large N, works in row
+blocks (on the CPU, blocks that stay in cache).
 """
 
 from __future__ import annotations
@@ -29,21 +34,31 @@ __all__ = [
     "fused_masked_contrastive_sum",
 ]
 
-# (n, device, dtype, shape) -> the (n, n) identity of that dtype, viewed as that shape
+# (n, device, dtype, shape, off_diagonal) -> the (n, n) identity (or its complement) of that
+# dtype, viewed as that shape
 _EYES: dict[tuple[Any, ...], torch.Tensor] = {}
 
 
 def _eye(
-    n: int, device: torch.device, dtype: torch.dtype = torch.bool, shape: tuple[int, ...] = ()
+    n: int, device: torch.device, dtype: torch.dtype = torch.bool, shape: tuple[int, ...] = (),
+    *, off_diagonal: bool = False,
 ) -> torch.Tensor:
-    """Return the (n, n) identity (viewed as `shape`), cached per device outside tracing."""
+    """Return the (n, n) identity (viewed as `shape`), cached per device outside tracing.
+
+    With `off_diagonal`, its complement: 1 (True) off the diagonal, 0 on it.
+    """
     shape = shape or (n, n)
+
+    def build() -> torch.Tensor:
+        eye = torch.eye(n, dtype=dtype, device=device)
+        return (~eye if dtype == torch.bool else 1 - eye) if off_diagonal else eye
+
     if torch.compiler.is_compiling():  # a graph constant; never cache a traced tensor
-        return torch.eye(n, dtype=dtype, device=device).view(shape)
-    key = (n, str(device), dtype, shape)
+        return build().view(shape)
+    key = (n, str(device), dtype, shape, off_diagonal)
     found = _EYES.get(key)
     if found is None:
-        found = _EYES[key] = torch.eye(n, dtype=dtype, device=device).view(shape)
+        found = _EYES[key] = build().view(shape)
     return found
 
 
@@ -169,6 +184,164 @@ def fused_masked_contrastive_sum(
     return out[0]
 
 
+# The fixed-shift global kernel needs e^{±1/τ} and the ratios Σ_k e^{s_ak} / e^{s_ap} ≤ N e^{2/τ}
+# finite in the dtype (|s| ≤ 1/τ: the rows have norm 1/√τ): 2/τ = 60 leaves float32 a factor
+# 3e12 for N (e^60 ≈ 1e26 of 3.4e38), 2/τ = 600 leaves float64 e^109. Above, the row-max path.
+_FIXED_SHIFT_LIMIT = {torch.float32: 30.0, torch.float64: 300.0}
+
+# Row blocks of the global kernel: on the CPU, blocks of this many rows above twice as many rows
+# (one block below), so that a block's few temporaries stay in cache. 256 was fastest at N = 1024,
+# 2048 and 8192 on a 2-core EPYC (128 and 512 slower; one block at N = 512). Tests lower it to
+# reach the blocked path at small N.
+_CPU_BLOCK_ROWS = 256
+# Other devices: one block (the fewest kernel launches) up to twice this many rows; above, blocks
+# bound the memory (a handful of (N, N) temporaries would be tens of GiB at N = 32768).
+_DEVICE_BLOCK_ROWS = 8192
+
+
+def _block_rows(n: int, device: torch.device) -> int:
+    """Rows per block of the global kernel: N (one block) for small N."""
+    rows = _CPU_BLOCK_ROWS if device.type == "cpu" else _DEVICE_BLOCK_ROWS
+    return n if n <= 2 * rows else rows
+
+
+def _canonical_ids(ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Each id's first position among the sorted ids, as `dtype`: equal ids, equal values.
+
+    The values are integers below N, exact in float32 for any N whose (N, N) matrices fit, so
+    ``|c_a - c_k|`` is 0 on the same id and at least 1 elsewhere whatever the ids' range.
+    Static shapes, no host synchronisation.
+    """
+    return torch.searchsorted(torch.sort(ids).values, ids).to(dtype)
+
+
+def _global_masks(
+    group: torch.Tensor, negative_group: torch.Tensor | None, start: int, stop: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``start:stop`` of the negatives' mask and of W, as floats, from canonical ids.
+
+    Negatives: rows of another group (of another `negative_group` if given); W: rows of the
+    same group but the anchor. Floats from differences of exact float ids (``min(|Δ|, 1)``):
+    several times faster on the CPU than a comparison and a bool-to-float conversion.
+    """
+    n = group.shape[0]
+    whole = start == 0 and stop == n
+    rows = group[:, None] if whole else group[start:stop, None]
+    other = torch.sub(rows, group).abs_().clamp_max_(1.0)  # 1 on another group, 0 on the same
+    if whole:  # the anchor is not its own positive: the cached off-diagonal ones (one op)
+        w = torch.sub(_eye(n, group.device, group.dtype, off_diagonal=True), other)
+    else:  # entries (i, start + i): every (N + 1)-th of the flat block, from `start`
+        w = 1.0 - other  # (not `diagonal`: its inductor lowering warns in torch 2.13)
+        w.view(-1)[start::n + 1].zero_()
+    if negative_group is None:
+        return other, w
+    rows = negative_group[:, None] if whole else negative_group[start:stop, None]
+    return torch.sub(rows, negative_group).abs_().clamp_max_(1.0), w
+
+
+class _GlobalContrastiveSum(torch.autograd.Function):
+    """The global loss from ids: ``Σ_ap W_ap log(1 + T_a / u_ap) / divisor``, ``u = e^s``.
+
+    ``s = ẑẑᵀ/τ`` (rows of norm ``1/√τ``), ``T_a = Σ_{k ∈ Neg(a)} u_ak``, and
+    ``log1p(T_a / u_ap) = softplus(LSE_{k ∈ Neg(a)} s_ak - s_ap)``: the terms of
+    :class:`_ContrastiveSum`, without a row maximum (``|s| ≤ 1/τ``; the caller keeps 1/τ within
+    ``_FIXED_SHIFT_LIMIT``). A row without negatives has ``T_a = 0``: 0 loss, 0 gradient.
+
+    Why not :class:`_ContrastiveSum`, which takes any masks: here both masks come from ids, so
+    they are symmetric, cheap to rebuild, and never stored as inputs. With ``u`` symmetric the
+    gradient ``dL/dz = H z`` needs one product with ``H = G + Gᵀ``, where
+    ``G_ak = Neg_ak u_ak R_a - W_ak T_a / (u_ak + T_a)`` and ``R_a = Σ_p W_ap / (u_ap + T_a)``
+    (no division by ``T_a``), written entry by entry from the symmetry:
+    ``(Gᵀ)_ak = Neg_ak u_ak R_k - W_ak T_k / (u_ak + T_k)``; the general kernel needs two.
+
+    The loss is a scalar of one differentiable input, so the forward also computes its gradient
+    (up to the incoming scalar) when `needs_grad`: no (N, N) tensor outlives the forward, and
+    the backward scales one (N, D) tensor. One block (small N), or row blocks (large N; see
+    ``_block_rows``): a first pass computes each block's ``u``, ``T`` and ``R``, a second the
+    rows of ``H`` with the masks rebuilt. The number of blocks depends on N and the device type.
+    """
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(
+        y: torch.Tensor, group: torch.Tensor, negative_group: torch.Tensor | None,
+        inv_tau: float, mean: bool, eps: float, block_rows: int, needs_grad: bool,
+    ) -> tuple[torch.Tensor, ...]:
+        z, den, norm = normalize(y, eps, inv_tau)
+        n = z.shape[0]
+        if block_rows >= n:
+            u = torch.inner(z, z).exp_()  # e^s (one op: no einsum parsing)
+            other, w = _global_masks(group, negative_group, 0, n)
+            e = u * other  # the negatives' e^s
+            del other  # (N, N) temporaries freed at once: fewer alive together
+            t = e.sum(dim=1, keepdim=True)
+            total = torch.tensordot(w, torch.div(t, u).log1p_(), 2)
+            count = w.sum()  # ordered positive pairs
+            if not needs_grad:
+                return total / count if mean else total, count, z
+            u_t = torch.add(u, t)
+            r = torch.div(w, u_t).sum(dim=1, keepdim=True)  # R_a = Σ_p W_ap / (u_ap + T_a)
+            sigma = torch.div(t, u_t)  # σ_ak = T_a / (u_ak + T_a)
+            del u_t
+            # + σ_ka, with u's memory (u is not needed after); addcdiv out of place: vmap has
+            # no batching rule for addcdiv_ (nor addcmul_)
+            t_row = t.mT
+            sigma = torch.addcdiv(sigma, t_row, u.add_(t_row))
+            del u
+            h = (r + r.mT).mul_(e).sub_(sigma.mul_(w))
+            d_z = torch.mm(h, z)
+        else:
+            blocks, t_parts, r_parts = [], [], []
+            total = count = torch.zeros((), dtype=z.dtype, device=z.device)
+            for start in range(0, n, block_rows):
+                stop = min(start + block_rows, n)
+                u = torch.mm(z[start:stop], z.mT).exp_()
+                other, w = _global_masks(group, negative_group, start, stop)
+                t = torch.mul(u, other).sum(dim=1, keepdim=True)
+                total = total + torch.tensordot(w, torch.div(t, u).log1p_(), 2)
+                r_parts.append(torch.div(w, torch.add(u, t)).sum(dim=1, keepdim=True))
+                count = count + w.sum()
+                blocks.append(u)
+                t_parts.append(t)
+            if not needs_grad:
+                return total / count if mean else total, count, z
+            t, r = torch.cat(t_parts), torch.cat(r_parts)
+            t_row, r_row = t.mT, r.mT
+            parts = []
+            for start in range(0, n, block_rows):
+                u = blocks.pop(0)  # each block's memory is released with its rows of H
+                stop = start + u.shape[0]
+                other, w = _global_masks(group, negative_group, start, stop)
+                t_b = t[start:stop]
+                h = torch.mul(u, other).mul_(r[start:stop] + r_row)
+                sigma = torch.div(t_b, torch.add(u, t_b))
+                sigma = torch.addcdiv(sigma, t_row, u.add_(t_row))
+                parts.append(torch.mm(h.sub_(sigma.mul_(w)), z))
+            d_z = torch.cat(parts)
+        d_y = normalize_backward(d_z, z, den, norm, eps, inv_tau)  # of the unscaled sum
+        return total / count if mean else total, count, d_y
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
+        ctx.mean, ctx.needs_grad = inputs[4], inputs[7]
+        _, count, d_y = output
+        ctx.save_for_backward(count, d_y)
+        ctx.mark_non_differentiable(count, d_y)
+        ctx.set_materialize_grads(False)  # no zero gradients built for those outputs
+
+    @staticmethod
+    @once_differentiable  # no double backward: an error, not a wrong second derivative
+    def backward(ctx: Any, grad: torch.Tensor | None, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        if grad is None:  # no gradient reached the loss
+            return (None,) * 8
+        if not ctx.needs_grad:
+            msg = "the global kernel ran without its gradient (needs_grad=False)"
+            raise RuntimeError(msg)
+        count, d_y = ctx.saved_tensors
+        return d_y * (grad / count if ctx.mean else grad), None, None, None, None, None, None, None
+
+
 def fused_global_loss(
     embeddings: Array, group_ids: Array, partition_ids: Array | None, *, temperature: float,
     reduction: str, no_pair_message: str | None,
@@ -176,17 +349,44 @@ def fused_global_loss(
     """Compute the ``"mean"``/``"sum"`` global loss of torch `embeddings` (N, D), inputs validated.
 
     Positives: rows sharing `group_ids` (image or partition ids) but the anchor; negatives:
-    rows of another group or, if `partition_ids` is given (G^{D−}), of another partition. Only
-    the comparison of the ids is built; the kernel derives both masks from it.
+    rows of another group or, if `partition_ids` is given (G^{D−}), of another partition.
+    With ``1/τ`` within ``_FIXED_SHIFT_LIMIT`` of the dtype, :class:`_GlobalContrastiveSum`
+    builds the masks itself from the ids (in row blocks for large N); above, the row-max kernel
+    :class:`_ContrastiveSum` gets float masks.
     `no_pair_message` None skips the positive-pair check (``check_pairs=False``): a batch
     without a positive pair then gives NaN for ``"mean"`` (0/0) and 0 for ``"sum"``.
     """
     from ._kernel import _check_nonzero
 
-    n = embeddings.shape[0]
     dtype = torch.float64 if embeddings.dtype == torch.float64 else torch.float32
     if embeddings.dtype != dtype:
         embeddings = embeddings.to(dtype)
+    inv_tau = 1.0 / temperature
+    eps = float(torch.finfo(dtype).eps) ** 2
+    if inv_tau > _FIXED_SHIFT_LIMIT[dtype]:
+        return _row_max_global_loss(embeddings, group_ids, partition_ids, inv_tau=inv_tau,
+                                    reduction=reduction, no_pair_message=no_pair_message, eps=eps)
+    group = _canonical_ids(group_ids, dtype)
+    negative_group = None if partition_ids is None else _canonical_ids(partition_ids, dtype)
+    with torch.autocast(device_type=embeddings.device.type, enabled=False):
+        out = _GlobalContrastiveSum.apply(  # type: ignore[no-untyped-call]
+            embeddings, group, negative_group, inv_tau, reduction == "mean", eps,
+            _block_rows(embeddings.shape[0], embeddings.device),
+            torch.is_grad_enabled() and embeddings.requires_grad,
+        )
+    if no_pair_message is not None:
+        _check_nonzero(out[1], no_pair_message, xp=torch)
+    return out[0]
+
+
+def _row_max_global_loss(
+    embeddings: torch.Tensor, group_ids: torch.Tensor, partition_ids: torch.Tensor | None, *,
+    inv_tau: float, reduction: str, no_pair_message: str | None, eps: float,
+) -> torch.Tensor:
+    """:func:`fused_global_loss` through :class:`_ContrastiveSum` (1/τ above the fixed shift's)."""
+    from ._kernel import _check_nonzero
+
+    n, dtype = embeddings.shape[0], embeddings.dtype
     # as floats (products with float masks are much faster than bool selections on the CPU)
     same = (group_ids.unsqueeze(1) == group_ids).to(dtype)
     positives = same - _eye(n, embeddings.device, dtype)  # same group, not the anchor itself
@@ -200,7 +400,7 @@ def fused_global_loss(
                                                              device=embeddings.device)
     with torch.autocast(device_type=embeddings.device.type, enabled=False):
         out = _ContrastiveSum.apply(  # type: ignore[no-untyped-call]
-            embeddings, positives, excluded, 1.0 / temperature, divisor,
-            float(torch.finfo(dtype).eps) ** 2,
+            embeddings, positives, excluded, inv_tau, divisor, eps,
         )
-    return out[0]
+    result: torch.Tensor = out[0]
+    return result
