@@ -912,7 +912,7 @@ def validate_for_run(config: ExperimentConfig, *, device: str | None = None) -> 
         If the device is not available here; if ``runtime.amp`` asks for fp16/bf16 on a device
         that cannot honour it (autocast is CUDA-only here: on the CPU or MPS use ``"none"`` or
         ``"auto"``, which resolves to fp32), or bf16 on a GPU without bf16; if ``runtime.step_mode``
-        cannot run there (:func:`check_step_mode`); if a learning rate is
+        cannot run there (``check_step_mode`` in this module); if a learning rate is
         above 1 (``MAX_LEARNING_RATE``); if the local stage's feature maps are too small for its
         region pattern at ``model.image_size``; if ``fidelity.fixed_crop`` does not fit the
         image; if a pre-training batch needs more distinct volumes than the dataset's

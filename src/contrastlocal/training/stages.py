@@ -149,7 +149,7 @@ class _Runtime:
     sync_batchnorm: bool = False
     #: the autocast precision in effect ("fp32", "bf16", "fp16"), part of the resume key
     precision: str = "fp32"
-    #: ``runtime.step_mode`` (checked: :func:`~.config.check_step_mode`)
+    #: ``runtime.step_mode`` (checked by ``config.check_step_mode``)
     step_mode: StepMode = "eager"
 
 
