@@ -153,6 +153,22 @@ def test_cuda_graph_refuses_a_step_that_reads_back_to_the_host_on_cuda():
 
 
 @pytest.mark.gpu
+def test_cuda_graph_allows_one_off_set_up_in_the_first_call_on_cuda():
+    """A table copied to the device once and cached (as the local loss's) is no host read."""
+    net, opt, loss_fn = _setup("cuda")
+    cache: dict[str, torch.Tensor] = {}
+
+    def with_table(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if "w" not in cache:  # a blocking host-to-device copy, on the first call only
+            cache["w"] = torch.tensor([1.0, 2.0, 3.0], device="cuda")
+        return loss_fn(x, y) * cache["w"].sum() / 6
+
+    step = TrainStep(net, with_table, opt, _batches("cuda")[0], mode="cuda_graph")
+    assert step.mode_used == "cuda_graph"
+    assert torch.isfinite(step(*_batches("cuda")[1])).item()
+
+
+@pytest.mark.gpu
 @pytest.mark.usefixtures("_exact_float32")
 def test_reduce_overhead_compiled_step_equals_eager_on_cuda():
     eager = _train("eager", "cuda")

@@ -12,9 +12,10 @@ performs zero-grad → forward → backward → optimiser step, in one of three 
     whole-network capture: warm-up iterations on a side stream, gradients set to None before the
     capture so the backward allocates them from the graph's pool, and the optimiser built with
     ``capturable=True`` (Adam / AdamW; set here if it was not, the step counts of an optimiser
-    with state -- resumed from a checkpoint -- moved to the device). The first
-    warm-up step runs under ``torch.cuda.set_sync_debug_mode("error")``: a step that reads values
-    back to the host is refused with a ``ValueError`` before any capture is attempted. The warm-up
+    with state -- resumed from a checkpoint -- moved to the device). The last warm-up step runs
+    under ``torch.cuda.set_sync_debug_mode("error")``: a step that reads values back to the host
+    is refused with a ``ValueError`` before any capture is attempted (the first may do one-off
+    set-up that copies, such as the local loss building its cached index tables). The warm-up
     steps are undone -- weights, buffers (batch-norm statistics) and optimiser state are restored
     in place -- so the first replayed step is the first training step and results equal the eager
     step's for the same inputs (to floating-point tolerance: capturable Adam keeps its step count
@@ -71,7 +72,8 @@ class TrainStep:
     fallback : bool, default False
         ``"cuda_graph"`` on a non-CUDA device: run eagerly instead of raising.
     warmup : int, default 3
-        Warm-up iterations before the capture (undone afterwards).
+        Warm-up iterations before the capture (undone afterwards); the last is checked for host
+        synchronisation, so keep at least 2 when the first call sets something up.
     compile_backend : str, optional
         ``torch.compile`` backend (default: inductor); ``"aot_eager"`` / ``"eager"`` trace without
         generating code.
@@ -195,17 +197,20 @@ class TrainStep:
         with torch.cuda.stream(side):
             for i in range(warmup):
                 opt.zero_grad(set_to_none=True)
-                # the first warm-up step runs with host-synchronisation checks: a step that reads
+                # the last warm-up step runs with host-synchronisation checks: a step that reads
                 # a value back (.item(), nonzero, a host-side condition) cannot be captured, and a
-                # capture that fails half-way can leave the CUDA context unusable
+                # capture that fails half-way can leave the CUDA context unusable. Not the first:
+                # one-off set-up there (index tables a loss copies to the device once and keeps)
+                # is no part of the step that is captured
+                checked = i == warmup - 1
                 old_mode = torch.cuda.get_sync_debug_mode()
-                if i == 0:
+                if checked:
                     torch.cuda.set_sync_debug_mode("error")
                 try:
                     _backward(self.loss_fn(*self._static_inputs))
                     opt.step()
                 except RuntimeError as exc:
-                    if i == 0 and "synchroniz" in str(exc):
+                    if checked and "synchroniz" in str(exc):
                         msg = (
                             "mode='cuda_graph': the step synchronises with the host (it reads a "
                             f"value back), so it cannot be captured as a CUDA graph: {exc}"
