@@ -580,7 +580,7 @@ def finetune_grouped(
         return images.to(dtype), target.to(dtype)
 
     def loss_fn(x: torch.Tensor, *targets: torch.Tensor) -> torch.Tensor:
-        with autocast_context(rt.device, rt.amp):
+        with autocast_context(rt.device, rt.amp, step_mode=step_mode):
             logits = grouped(_images(x, rt))
         return torch.stack(
             [

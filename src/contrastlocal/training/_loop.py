@@ -426,12 +426,17 @@ def run_loop(spec: LoopSpec) -> LoopResult:
     return loop.finish(t_start)
 
 
-def autocast_context(device: torch.device, amp: str) -> Any:
-    """Autocast on CUDA with bf16/fp16 (``amp="auto"``: bf16 where supported); no-op elsewhere."""
+def autocast_context(device: torch.device, amp: str, *, step_mode: str = "eager") -> Any:
+    """Autocast on CUDA with bf16/fp16 (``amp="auto"``: bf16 where supported); no-op elsewhere.
+
+    Under ``step_mode="cuda_graph"`` without autocast's cache of cast weights, as a captured
+    region must run (the cast is recomputed, the values are the same).
+    """
     if device.type != "cuda" or amp == "none":
         return _noop()
     dtype = resolve_amp_dtype(device, amp)
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type="cuda", dtype=dtype,
+                          cache_enabled=step_mode != "cuda_graph")
 
 
 def resolve_amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:

@@ -684,7 +684,7 @@ def pretrain_global(
 
         def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
             images, image_ids, partition_ids = inputs
-            with autocast_context(rt.device, rt.amp):
+            with autocast_context(rt.device, rt.amp, step_mode=rt.step_mode):
                 embeddings = forward(_images(images, rt))
             loss: torch.Tensor = criterion(embeddings.float(), image_ids, partition_ids)
             return loss
@@ -750,7 +750,7 @@ def _authors_global_step(
         return images, ids, _to_device(rows["partition"], rt.device)
 
     def loss_of(images: torch.Tensor, *ids: torch.Tensor) -> torch.Tensor:
-        with autocast_context(rt.device, rt.amp):
+        with autocast_context(rt.device, rt.amp, step_mode=rt.step_mode):
             embeddings = forward(_images(images, rt))
         if authors_loss is not None:
             loss: torch.Tensor = authors_loss(embeddings.float())
@@ -916,7 +916,7 @@ def pretrain_local(
 
     def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
         images, image_ids, partition_ids, volume_ids = inputs
-        with autocast_context(rt.device, rt.amp):
+        with autocast_context(rt.device, rt.amp, step_mode=rt.step_mode):
             features = forward(_images(images, rt))
         if fid.local_loss:  # needs local_batch (FidelityConfig checks): their pairing, J, 24·R
             authors: torch.Tensor = local_contrastive_loss(
@@ -1057,7 +1057,7 @@ def pretrain_joint(
 
     def loss_of(*inputs: torch.Tensor) -> torch.Tensor:
         g_images, g_ids, g_parts, l_images, l_ids, l_parts, l_volumes = inputs
-        with autocast_context(rt.device, rt.amp):
+        with autocast_context(rt.device, rt.amp, step_mode=rt.step_mode):
             emb = global_forward(_images(g_images, rt))
             feats = local_forward(_images(l_images, rt))
         lg = global_criterion(emb.float(), g_ids, g_parts)
@@ -1288,7 +1288,7 @@ def finetune(
     optimizer = _adam(unet.parameters(), st.learning_rate, rt)
 
     def loss_of(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with autocast_context(rt.device, rt.amp):
+        with autocast_context(rt.device, rt.amp, step_mode=rt.step_mode):
             logits = forward(_images(images, rt))
         return _segmentation_loss(logits, target, st.loss)
 
