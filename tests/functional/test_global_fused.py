@@ -343,3 +343,45 @@ def test_global_fused_value_without_gradient(monkeypatch, blocked):
     assert not no_grad.requires_grad
     assert not plain.requires_grad
     assert float(no_grad) == float(plain) == float(with_grad.detach())
+
+
+def _loss_and_grad(z: np.ndarray, image, partition, strategy: str):
+    zt = torch.tensor(z, requires_grad=True)
+    loss = global_contrastive_loss(zt, image_ids=torch.tensor(image),
+                                   partition_ids=torch.tensor(partition), strategy=strategy)
+    (grad,) = torch.autograd.grad(loss, zt)
+    return loss.detach(), grad
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reused_cpu_buffers_leave_no_trace(strategy):
+    """The one-block CPU kernel reuses its (N, N) buffers between calls: results never alias them.
+
+    Calls with other inputs, another N and another dtype in between, and calls from several
+    threads at once, give what a lone first call gives (to the bit), and earlier results are not
+    overwritten by later calls.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    rng = np.random.default_rng(0)
+    image, partition = _layout(rng, 20, 2, 3)
+    z1 = rng.normal(size=(40, 8)).astype(np.float32)
+    z2 = rng.normal(size=(40, 8)).astype(np.float32)
+    first = _loss_and_grad(z1, image, partition, strategy)
+    kept = (first[0].clone(), first[1].clone())
+    other = _loss_and_grad(z2, image, partition, strategy)
+    image30, partition30 = _layout(rng, 15, 2, 3)
+    _loss_and_grad(z1[:30].astype(np.float64), image30, partition30, strategy)
+    again = _loss_and_grad(z1, image, partition, strategy)
+    for a, b in zip(first, kept, strict=True):
+        assert torch.equal(a, b)  # not overwritten by the later calls
+    for a, b in zip(again, kept, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(other[1], kept[1])
+    inputs = [z1, z2] * 4
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda z: _loss_and_grad(z, image, partition, strategy), inputs))
+    for z, (loss, grad) in zip(inputs, results, strict=True):
+        ref = kept if z is z1 else other
+        assert torch.equal(loss, ref[0])
+        assert torch.equal(grad, ref[1])

@@ -19,6 +19,8 @@ blocks (on the CPU, blocks that stay in cache).
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -205,6 +207,43 @@ def _block_rows(n: int, device: torch.device) -> int:
     return n if n <= 2 * rows else rows
 
 
+# The one-block CPU kernel's (N, N) temporaries, kept between calls per thread: a fresh (N, N)
+# buffer per temporary pays its page faults again on every call (the C allocator hands freed
+# memory of that size back to the system), which cost as much as the whole computation at
+# N = 512. Only the newest (N, dtype) is kept (at most 5 buffers of N² values, N ≤ 512 rows);
+# none while torch.compile traces or a torch.func transform runs (their tensors are not written
+# through ``out=``), and none off the CPU.
+_WORKSPACE = threading.local()
+_NO_BUFFER: Callable[[str], torch.Tensor | None] = lambda _name: None  # noqa: E731
+
+
+def _transform_active() -> bool:
+    """Whether a torch.func transform (vmap, grad, ...) is running."""
+    try:
+        from torch._C._functorch import peek_interpreter_stack
+    except ImportError:  # pragma: no cover - a torch without it: never reuse buffers
+        return True
+    return peek_interpreter_stack() is not None
+
+
+def _workspace(n: int, like: torch.Tensor) -> Callable[[str], torch.Tensor | None]:
+    """``buffer(name)``: this thread's reusable (n, n) buffer `name`, or None (allocate)."""
+    if like.device.type != "cpu" or torch.compiler.is_compiling() or _transform_active():
+        return _NO_BUFFER
+    key = (n, like.dtype)
+    if getattr(_WORKSPACE, "key", None) != key:
+        _WORKSPACE.key, _WORKSPACE.buffers = key, {}
+    buffers: dict[str, torch.Tensor] = _WORKSPACE.buffers
+
+    def buffer(name: str) -> torch.Tensor:
+        found = buffers.get(name)
+        if found is None:
+            found = buffers[name] = torch.empty(n, n, dtype=like.dtype)
+        return found
+
+    return buffer
+
+
 def _canonical_ids(ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Each id's first position among the sorted ids, as `dtype`: equal ids, equal values.
 
@@ -216,7 +255,8 @@ def _canonical_ids(ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _global_masks(
-    group: torch.Tensor, negative_group: torch.Tensor | None, start: int, stop: int
+    group: torch.Tensor, negative_group: torch.Tensor | None, start: int, stop: int,
+    buffer: Callable[[str], torch.Tensor | None] = _NO_BUFFER,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``start:stop`` of the negatives' mask and of W, as floats, from canonical ids.
 
@@ -227,9 +267,11 @@ def _global_masks(
     n = group.shape[0]
     whole = start == 0 and stop == n
     rows = group[:, None] if whole else group[start:stop, None]
-    other = torch.sub(rows, group).abs_().clamp_max_(1.0)  # 1 on another group, 0 on the same
+    # 1 on another group, 0 on the same (into `buffer`'s reused memory for one block)
+    other = torch.sub(rows, group, out=buffer("e") if whole else None).abs_().clamp_max_(1.0)
     if whole:  # the anchor is not its own positive: the cached off-diagonal ones (one op)
-        w = torch.sub(_eye(n, group.device, group.dtype, off_diagonal=True), other)
+        w = torch.sub(_eye(n, group.device, group.dtype, off_diagonal=True), other,
+                      out=buffer("w"))
     else:  # entries (i, start + i): every (N + 1)-th of the flat block, from `start`
         w = 1.0 - other  # (not `diagonal`: its inductor lowering warns in torch 2.13)
         w.view(-1)[start::n + 1].zero_()
@@ -271,25 +313,29 @@ class _GlobalContrastiveSum(torch.autograd.Function):
         z, den, norm = normalize(y, eps, inv_tau)
         n = z.shape[0]
         if block_rows >= n:
-            u = torch.inner(z, z).exp_()  # e^s (one op: no einsum parsing)
-            other, w = _global_masks(group, negative_group, 0, n)
-            e = u * other  # the negatives' e^s
-            del other  # (N, N) temporaries freed at once: fewer alive together
+            # five (N, N) buffers, reused between calls on the CPU (see _workspace): "u", "e"
+            # (the masks, then the negatives' e^s), "w", "x" and "y" (temporaries in turn);
+            # without them (`reuse` False) every temporary is a fresh tensor, as under vmap
+            buffer = _workspace(n, z)
+            reuse = buffer is not _NO_BUFFER
+            u = torch.mm(z, z.mT, out=buffer("u")).exp_()  # e^s
+            other, w = _global_masks(group, negative_group, 0, n, buffer)
+            e = torch.mul(u, other, out=other if reuse else None)  # the negatives' e^s
+            del other
             t = e.sum(dim=1, keepdim=True)
-            total = torch.tensordot(w, torch.div(t, u).log1p_(), 2)
+            total = torch.tensordot(w, torch.div(t, u, out=buffer("x")).log1p_(), 2)
             count = w.sum()  # ordered positive pairs
             if not needs_grad:
                 return total / count if mean else total, count, z
-            u_t = torch.add(u, t)
-            r = torch.div(w, u_t).sum(dim=1, keepdim=True)  # R_a = Σ_p W_ap / (u_ap + T_a)
-            sigma = torch.div(t, u_t)  # σ_ak = T_a / (u_ak + T_a)
-            del u_t
-            # + σ_ka, with u's memory (u is not needed after); addcdiv out of place: vmap has
+            u_t = torch.add(u, t, out=buffer("x"))
+            # R_a = Σ_p W_ap / (u_ap + T_a)
+            r = torch.div(w, u_t, out=buffer("y")).sum(dim=1, keepdim=True)
+            sigma = torch.div(t, u_t, out=u_t if reuse else None)  # σ_ak = T_a / (u_ak + T_a)
+            # + σ_ka, with u's memory (u is not needed after); addcdiv not in place: vmap has
             # no batching rule for addcdiv_ (nor addcmul_)
             t_row = t.mT
-            sigma = torch.addcdiv(sigma, t_row, u.add_(t_row))
-            del u
-            h = (r + r.mT).mul_(e).sub_(sigma.mul_(w))
+            sigma = torch.addcdiv(sigma, t_row, u.add_(t_row), out=u if reuse else None)
+            h = torch.add(r, r.mT, out=u_t if reuse else None).mul_(e).sub_(sigma.mul_(w))
             d_z = torch.mm(h, z)
         else:
             blocks, t_parts, r_parts = [], [], []
