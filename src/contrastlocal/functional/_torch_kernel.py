@@ -318,7 +318,7 @@ class _GlobalContrastiveSum(torch.autograd.Function):
             # without them (`reuse` False) every temporary is a fresh tensor, as under vmap
             buffer = _workspace(n, z)
             reuse = buffer is not _NO_BUFFER
-            u = torch.mm(z, z.mT, out=buffer("u")).exp_()  # e^s
+            u = torch.inner(z, z, out=buffer("u")).exp_()  # e^s (one op: no einsum, no view)
             other, w = _global_masks(group, negative_group, 0, n, buffer)
             e = torch.mul(u, other, out=other if reuse else None)  # the negatives' e^s
             del other
