@@ -190,7 +190,7 @@ def small_blocks(monkeypatch):
 
 def test_global_block_rows_depend_on_n_and_device_type_only():
     block_rows, cpu, cuda = _kernel()._block_rows, torch.device("cpu"), torch.device("cuda", 1)
-    assert [block_rows(n, cpu) for n in (80, 512, 513, 8192)] == [80, 512, 256, 256]
+    assert [block_rows(n, cpu) for n in (80, 512, 1024, 1025, 8192)] == [80, 512, 1024, 256, 256]
     assert [block_rows(n, cuda) for n in (80, 16384, 16385, 32768)] == [80, 16384, 8192, 8192]
 
 

@@ -191,10 +191,11 @@ def fused_masked_contrastive_sum(
 # 3e12 for N (e^60 ≈ 1e26 of 3.4e38), 2/τ = 600 leaves float64 e^109. Above, the row-max path.
 _FIXED_SHIFT_LIMIT = {torch.float32: 30.0, torch.float64: 300.0}
 
-# Row blocks of the global kernel: on the CPU, blocks of this many rows above twice as many rows
-# (one block below), so that a block's few temporaries stay in cache. 256 was fastest at N = 1024,
-# 2048 and 8192 on a 2-core EPYC (128 and 512 slower; one block at N = 512). Tests lower it to
-# reach the blocked path at small N.
+# Row blocks of the global kernel: on the CPU, blocks of this many rows above four times as many
+# rows, so that a block's few temporaries stay in cache; one block (with its buffers reused
+# between calls, see _workspace) up to N = 1024. Measured on a 2-core EPYC: 256-row blocks fastest
+# at N = 2048 and 8192 (128 and 512 slower); at N = 1024 one block with reused buffers 0.85-0.93x
+# the floor against 0.97-1.32x in blocks. Tests lower it to reach the blocked path at small N.
 _CPU_BLOCK_ROWS = 256
 # Other devices: one block (the fewest kernel launches) up to twice this many rows; above, blocks
 # bound the memory (a handful of (N, N) temporaries would be tens of GiB at N = 32768).
@@ -203,16 +204,17 @@ _DEVICE_BLOCK_ROWS = 8192
 
 def _block_rows(n: int, device: torch.device) -> int:
     """Rows per block of the global kernel: N (one block) for small N."""
-    rows = _CPU_BLOCK_ROWS if device.type == "cpu" else _DEVICE_BLOCK_ROWS
-    return n if n <= 2 * rows else rows
+    if device.type == "cpu":
+        return n if n <= 4 * _CPU_BLOCK_ROWS else _CPU_BLOCK_ROWS
+    return n if n <= 2 * _DEVICE_BLOCK_ROWS else _DEVICE_BLOCK_ROWS
 
 
 # The one-block CPU kernel's (N, N) temporaries, kept between calls per thread: a fresh (N, N)
 # buffer per temporary pays its page faults again on every call (the C allocator hands freed
 # memory of that size back to the system), which cost as much as the whole computation at
-# N = 512. Only the newest (N, dtype) is kept (at most 5 buffers of N² values, N ≤ 512 rows);
-# none while torch.compile traces or a torch.func transform runs (their tensors are not written
-# through ``out=``), and none off the CPU.
+# N = 512. Only the newest (N, dtype) is kept (at most 5 buffers of N² values, N ≤ 1024 rows:
+# 20 MiB in float32); none while torch.compile traces or a torch.func transform runs (their
+# tensors are not written through ``out=``), and none off the CPU.
 _WORKSPACE = threading.local()
 _NO_BUFFER: Callable[[str], torch.Tensor | None] = lambda _name: None  # noqa: E731
 
