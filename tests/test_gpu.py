@@ -8,7 +8,6 @@ CUDA code paths compute the same functions, not merely something finite.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -34,18 +33,8 @@ VOLUMES, PARTITIONS = 10, 4
 
 
 @pytest.fixture(autouse=True)
-def _exact_float32() -> Iterator[None]:
+def _exact(exact_float32: None) -> None:
     """Full float32 matrix/convolution arithmetic (no TF32) while a test compares with the CPU."""
-    if not torch.cuda.is_available():  # the marker skips these tests; keep the fixture inert
-        yield
-        return
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _global_batch(seed: int, d: int = 128) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

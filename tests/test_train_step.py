@@ -7,7 +7,7 @@ CUDA-graph and ``reduce-overhead`` steps with eager on a GPU (skipped where ther
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -98,25 +98,8 @@ def test_bad_arguments():
 
 
 # ------------------------------------------------------------------------------------- GPU
-@pytest.fixture
-def _exact_float32() -> Iterator[None]:
-    if not torch.cuda.is_available():
-        yield
-        return
-    old = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-           torch.backends.cudnn.deterministic)
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    torch.backends.cudnn.deterministic = True
-    try:
-        yield
-    finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
-         torch.backends.cudnn.deterministic) = old
-
-
 @pytest.mark.gpu
-@pytest.mark.usefixtures("_exact_float32")
+@pytest.mark.usefixtures("exact_float32")
 def test_cuda_graph_step_equals_eager_on_cuda():
     eager = _train("eager", "cuda")
     graphed = _train("cuda_graph", "cuda")
@@ -126,7 +109,7 @@ def test_cuda_graph_step_equals_eager_on_cuda():
 
 
 @pytest.mark.gpu
-@pytest.mark.usefixtures("_exact_float32")
+@pytest.mark.usefixtures("exact_float32")
 def test_cuda_graph_rejects_other_shapes_and_optimisers_on_cuda():
     net, opt, loss_fn = _setup("cuda")
     data = _batches("cuda")
@@ -169,7 +152,7 @@ def test_cuda_graph_allows_one_off_set_up_in_the_first_call_on_cuda():
 
 
 @pytest.mark.gpu
-@pytest.mark.usefixtures("_exact_float32")
+@pytest.mark.usefixtures("exact_float32")
 def test_reduce_overhead_compiled_step_equals_eager_on_cuda():
     eager = _train("eager", "cuda")
     compiled = _train("compile", "cuda")
@@ -177,7 +160,7 @@ def test_reduce_overhead_compiled_step_equals_eager_on_cuda():
 
 
 @pytest.mark.gpu
-@pytest.mark.usefixtures("_exact_float32")
+@pytest.mark.usefixtures("exact_float32")
 def test_grouped_unet_on_cuda_equals_separate_networks_cuda_graph():
     torch.manual_seed(0)
     nets = [UNet(1, 3, channels=(4, 8, 8)).cuda() for _ in range(3)]

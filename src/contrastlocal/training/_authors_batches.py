@@ -459,9 +459,8 @@ def authors_batch_views(
     >>> bool(torch.equal(out[:4], x[:4]))  # rows 0-3: set 0's first volume, not augmented
     True
     """
-    import torch
-
     from ..data.augment import global_views, intensity_views
+    from ._distributed import to_device
 
     if kind not in ("global", "local"):
         msg = f"`kind` must be 'global' or 'local'; got {kind!r}."
@@ -475,11 +474,9 @@ def authors_batch_views(
     out = images.clone()
     call = np.asarray(rows["call"])
     for c in np.unique(call[call >= 0]):
-        # copies that do not wait for the device (no host synchronisation per step)
-        index = torch.from_numpy(np.flatnonzero(call == c)).to(images.device, non_blocking=True)
+        index = to_device(np.flatnonzero(call == c), images.device)  # no wait for the GPU
         out[index] = view_fn(images.index_select(0, index), generator, **kwargs)
-    blank = torch.from_numpy(np.array(rows["blank"], dtype=bool))
-    blank = blank.to(images.device, non_blocking=True)
+    blank = to_device(np.asarray(rows["blank"], dtype=bool), images.device)
     return out.masked_fill(blank.reshape(n, 1, 1, 1), 0.0)
 
 

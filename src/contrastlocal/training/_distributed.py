@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -155,6 +156,15 @@ def local_device(device: torch.device) -> torch.device:
     if active() and device.type == "cuda" and device.index is None:
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     return device
+
+
+def to_device(values: Any, device: torch.device) -> torch.Tensor:
+    """Host values (array-like) on `device`, copied without waiting for the device.
+
+    A blocking host-to-device copy synchronises with the GPU on every step; this one does not
+    (the values are staged by the copy itself, so they may change afterwards).
+    """
+    return torch.from_numpy(np.array(values)).to(device, non_blocking=True)
 
 
 def seed_suffix() -> tuple[int, ...]:

@@ -43,7 +43,7 @@ from torch import nn
 from ..models import GroupedUNet, UNet
 from ._graphs import StepMode, TrainStep
 from ._logging import MetricsLog
-from ._loop import autocast_context, derive_seed
+from ._loop import _KEEP, autocast_context, derive_seed
 from .checkpoint import (
     architecture_signature,
     latest_checkpoint,
@@ -445,7 +445,7 @@ class _GroupCheckpoints:
             {"format": 1, "key": self.key, "iteration": iteration,
              "model": grouped.state_dict(), "optimizer": optimizer.state_dict(), "cells": cells},
         )
-        for _, old in list_checkpoints(self.directory)[:-2]:
+        for _, old in list_checkpoints(self.directory)[:-_KEEP]:
             old.unlink(missing_ok=True)
 
     def remove(self) -> None:

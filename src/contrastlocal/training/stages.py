@@ -26,6 +26,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from .._validation import points_key
 from ..data import augment
 from ..data.slices import SliceDataset
 from ..data.volumes import Volume
@@ -49,6 +50,7 @@ from ._authors_batches import (
     authors_local_batch,
     authors_local_loss_arguments,
 )
+from ._distributed import to_device
 from ._graphs import StepMode
 from ._loop import LoopResult, LoopSpec, autocast_context, derive_seed, run_loop
 from .checkpoint import load_checkpoint, load_weights, weights_fingerprint
@@ -290,8 +292,7 @@ class _SliceBank:
         self.device = device
 
     def batch(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> dict[str, torch.Tensor]:
-        idx = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        idx = idx.to(self.device, non_blocking=True)
+        idx = to_device(np.asarray(indices, dtype=np.int64), self.device)
         return {k: t.index_select(0, idx) for k, t in self.tensors.items()}
 
 
@@ -394,27 +395,17 @@ def _cityscapes_crop(model: ModelConfig) -> tuple[int, int]:
             max(factor, (3 * w // 4) // factor * factor))
 
 
-def _to_device(values: npt.ArrayLike, device: torch.device) -> torch.Tensor:
-    """Host values on `device` without waiting for it (a copy that does not synchronise)."""
-    return torch.from_numpy(np.array(values)).to(device, non_blocking=True)
-
-
 def _device_arguments(arguments: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Make the authors' local-loss arguments once for every step.
 
     The weights go to the device and the region tables become tuple keys, so the step makes no
     host-to-device copy (it can be captured, and it does not wait for the device).
     """
-
-    def points(a: Any) -> tuple[tuple[int, int], ...]:
-        return tuple((int(p), int(q)) for p, q in np.asarray(a).reshape(-1, 2))
-
-    negatives = np.asarray(arguments["negative_positions"])
     return {
         **arguments,
-        "positive_weights": _to_device(arguments["positive_weights"], device),
-        "positions": points(arguments["positions"]),
-        "negative_positions": tuple(points(row) for row in negatives),
+        "positive_weights": to_device(arguments["positive_weights"], device),
+        "positions": points_key(arguments["positions"]),
+        "negative_positions": tuple(points_key(row) for row in arguments["negative_positions"]),
     }
 
 
@@ -746,8 +737,8 @@ def _authors_global_step(
         images = authors_batch_views(x, rows, gen, **options)
         if fid.global_loss:
             return (images,)
-        ids = _to_device(rows["image"], rt.device)
-        return images, ids, _to_device(rows["partition"], rt.device)
+        ids = to_device(rows["image"], rt.device)
+        return images, ids, to_device(rows["partition"], rt.device)
 
     def loss_of(images: torch.Tensor, *ids: torch.Tensor) -> torch.Tensor:
         with autocast_context(rt.device, rt.amp, step_mode=rt.step_mode):
@@ -909,7 +900,7 @@ def pretrain_local(
             rows = rows_of(it)
             x = bank.batch(authors_batch_indices(rows, depths))["images"]
             images = authors_batch_views(x, rows, gen, kind="local", **options)
-            ids = [_to_device(rows[k], rt.device) for k in ("image", "partition", "volume")]
+            ids = [to_device(rows[k], rt.device) for k in ("image", "partition", "volume")]
             return (images, *ids)
         views = augment.two_views(bank.batch(stream(it)), gen, kind=kind, **options)
         return tuple(views[k] for k in ("images", "image_ids", "partition_ids", "volume_ids"))
