@@ -172,7 +172,8 @@ def test_local_fused_compiles_fullgraph_on_its_first_call():
     # so a first call inside torch.compile works, with no graph break
     from contrastlocal.functional._local import _region_plan
     from contrastlocal.functional._regions import _default_keys
-    from contrastlocal.functional._torch_local import _TABLES, fused_local_loss
+    from contrastlocal.functional._torch_kernel import _CONSTANTS
+    from contrastlocal.functional._torch_local import fused_local_loss
 
     positions, negatives = _default_keys(11, 11, 3, 13)
     plan = _region_plan(positions, negatives, 11, 3)  # Python ints only
@@ -189,12 +190,12 @@ def test_local_fused_compiles_fullgraph_on_its_first_call():
                                 no_pair_message="no pair")
 
     features = torch.randn(6, 3, 11, 11, dtype=torch.float64, generator=gen)
-    _TABLES.clear()
+    _CONSTANTS.clear()
     torch._dynamo.reset()
     compiled_input = features.clone().requires_grad_(True)
     out = torch.compile(loss, fullgraph=True)(compiled_input)
     out.backward()
-    assert not _TABLES  # nothing traced was cached
+    assert not _CONSTANTS  # nothing traced was cached
     eager_input = features.clone().requires_grad_(True)
     expected = local_contrastive_loss(eager_input, image_ids=images, projection=projection,
                                       positions=positions, negative_positions=negatives,

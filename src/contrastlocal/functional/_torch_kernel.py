@@ -31,14 +31,29 @@ from .._typing import Array
 
 __all__ = [
     "assert_nonzero",
+    "cached_constant",
     "device_constant",
     "fused_global_loss",
     "fused_masked_contrastive_sum",
 ]
 
-# (n, device, dtype, shape, off_diagonal) -> the (n, n) identity (or its complement) of that
-# dtype, viewed as that shape
-_EYES: dict[tuple[Any, ...], torch.Tensor] = {}
+# key -> a constant tensor built once (identities, index tables), per device in the key
+_CONSTANTS: dict[tuple[Any, ...], Any] = {}
+
+
+def cached_constant(key: tuple[Any, ...], build: Callable[[], Any]) -> Any:
+    """Return ``build()``, built once per `key` (which names the device) and kept.
+
+    Under ``torch.compile`` it is built in the graph instead (a constant there; a traced tensor
+    is never cached). Kept constants spare a per-call rebuild or host-to-device copy, which would
+    synchronise with the host and could not be captured in a CUDA graph.
+    """
+    if torch.compiler.is_compiling():
+        return build()
+    found = _CONSTANTS.get(key)
+    if found is None:
+        found = _CONSTANTS[key] = build()
+    return found
 
 
 def _eye(
@@ -53,34 +68,19 @@ def _eye(
 
     def build() -> torch.Tensor:
         eye = torch.eye(n, dtype=dtype, device=device)
-        return (~eye if dtype == torch.bool else 1 - eye) if off_diagonal else eye
+        return ((~eye if dtype == torch.bool else 1 - eye) if off_diagonal else eye).view(shape)
 
-    if torch.compiler.is_compiling():  # a graph constant; never cache a traced tensor
-        return build().view(shape)
-    key = (n, str(device), dtype, shape, off_diagonal)
-    found = _EYES.get(key)
-    if found is None:
-        found = _EYES[key] = build().view(shape)
+    found: torch.Tensor = cached_constant(
+        ("eye", n, str(device), dtype, shape, off_diagonal), build
+    )
     return found
 
 
-# (key, device) -> a constant index table copied to that device once
-_CONSTANTS: dict[tuple[Any, ...], torch.Tensor] = {}
-
-
 def device_constant(key: tuple[Any, ...], table: Any, device: torch.device) -> torch.Tensor:
-    """Return host `table` (a NumPy array that `key` names) on `device`, copied once per device.
-
-    A host-to-device copy per call would synchronise with the host and could not be captured in
-    a CUDA graph; the cached copy is made outside tracing only (under ``torch.compile`` the
-    table becomes a graph constant instead).
-    """
-    if torch.compiler.is_compiling():
-        return torch.as_tensor(table, device=device)
-    full = (*key, str(device))
-    found = _CONSTANTS.get(full)
-    if found is None:
-        found = _CONSTANTS[full] = torch.as_tensor(table, device=device)
+    """Return host `table` (a NumPy array that `key` names) on `device`, copied once per device."""
+    found: torch.Tensor = cached_constant(
+        (*key, str(device)), lambda: torch.as_tensor(table, device=device)
+    )
     return found
 
 

@@ -30,12 +30,10 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .._typing import Array
-from ._torch_kernel import _eye, normalize, normalize_backward
+from ._torch_kernel import _eye, cached_constant, normalize, normalize_backward
 
 __all__ = ["fused_local_loss"]
 
-# (region plan, J, device) -> device index tables (the plan's pixels are in H*W)
-_TABLES: dict[tuple[Any, ...], tuple[torch.Tensor, ...]] = {}
 
 # the gather plan of _local: flat pixels (U*K*K,), U, positions' (R,) and negatives' (R*J,)
 # indices among the U regions (NumPy arrays or sequences of ints)
@@ -70,14 +68,14 @@ def _tables(plan: Plan, num_negatives: int, device: torch.device) -> tuple[torch
     the region plan only (shapes and settings, never tensor values), cached per device; under
     torch.compile they are built in the graph as constants and not cached.
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():  # (the key reads the plan: not while tracing)
         return _build_tables(plan, num_negatives, device)
     layout = (a.tobytes() if isinstance(a, np.ndarray) else tuple(a)
               for a in (plan[0], plan[2], plan[3]))
-    key = (*layout, num_negatives, str(device))
-    found = _TABLES.get(key)
-    if found is None:
-        found = _TABLES[key] = _build_tables(plan, num_negatives, device)
+    found: tuple[torch.Tensor, ...] = cached_constant(
+        ("local_tables", *layout, num_negatives, str(device)),
+        lambda: _build_tables(plan, num_negatives, device),
+    )
     return found
 
 
